@@ -1,0 +1,73 @@
+"""Optimizers for SVI that step all parameters together.
+
+``pyro.optim.Adam`` wraps one ``torch.optim.Adam`` per parameter and steps them in a Python loop. On a
+small VAE that loop is a third of an SVI step (measured with ``benchmarks/svi_vs_pytorch.py``). A single
+torch optimizer over every parameter uses torch's multi-tensor (``foreach``) kernels instead.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import pyro
+import pyro.optim.clipped_adam
+import torch
+from pyro.optim import PyroOptim
+
+from pyro_vae.errors import PyroVAEError
+
+
+class GroupedOptim(PyroOptim):
+    """A ``PyroOptim`` (so ``SVI`` accepts it) that steps every parameter with one torch optimizer.
+
+    State is saved per parameter-store name, so a checkpoint does not depend on parameter order.
+    """
+
+    def __init__(self, optim_constructor: Callable, optim_args: dict):
+        if not isinstance(optim_args, dict):
+            raise PyroVAEError("GroupedOptim takes a dict of optimizer arguments")
+        super().__init__(optim_constructor, optim_args)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._names: dict[torch.Tensor, str] = {}
+        self._pending_state: dict[str, dict] = {}
+
+    def __call__(self, params: Iterable[torch.Tensor], *args, **kwargs) -> None:
+        params = set(params)
+        if self.optimizer is None or params != set(self._names):
+            self._rebuild(params)
+        self.optimizer.step(*args, **kwargs)
+
+    def _rebuild(self, params: set) -> None:
+        store = pyro.get_param_store()
+        names = {p: store.param_name(p) for p in params}
+        ordered = sorted(params, key=names.get)
+        optimizer = self.pt_optim_constructor(ordered, **self.pt_optim_args)
+        for p in ordered:
+            if self.optimizer is not None and p in self.optimizer.state:
+                optimizer.state[p] = self.optimizer.state[p]
+            elif names[p] in self._pending_state:
+                optimizer.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and v.dim() else v
+                                      for k, v in self._pending_state.pop(names[p]).items()}
+        self.optimizer, self._names = optimizer, names
+
+    def get_state(self) -> dict:
+        state = dict(self._pending_state)
+        if self.optimizer is not None:
+            for p, name in self._names.items():
+                if p in self.optimizer.state:
+                    state[name] = dict(self.optimizer.state[p])
+        return state
+
+    def set_state(self, state_dict: dict) -> None:
+        self._pending_state.update(state_dict)
+        if self.optimizer is not None:
+            self._rebuild(set(self._names))
+
+
+def Adam(optim_args: dict) -> GroupedOptim:
+    """Adam over all parameters at once (``foreach`` kernels)."""
+    return GroupedOptim(torch.optim.Adam, optim_args)
+
+
+def ClippedAdam(optim_args: dict) -> GroupedOptim:
+    """Pyro's ClippedAdam (element-wise gradient clipping, learning-rate decay) over all parameters at once."""
+    return GroupedOptim(pyro.optim.clipped_adam.ClippedAdam, optim_args)

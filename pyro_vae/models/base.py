@@ -1,0 +1,75 @@
+"""The contract every latent structure meets, and what the library derives from it.
+
+A latent structure is an ``nn.Module`` with two Pyro programs over the same arguments:
+
+* ``model(x, *conditioning)``: the generative model p(z) p(x | z); the observation site is named ``"x"``
+  and every site that belongs to one image sits inside ``pyro.plate("data", batch_size)``;
+* ``guide(x, *conditioning)``: the variational posterior q(z | x); its latent sites have the same names.
+
+Conditioning (a label for the conditional VAE) comes after ``x`` in the same order as the batches of the
+data iterator. Everything generic (training, ELBOs, importance-sampled likelihoods, estimator comparison,
+generation and reconstruction below) uses only these two programs through Pyro's effect handlers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pyro import poutine
+from torch import nn
+
+from pyro_vae.errors import InvalidDataError
+
+OBSERVATION_SITE = "x"
+
+
+class LatentStructure(nn.Module):
+    """Base class: subclasses define ``model`` and ``guide``; see the module docstring for the contract."""
+
+    #: Name of the guide's latent site whose mean is "the code" of an image (for latent plots).
+    code_site = "z"
+    #: Whether batches must carry labels (passed as the second argument of model and guide).
+    needs_labels = False
+
+    def __init__(self, x_dim: int):
+        super().__init__()
+        self.x_dim = x_dim
+
+    def model(self, x: torch.Tensor, *conditioning: Any) -> None:
+        raise NotImplementedError
+
+    def guide(self, x: torch.Tensor, *conditioning: Any) -> None:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """Constructor arguments, as plain data, so a checkpoint can rebuild the structure."""
+        raise NotImplementedError
+
+    def check_batch(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InvalidDataError(f"expected a batch of shape (batch_size, {self.x_dim}), got {shape}")
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, *conditioning: Any) -> torch.Tensor:
+        """Encode, sample the latents from the guide, decode: the mean of p(x | z) with z ~ q(z | x)."""
+        guide_trace = poutine.trace(self.guide).get_trace(x, *conditioning)
+        model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(x, *conditioning)
+        return model_trace.nodes[OBSERVATION_SITE]["fn"].mean
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, *conditioning: Any) -> torch.Tensor:
+        """Sample the latents from the prior and decode: the mean of p(x | z) with z ~ p(z)."""
+        placeholder = torch.zeros(num_samples, self.x_dim, device=self.device)
+        trace = poutine.trace(poutine.uncondition(self.model)).get_trace(placeholder, *conditioning)
+        return trace.nodes[OBSERVATION_SITE]["fn"].mean
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, *conditioning: Any) -> torch.Tensor:
+        """The guide's mean of the code site for each image."""
+        trace = poutine.trace(self.guide).get_trace(x, *conditioning)
+        return trace.nodes[self.code_site]["fn"].mean
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,51 @@
+"""The neural networks that parameterize encoders and decoders."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn.functional import softplus
+
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh}
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class GaussianEncoder(nn.Module):
+    """x -> (loc, scale) of a diagonal Gaussian over ``out_dim`` variables; scale = softplus(.) + min_scale."""
+
+    def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu",
+                 min_scale: float = 1e-4):
+        super().__init__()
+        self.trunk = mlp([in_dim, *hidden_dims], activation)
+        self.act = ACTIVATIONS[activation]() if hidden_dims else nn.Identity()
+        width = hidden_dims[-1] if hidden_dims else in_dim
+        self.loc = nn.Linear(width, out_dim)
+        self.scale = nn.Linear(width, out_dim)
+        self.min_scale = min_scale
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.act(self.trunk(x))
+        return self.loc(h), softplus(self.scale(h)) + self.min_scale
+
+
+class BernoulliDecoder(nn.Module):
+    """z -> logits of independent Bernoulli pixels."""
+
+    def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu"):
+        super().__init__()
+        self.net = mlp([in_dim, *hidden_dims, out_dim], activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,260 @@
+"""Training with SVI: the loop, the run directory, and checkpoints that resume a run exactly."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import pyro
+import torch
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from pyro_vae.data import Dataset, iterate_batches, load_dataset, num_batches
+from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
+from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.inference import make_elbo, optim
+from pyro_vae.models import LatentStructure, build_model
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+CHECKPOINT_FORMAT = ("pyro-vae-checkpoint", 1)
+OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
+EVAL_BATCH_SIZE = 1000
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; stored in its checkpoint and ``config.json``."""
+
+    dataset: str = "binarized-mnist"
+    data_dir: Optional[str] = None
+    download: bool = False
+    binarize: str = "none"
+    subset: Optional[int] = None
+    model: str = "vae"
+    z_dim: int = 50
+    hidden_dims: list = field(default_factory=lambda: [200, 200])
+    activation: str = "relu"
+    elbo: str = "trace"
+    jit: bool = False
+    num_particles: int = 1
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    clip_norm: float = 10.0
+    batch_size: int = 100
+    epochs: int = 10
+    seed: int = 0
+    device: str = "cpu"
+
+    #: fields that may change when a run is resumed; every other field must match the checkpoint
+    RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir")
+
+    def validate(self) -> None:
+        for name in ("batch_size", "epochs", "num_particles", "z_dim"):
+            if getattr(self, name) < 1:
+                raise PyroVAEError(f"{name.replace('_', '-')} must be a positive whole number, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise PyroVAEError(f"the learning rate must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise PyroVAEError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+    def model_kwargs(self, x_dim: int) -> dict:
+        return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+                "activation": self.activation}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PyroVAEError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise PyroVAEError(f"unknown device {name!r}; choose cpu or cuda")
+    return torch.device(name)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file and rename it, so a crash never leaves half a file at ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain data only) and check its format."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; is this a run directory written by 'pyro-vae train'?")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
+        raise CheckpointError(f"the checkpoint {path} is corrupt or unreadable ({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or tuple(checkpoint.get("format", ())) != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a pyro-vae checkpoint of format {CHECKPOINT_FORMAT}")
+    return checkpoint
+
+
+def load_trained_model(run_dir: str | Path, device: str = "cpu") -> tuple[LatentStructure, TrainConfig, dict]:
+    """The structure saved in ``run_dir``'s checkpoint, its config, and the checkpoint itself."""
+    checkpoint = load_checkpoint(Path(run_dir) / CHECKPOINT)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = build_model(config.model, **checkpoint["model_config"])
+    _load_model_state(model, checkpoint, Path(run_dir) / CHECKPOINT)
+    return model.to(resolve_device(device)), config, checkpoint
+
+
+def _load_model_state(model: LatentStructure, checkpoint: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(checkpoint["model_state"])
+    except (RuntimeError, KeyError) as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"the checkpoint {path} does not match the model ({first_line})") from None
+
+
+class Trainer:
+    """Trains a latent structure with SVI, writing ``metrics.jsonl`` and a checkpoint every epoch.
+
+    A fresh run refuses an existing, non-empty ``run_dir``; ``resume=True`` continues the run saved there
+    from its last checkpoint, with the same parameters, optimizer state and random state, so that the
+    result equals an uninterrupted run with the same seed.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+                 progress: Optional[bool] = None, log: Callable[[str], None] = tqdm.write,
+                 dataset: Optional[Dataset] = None):
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.log = log
+        self.checkpoint = None
+        if resume:
+            self.checkpoint = load_checkpoint(self.run_dir / CHECKPOINT)
+            config = self._merge_resumed_config(config)
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()):
+            raise PyroVAEError(f"the run directory {self.run_dir} already exists; pass --resume to continue it, "
+                               "or choose another --name or --run-dir")
+        config.validate()
+        self.config = config
+        self.device = resolve_device(config.device)
+        pyro.set_rng_seed(config.seed)
+        pyro.clear_param_store()
+        self.dataset = dataset or load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
+                                               binarize=config.binarize, subset=config.subset, device=self.device,
+                                               seed=config.seed)
+        if not self.dataset.is_binary:
+            raise PyroVAEError(f"the {config.dataset} images are grey-scale but the likelihood is Bernoulli; "
+                               "pass --binarize dynamic (re-sampled every batch) or --binarize static")
+        self.model = build_model(config.model, **config.model_kwargs(self.dataset.train.images.shape[1]))
+        self.model.to(self.device)
+        optimizer_args = {"lr": config.lr}
+        if config.optimizer == "clipped-adam":
+            optimizer_args["clip_norm"] = config.clip_norm
+        self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
+        self.elbo = make_elbo(config.elbo, jit=config.jit, num_particles=config.num_particles)
+        self.svi = SVI(self.model.model, self.model.guide, self.optimizer, loss=self.elbo)
+        self.history: list[dict] = []
+        self.epoch = 0
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+
+    def _merge_resumed_config(self, requested: TrainConfig) -> TrainConfig:
+        saved = TrainConfig.from_dict(self.checkpoint["config"])
+        for name in TrainConfig.RESUMABLE_CHANGES:
+            setattr(saved, name, getattr(requested, name))
+        return saved
+
+    def check_resume_overrides(self, given: dict) -> None:
+        """Refuse options given on a resumed run that contradict the checkpoint's config."""
+        for name, value in given.items():
+            if name in TrainConfig.RESUMABLE_CHANGES:
+                continue
+            saved = getattr(self.config, name)
+            if value != saved:
+                raise CheckpointError(f"the checkpoint in {self.run_dir} was trained with {name}={saved!r}, "
+                                      f"but {name}={value!r} was asked for; drop the option or start a new run")
+
+    def _restore(self, checkpoint: dict) -> None:
+        _load_model_state(self.model, checkpoint, self.run_dir / CHECKPOINT)
+        self.optimizer.set_state(checkpoint["optim_state"])
+        torch.set_rng_state(checkpoint["rng_state"])
+        if self.device.type == "cuda" and "cuda_rng_state" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], self.device)
+        self.epoch = int(checkpoint["epoch"])
+        self.history = list(checkpoint["history"])
+
+    def _save(self) -> None:
+        checkpoint = {
+            "format": list(CHECKPOINT_FORMAT),
+            "config": asdict(self.config),
+            "model_config": self.model.config(),
+            "epoch": self.epoch,
+            "model_state": self.model.state_dict(),
+            "optim_state": self.optimizer.get_state(),
+            "rng_state": torch.get_rng_state(),
+            "history": self.history,
+        }
+        if self.device.type == "cuda":
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
+        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
+        lines = "".join(json.dumps(row) + "\n" for row in self.history)
+        atomic_write(self.run_dir / METRICS, lambda tmp: tmp.write_text(lines))
+        atomic_write(self.run_dir / CONFIG, lambda tmp: tmp.write_text(json.dumps(asdict(self.config), indent=2)))
+
+    def batches(self, split: str, *, shuffle: bool = False, generator: Optional[torch.Generator] = None):
+        binarize = self.dataset.binarize if split == "train" else "none"
+        size = self.config.batch_size if split == "train" else EVAL_BATCH_SIZE
+        return iterate_batches(self.dataset.split(split), size, shuffle=shuffle, generator=generator,
+                               binarize=binarize, with_labels=self.model.needs_labels)
+
+    def validation_elbo(self, split: str = "valid") -> float:
+        return elbo_per_datapoint(self.model.model, self.model.guide, self.batches(split), elbo=self.config.elbo)
+
+    def fit(self) -> list[dict]:
+        """Train up to ``config.epochs``, checkpointing each epoch; returns the per-epoch metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        n_train = len(self.dataset.train)
+        steps_per_epoch = num_batches(n_train, config.batch_size)
+        elapsed = self.history[-1]["seconds"] if self.history else 0.0
+        while self.epoch < config.epochs:
+            epoch = self.epoch + 1
+            # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            start = time.perf_counter()
+            total = 0.0
+            bar = tqdm(self.batches("train", shuffle=True, generator=generator), total=steps_per_epoch,
+                       desc=f"epoch {epoch}/{config.epochs}", disable=None if self.progress is None else not self.progress,
+                       leave=False, unit="batch")
+            for step, batch in enumerate(bar, start=1):
+                loss = self.svi.step(*batch)
+                if not math.isfinite(loss):
+                    bar.close()
+                    raise TrainingDiverged(self._divergence_message(loss, epoch, step, steps_per_epoch))
+                total += loss
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{total / min(step * config.batch_size, n_train):.2f}")
+            bar.close()
+            elapsed += time.perf_counter() - start
+            self.epoch = epoch
+            row = {"epoch": epoch, "step": epoch * steps_per_epoch, "train_loss": total / n_train,
+                   "valid_elbo": self.validation_elbo(), "seconds": elapsed}
+            self.history.append(row)
+            self._save()
+            self.log(f"epoch {epoch}/{config.epochs}  train loss {row['train_loss']:.2f}  "
+                     f"valid ELBO {row['valid_elbo']:.2f} nats/image  ({elapsed:.1f} s)")
+        return self.history
+
+    def _divergence_message(self, loss: float, epoch: int, step: int, steps_per_epoch: int) -> str:
+        where = f"the loss became {loss} at step {(epoch - 1) * steps_per_epoch + step} (epoch {epoch}, batch {step})"
+        if self.epoch == 0:
+            return f"{where}; no checkpoint had been written yet; try a smaller --lr"
+        return (f"{where}; the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}; "
+                "try a smaller --lr")

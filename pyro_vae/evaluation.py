@@ -98,3 +98,16 @@ def negative_log_likelihood(model: Callable, guide: Callable, batches: Iterable[
         total -= log_likelihood_iwae(model, guide, batch, num_samples=num_samples).sum().item()
         count += batch[0].shape[0]
     return total / count
+
+
+def evaluate_model(model, batches: list[tuple], *, num_samples: int = 5000, elbo_particles: int = 1,
+                   progress: Optional[Callable] = None) -> dict:
+    """Test ELBO and importance-sampled NLL of a latent structure, in nats per image."""
+    count = sum(batch[0].shape[0] for batch in batches)
+    return {
+        "images": count,
+        "elbo": elbo_per_datapoint(model.model, model.guide, batches, num_particles=elbo_particles),
+        "nll": negative_log_likelihood(model.model, model.guide, batches, num_samples=num_samples,
+                                       progress=progress),
+        "num_samples": num_samples,
+    }

@@ -15,7 +15,7 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from pyro_vae.data import Dataset, iterate_batches, load_dataset, num_batches
+from pyro_vae.data import Dataset, check_dataset, iterate_batches, load_dataset, num_batches
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import elbo_per_datapoint
 from pyro_vae.inference import make_elbo, optim
@@ -146,6 +146,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         pyro.set_rng_seed(config.seed)
         pyro.clear_param_store()
+        if dataset is not None:
+            check_dataset(dataset)
         self.dataset = dataset or load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
                                                binarize=config.binarize, subset=config.subset, device=self.device,
                                                seed=config.seed)
@@ -234,7 +236,13 @@ class Trainer:
                        desc=f"epoch {epoch}/{config.epochs}", disable=None if self.progress is None else not self.progress,
                        leave=False, unit="batch")
             for step, batch in enumerate(bar, start=1):
-                loss = self.svi.step(*batch)
+                try:
+                    loss = self.svi.step(*batch)
+                except ValueError as err:
+                    # Pyro's validation refuses NaN distribution parameters before the loss can show them.
+                    if isinstance(err, PyroVAEError) or self._parameters_finite():
+                        raise
+                    loss = math.nan
                 if not math.isfinite(loss):
                     bar.close()
                     raise TrainingDiverged(self._divergence_message(loss, epoch, step, steps_per_epoch))
@@ -251,6 +259,9 @@ class Trainer:
             self.log(f"epoch {epoch}/{config.epochs}  train loss {row['train_loss']:.2f}  "
                      f"valid ELBO {row['valid_elbo']:.2f} nats/image  ({elapsed:.1f} s)")
         return self.history
+
+    def _parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     def _divergence_message(self, loss: float, epoch: int, step: int, steps_per_epoch: int) -> str:
         where = f"the loss became {loss} at step {(epoch - 1) * steps_per_epoch + step} (epoch {epoch}, batch {step})"

@@ -35,10 +35,12 @@ class Split:
         return self.images.shape[0]
 
     def subset(self, n: Optional[int]) -> "Split":
+        """``n`` evenly spaced images, so that a split stored sorted by class keeps every class."""
         if n is None or n >= len(self):
             return self
-        labels = None if self.labels is None else self.labels[:n]
-        return Split(self.images[:n], labels)
+        index = torch.linspace(0, len(self) - 1, n).round().long()
+        labels = None if self.labels is None else self.labels[index]
+        return Split(self.images[index], labels)
 
     def to(self, device) -> "Split":
         labels = None if self.labels is None else self.labels.to(device)
@@ -79,6 +81,11 @@ def check_images(images: torch.Tensor, what: str = "data") -> None:
         raise InvalidDataError(f"{what} has values outside [0, 1]; scale pixel intensities to [0, 1]")
 
 
+def check_dataset(dataset: Dataset) -> None:
+    for split_name in ("train", "valid", "test"):
+        check_images(dataset.split(split_name).images, f"the {split_name} split of {dataset.name}")
+
+
 def _package_file(name: str) -> Path:
     return Path(str(resources.files("pyro_vae.data").joinpath(name)))
 
@@ -116,8 +123,8 @@ def load_mnist_test_release() -> Split:
     return Split(torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels.astype(np.int64)))
 
 
-def load_mnist(data_dir: Optional[str], download: bool = False, num_valid: int = 10000) -> Dataset:
-    """Grey-scale MNIST through torchvision; the last ``num_valid`` training digits become the validation split."""
+def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
+    """Grey-scale MNIST through torchvision; the last sixth of the training digits (10,000) is the validation split."""
     if data_dir is None:
         raise PyroVAEError("the mnist data set needs --data-dir (where torchvision keeps MNIST); add --download to fetch it")
     from torchvision.datasets import MNIST
@@ -136,6 +143,7 @@ def load_mnist(data_dir: Optional[str], download: bool = False, num_valid: int =
         return Split(images, ds.targets[rows].long())
 
     n = len(train)
+    num_valid = n // 6
     return Dataset(
         "mnist",
         train=as_split(train, slice(0, n - num_valid)),
@@ -156,9 +164,9 @@ def load_dataset(
 ) -> Dataset:
     """Load a data set once as tensors on ``device``.
 
-    ``binarize="dynamic"`` re-samples every batch as Bernoulli(pixel intensity) while training;
-    ``"static"`` samples every image once (with ``seed``), so evaluation sees fixed binary data.
-    ``subset`` keeps the first N images of each split, for quick runs.
+    ``binarize="dynamic"`` re-samples every training batch as Bernoulli(pixel intensity) and samples the
+    valid and test images once (with ``seed``); ``"static"`` samples every image once.
+    ``subset`` keeps N evenly spaced images of each split, for quick runs.
     """
     if name not in DATASETS:
         raise PyroVAEError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
@@ -167,10 +175,12 @@ def load_dataset(
     if subset is not None and subset <= 0:
         raise PyroVAEError(f"--subset must be a positive number of images, got {subset}")
     dataset = load_binarized_mnist() if name == "binarized-mnist" else load_mnist(data_dir, download)
+    check_dataset(dataset)
     for split_name in ("train", "valid", "test"):
         split = dataset.split(split_name).subset(subset)
-        check_images(split.images, f"the {split_name} split of {name}")
-        if binarize == "static":
+        # Dynamic binarization re-samples training batches; valid and test are sampled once, so that
+        # every evaluation sees the same binary images.
+        if binarize == "static" or (binarize == "dynamic" and split_name != "train"):
             generator = torch.Generator().manual_seed(seed)
             split = Split(torch.bernoulli(split.images, generator=generator), split.labels)
         setattr(dataset, split_name, split.to(device))

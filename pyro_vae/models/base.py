@@ -50,6 +50,13 @@ class LatentStructure(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InvalidDataError(f"expected a batch of shape (batch_size, {self.x_dim}), got {shape}")
 
+    @staticmethod
+    def check_binary(x: torch.Tensor) -> None:
+        """A Bernoulli likelihood silently gives wrong densities for grey pixels, so refuse them."""
+        if not ((x == 0) | (x == 1)).all():
+            raise InvalidDataError("the Bernoulli likelihood needs binary pixels (0 or 1); binarize the data first "
+                                   "(--binarize dynamic or static)")
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, *conditioning: Any) -> torch.Tensor:
         """Encode, sample the latents from the guide, decode: the mean of p(x | z) with z ~ q(z | x)."""
@@ -62,6 +69,14 @@ class LatentStructure(nn.Module):
         """Sample the latents from the prior and decode: the mean of p(x | z) with z ~ p(z)."""
         placeholder = torch.zeros(num_samples, self.x_dim, device=self.device)
         trace = poutine.trace(poutine.uncondition(self.model)).get_trace(placeholder, *conditioning)
+        return trace.nodes[OBSERVATION_SITE]["fn"].mean
+
+    @torch.no_grad()
+    def decode(self, code: torch.Tensor, *conditioning: Any) -> torch.Tensor:
+        """The mean of p(x | code) for given values of the code site (e.g. a grid for the latent manifold)."""
+        placeholder = torch.zeros(code.shape[0], self.x_dim, device=code.device)
+        decoder = poutine.condition(poutine.uncondition(self.model), data={self.code_site: code})
+        trace = poutine.trace(decoder).get_trace(placeholder, *conditioning)
         return trace.nodes[OBSERVATION_SITE]["fn"].mean
 
     @torch.no_grad()

@@ -33,6 +33,7 @@ class VAE(LatentStructure):
 
     def model(self, x):
         self.check_batch(x)
+        self.check_binary(x)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             prior = dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1)

@@ -1,0 +1,191 @@
+"""``pyro-vae train``, ``evaluate`` and ``sample``."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyro_vae.data import BINARIZE_MODES, DATASETS, iterate_batches, load_dataset
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.evaluation import evaluate_model
+from pyro_vae.inference import ELBOS
+from pyro_vae.models import MODELS
+from pyro_vae.networks import ACTIVATIONS
+from pyro_vae.plots.training import plot_images, write_run_pictures
+from pyro_vae.training import (CHECKPOINT, EVAL_BATCH_SIZE, METRICS, OPTIMIZERS, TrainConfig, Trainer,
+                               atomic_write, load_trained_model)
+
+DEFAULTS = TrainConfig()
+
+
+def _hidden_dims(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 200,200, got {text!r}")
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return sizes
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Options mirror TrainConfig; their default is None so that a resumed run can tell what was given."""
+    d = DEFAULTS
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, help=f"data set (default: {d.dataset}, shipped with the package)")
+    data.add_argument("--data-dir", help="where torchvision keeps MNIST (for --dataset mnist)")
+    data.add_argument("--download", action="store_true", default=None,
+                      help="let torchvision download MNIST into --data-dir (needs internet)")
+    data.add_argument("--binarize", choices=BINARIZE_MODES,
+                      help="how grey-scale pixels become binary for the Bernoulli likelihood: 'dynamic' re-samples "
+                           "every batch, 'static' samples once (default: none, for data that is already binary)")
+    data.add_argument("--subset", type=int, help="keep N evenly spaced images of each split, for quick runs")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", choices=sorted(MODELS), help=f"latent structure (default: {d.model})")
+    model.add_argument("--z-dim", type=int, help=f"number of latent dimensions (default: {d.z_dim})")
+    model.add_argument("--hidden-dims", type=_hidden_dims,
+                       help=f"encoder hidden widths, comma-separated; the decoder mirrors them "
+                            f"(default: {','.join(map(str, d.hidden_dims))})")
+    model.add_argument("--activation", choices=sorted(ACTIVATIONS), help=f"hidden activation (default: {d.activation})")
+    training = parser.add_argument_group("training")
+    training.add_argument("--elbo", choices=sorted(ELBOS),
+                          help="'trace' is Trace_ELBO (Monte Carlo KL), 'meanfield' is TraceMeanField_ELBO "
+                               f"(analytic KL) (default: {d.elbo})")
+    training.add_argument("--jit", action="store_true", default=None, help="use the JIT-compiled ELBO")
+    training.add_argument("--num-particles", type=int,
+                          help=f"samples of z per image in each ELBO estimate (default: {d.num_particles})")
+    training.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"(default: {d.optimizer})")
+    training.add_argument("--lr", type=float, help=f"learning rate (default: {d.lr})")
+    training.add_argument("--clip-norm", type=float, help=f"gradient clipping for clipped-adam (default: {d.clip_norm})")
+    training.add_argument("--batch-size", type=int, help=f"images per SVI step (default: {d.batch_size})")
+    training.add_argument("--epochs", type=int, help=f"total epochs; with --resume, train up to this many "
+                                                     f"(default: {d.epochs})")
+    training.add_argument("--seed", type=int, help=f"random seed (default: {d.seed})")
+    training.add_argument("--device", help=f"cpu or cuda (default: {d.device})")
+
+
+def _given_options(args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    if args.run_dir:
+        return Path(args.run_dir)
+    name = args.name or time.strftime("vae-%Y%m%d-%H%M%S")
+    return Path("runs") / name
+
+
+def _evaluation_batches(model, dataset, split: str) -> list[tuple]:
+    return list(iterate_batches(dataset.split(split), EVAL_BATCH_SIZE, with_labels=model.needs_labels))
+
+
+def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_progress: bool = True) -> dict:
+    batches = _evaluation_batches(model, dataset, split)
+    disable = None if show_progress else True  # None: tqdm shows the bar on a terminal only
+
+    def bar(it):
+        return tqdm(it, desc=f"log-likelihood K={num_samples}", unit="batch", disable=disable)
+
+    result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, progress=bar)}
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    return result
+
+
+def train_command(args: argparse.Namespace) -> int:
+    given = _given_options(args)
+    run_dir = _run_dir(args)
+    config = TrainConfig(**given)
+    progress = False if args.no_progress else None
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=progress)
+    if args.resume:
+        trainer.check_resume_overrides(given)
+    print(f"training {trainer.config.model} on {trainer.config.dataset} "
+          f"({len(trainer.dataset.train)} images) into {run_dir}")
+    history = trainer.fit()
+    model = trainer.model
+    model.eval()
+    result = _evaluate(model, trainer.dataset, "test", args.eval_samples, run_dir / "evaluation.json",
+                       show_progress=not args.no_progress)
+    pictures = write_run_pictures(model, trainer.dataset, history, run_dir, seed=trainer.config.seed)
+    print(f"test ELBO {result['elbo']:.2f} nats/image; test NLL (K={args.eval_samples}) "
+          f"{result['nll']:.2f} nats/image")
+    print(f"run:      {run_dir}  (checkpoint {CHECKPOINT}, resume with --run-dir {run_dir} --resume)")
+    print(f"metrics:  {run_dir / METRICS}, {run_dir / 'evaluation.json'}")
+    print("pictures: " + ", ".join(str(p) for p in pictures))
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    model, config, _ = load_trained_model(args.run_dir, args.device)
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, binarize=config.binarize,
+                           subset=config.subset, device=args.device, seed=config.seed)
+    pyro.set_rng_seed(args.seed)
+    out = Path(args.run_dir) / f"evaluation-{args.split}-K{args.num_samples}.json"
+    result = _evaluate(model, dataset, args.split, args.num_samples, out)
+    print(f"{args.split} ELBO {result['elbo']:.2f} nats/image; {args.split} NLL (K={args.num_samples}) "
+          f"{result['nll']:.2f} nats/image over {result['images']} images; written to {out}")
+    return 0
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    if args.num < 1:
+        raise PyroVAEError(f"--num must be positive, got {args.num}")
+    model, _, _ = load_trained_model(args.run_dir, args.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "generated.png"
+    if not out.parent.is_dir():
+        raise PyroVAEError(f"the folder {out.parent} does not exist")
+    pyro.set_rng_seed(args.seed)
+    plot_images(model.generate(args.num), out, nrow=args.nrow, title=f"{args.num} samples from the prior")
+    print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def add_subcommands(subparsers) -> None:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    train = subparsers.add_parser(
+        "train", help="train a VAE with SVI, then evaluate it and draw its pictures",
+        description="Train a latent structure with pyro.infer.SVI. Each epoch writes metrics.jsonl and a checkpoint "
+                    "to the run directory; at the end the test ELBO and importance-sampled NLL are written to "
+                    "evaluation.json and the pictures (curves, samples, reconstructions, and for --z-dim 2 the "
+                    "latent space) to PNG files.")
+    _add_train_options(train)
+    where = train.add_argument_group("run directory")
+    where.add_argument("--name", help="run name: the run goes to runs/NAME under the current directory "
+                                      "(default: vae-DATE-TIME)")
+    where.add_argument("--run-dir", help="the run directory itself (overrides --name)")
+    where.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its last checkpoint (options may be left out)")
+    where.add_argument("--eval-samples", type=int, default=100,
+                       help="importance samples K per test image for the final NLL; 'pyro-vae evaluate' uses 5000 "
+                            "(default: 100)")
+    where.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=train_command)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", formatter_class=formatter, help="test ELBO and importance-sampled NLL of a trained run",
+        description="Estimate log p(x) by importance sampling with K samples from the guide per image "
+                    "(the IWAE bound; K = 5000 is what the literature reports) and the ELBO, in nats per image.")
+    evaluate.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
+    evaluate.add_argument("--num-samples", "-K", type=int, default=5000, help="importance samples per image")
+    evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="which split")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed for the samples")
+    evaluate.set_defaults(handler=evaluate_command)
+
+    sample = subparsers.add_parser(
+        "sample", formatter_class=formatter, help="draw images from a trained model's prior",
+        description="Sample z from the prior, decode, and save the mean images as a PNG grid.")
+    sample.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
+    sample.add_argument("--num", type=int, default=64, help="how many images")
+    sample.add_argument("--nrow", type=int, default=8, help="images per row")
+    sample.add_argument("--out", help="PNG file to write (default: RUN_DIR/generated.png)")
+    sample.add_argument("--device", default="cpu", help="cpu or cuda")
+    sample.add_argument("--seed", type=int, default=0, help="random seed")
+    sample.set_defaults(handler=sample_command)

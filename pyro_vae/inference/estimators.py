@@ -1,0 +1,250 @@
+"""Gradient estimators of the ELBO, by name, and how to measure them on any model/guide pair.
+
+An estimator is one of Pyro's ELBO classes plus the guide as that ELBO should see it:
+
+* ``reparam``: ``Trace_ELBO``; latent samples are differentiated through, z = mu + sigma * eps;
+* ``score``: ``TraceGraph_ELBO`` with every latent site made non-reparameterized, so the gradient is the
+  score function  grad log q(z) * (downstream cost), Rao-Blackwellized by Pyro's dependency tracking;
+* ``score-avg-baseline``: the same, with a decaying average of each site's downstream cost subtracted;
+* ``score-nn-baseline``: the same, with that average plus a neural network of x subtracted (the recipe of
+  Mnih & Gregor 2014); Pyro trains the network on the squared error of its prediction of the cost;
+* ``meanfield``: ``TraceMeanField_ELBO``, reparameterized, with the KL term in closed form where Pyro knows it;
+* ``iwae``: ``RenyiELBO(alpha=0)`` with 5 particles: the gradient of the importance-weighted bound, a different
+  objective from the ELBO.
+
+Nothing here knows which model it runs: latent sites are found by tracing the guide and made
+non-reparameterized by a poutine messenger, and the gradients are those Pyro's ELBO puts on the parameters.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions import Distribution
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.networks import mlp
+
+#: Width of the hidden layer of the neural baseline.
+BASELINE_HIDDEN = 100
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    summary: str
+    elbo_class: type
+    elbo_options: dict = field(default_factory=dict)
+    score_function: bool = False
+    #: None, "average" (decaying average) or "neural" (decaying average plus a network of x)
+    baseline: Optional[str] = None
+
+
+ESTIMATORS: dict[str, EstimatorSpec] = {
+    "reparam": EstimatorSpec("Trace_ELBO, reparameterized latent sites", Trace_ELBO),
+    "score": EstimatorSpec("TraceGraph_ELBO, score function, no baseline", TraceGraph_ELBO, score_function=True),
+    "score-avg-baseline": EstimatorSpec("TraceGraph_ELBO, score function, decaying-average baseline",
+                                        TraceGraph_ELBO, score_function=True, baseline="average"),
+    "score-nn-baseline": EstimatorSpec("TraceGraph_ELBO, score function, decaying average + neural baseline",
+                                       TraceGraph_ELBO, score_function=True, baseline="neural"),
+    "meanfield": EstimatorSpec("TraceMeanField_ELBO, reparameterized, analytic KL", TraceMeanField_ELBO),
+    "iwae": EstimatorSpec("RenyiELBO(alpha=0), 5 particles: the importance-weighted bound", RenyiELBO,
+                          {"alpha": 0, "num_particles": 5, "vectorize_particles": True}),
+}
+
+
+def estimator_spec(name: str) -> EstimatorSpec:
+    if name not in ESTIMATORS:
+        raise PyroVAEError(f"unknown gradient estimator {name!r}; choose among {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name]
+
+
+def without_rsample(fn: Distribution) -> Distribution:
+    """A shallow copy of ``fn`` that samples without a pathwise gradient.
+
+    Wrappers (``Independent``, ``ExpandedDistribution``, masked and transformed distributions) read
+    ``has_rsample`` from their ``base_dist``, so the flag is set on a copy of the innermost distribution.
+    """
+    fn = copy.copy(fn)
+    if isinstance(getattr(type(fn), "has_rsample", None), property) and hasattr(fn, "base_dist"):
+        fn.base_dist = without_rsample(fn.base_dist)
+    else:
+        fn.has_rsample_(False)
+    return fn
+
+
+class ScoreFunctionSites(Messenger):
+    """Makes every latent sample site non-reparameterized; ``baselines`` maps site names to
+    ``infer["baseline"]`` options for ``TraceGraph_ELBO``."""
+
+    def __init__(self, baselines: Optional[Mapping[str, dict]] = None):
+        super().__init__()
+        self.baselines = baselines or {}
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or site_is_subsample(msg):
+            return
+        if getattr(msg["fn"], "has_rsample", False):
+            msg["fn"] = without_rsample(msg["fn"])
+        if msg["name"] in self.baselines:
+            msg["infer"] = {**msg["infer"], "baseline": self.baselines[msg["name"]]}
+
+
+def latent_sites(guide: Callable, args: tuple) -> dict:
+    """The guide's latent sample sites (name -> trace node), in the order the guide samples them."""
+    with torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*args)
+    sites = {name: site for name, site in trace.nodes.items()
+             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+    if not sites:
+        raise PyroVAEError("the guide has no latent sample site, so there is no gradient estimator to compare; "
+                           "the guide must sample the latent variables that the model observes x through")
+    return sites
+
+
+class DataPointBaseline(nn.Module):
+    """x -> one predicted downstream cost per data point."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = BASELINE_HIDDEN):
+        super().__init__()
+        self.net = mlp([in_dim, hidden_dim, 1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1)).squeeze(-1)
+
+
+class Estimator:
+    """One gradient estimator bound to a model/guide pair: ``elbo``, ``model``, and ``guide`` as it runs it.
+
+    ``example_args`` (a batch such as the ones it will see) tells which sites are latent and, for the
+    neural baseline, the size of x. Extra keyword arguments go to the ELBO class (e.g. ``num_particles``).
+    """
+
+    def __init__(self, name: str, model: Callable, guide: Callable, example_args: tuple, **elbo_options):
+        self.name = name
+        self.spec = estimator_spec(name)
+        self.model = model
+        self.base_guide = guide
+        self.sites = list(latent_sites(guide, example_args))
+        self.elbo: ELBO = self.spec.elbo_class(**{**self.spec.elbo_options, **elbo_options})
+        self.baseline_nets: Optional[nn.ModuleList] = None
+        if self.spec.baseline == "neural":
+            self.baseline_nets = self._neural_baselines(example_args)
+        self.guide = self._score_function_guide if self.spec.score_function else guide
+
+    def _neural_baselines(self, example_args: tuple) -> nn.ModuleList:
+        x = example_args[0]
+        for name, site in latent_sites(self.base_guide, example_args).items():
+            if tuple(site["fn"].batch_shape) != (x.shape[0],):
+                raise PyroVAEError(f"the neural baseline predicts one cost per data point, but the latent site "
+                                   f"{name!r} has batch shape {tuple(site['fn'].batch_shape)}; use "
+                                   "score-avg-baseline for this model")
+        return nn.ModuleList(DataPointBaseline(x[0].numel()) for _ in self.sites).to(x.device)
+
+    def _baselines(self, x: torch.Tensor) -> dict:
+        if self.spec.baseline is None:
+            return {}
+        options = {site: {"use_decaying_avg_baseline": True} for site in self.sites}
+        if self.baseline_nets is not None:
+            pyro.module("score_function_baseline", self.baseline_nets)
+            for site, net in zip(self.sites, self.baseline_nets):
+                options[site].update(nn_baseline=net, nn_baseline_input=x)
+        return options
+
+    def _score_function_guide(self, *args, **kwargs):
+        with ScoreFunctionSites(self._baselines(args[0])):
+            return self.base_guide(*args, **kwargs)
+
+
+def parameter_groups(model: Callable, guide: Callable, args: tuple) -> dict[str, dict[str, torch.Tensor]]:
+    """The trainable tensors of the guide and of the model, by parameter-store name."""
+    with torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+
+    def params(trace, exclude=()):
+        return {name: site["value"].unconstrained() for name, site in trace.nodes.items()
+                if site["type"] == "param" and name not in exclude}
+
+    guide_params = params(guide_trace)
+    return {"guide": guide_params, "model": params(model_trace, exclude=guide_params)}
+
+
+@dataclass
+class GradientSamples:
+    """``num_repeats`` independent gradient estimates, one row each, per parameter group."""
+
+    estimator: str
+    samples: dict[str, torch.Tensor]
+    seconds_per_gradient: float
+
+
+def _check_positive(value: int, what: str) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise PyroVAEError(f"{what} must be a positive whole number, got {value!r}")
+
+
+def sample_gradients(estimator: Estimator, batch: tuple, num_repeats: int, *, baseline_warmup: int = 100,
+                     baseline_lr: float = 1e-3, progress: Optional[Callable[[Iterable], Iterable]] = None
+                     ) -> GradientSamples:
+    """Estimate the gradient of the ELBO on ``batch`` ``num_repeats`` times with the parameters held fixed.
+
+    Baselines first see ``baseline_warmup`` estimates on the same batch: the decaying average settles, and
+    the neural baseline is trained by Adam on the baseline loss that Pyro's ``TraceGraph_ELBO`` adds.
+    """
+    _check_positive(num_repeats, "the number of repeated gradient estimates")
+    groups = parameter_groups(estimator.model, estimator.base_guide, batch)
+    params = [p for group in groups.values() for p in group.values()]
+    if estimator.baseline_nets is not None:
+        params += list(estimator.baseline_nets.parameters())
+
+    def estimate() -> float:
+        for p in params:
+            p.grad = None
+        start = time.perf_counter()
+        estimator.elbo.loss_and_grads(estimator.model, estimator.guide, *batch)
+        return time.perf_counter() - start
+
+    if estimator.spec.baseline is not None:
+        optimizer = (torch.optim.Adam(estimator.baseline_nets.parameters(), lr=baseline_lr)
+                     if estimator.baseline_nets is not None else None)
+        for _ in range(baseline_warmup):
+            estimate()
+            if optimizer is not None:
+                optimizer.step()
+
+    rows: dict[str, list[torch.Tensor]] = {group: [] for group in groups}
+    seconds = 0.0
+    for _ in (progress or iter)(range(num_repeats)):
+        seconds += estimate()
+        for group, named in groups.items():
+            rows[group].append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                          for p in named.values()]) if named else torch.zeros(0))
+    for p in params:
+        p.grad = None
+    return GradientSamples(estimator.name, {group: torch.stack(r) for group, r in rows.items()},
+                           seconds / num_repeats)
+
+
+def gradient_statistics(samples: torch.Tensor) -> dict[str, float]:
+    """Statistics of ``R`` gradient estimates of ``D`` parameters, given as an (R, D) tensor.
+
+    * ``mean_grad_norm``: the norm of the average estimate;
+    * ``total_variance``: the sum over parameters of each one's variance (the trace of the covariance);
+    * ``snr``: |mean| / standard deviation, averaged over the parameters whose estimate varies.
+    """
+    if samples.dim() != 2 or samples.shape[0] < 2:
+        raise PyroVAEError("gradient statistics need at least two estimates, as an (R, D) tensor")
+    samples = samples.double()
+    mean, std = samples.mean(0), samples.std(0)
+    varies = std > 0
+    snr = (mean.abs()[varies] / std[varies]).mean().item() if varies.any() else float("nan")
+    return {"mean_grad_norm": mean.norm().item(), "total_variance": std.pow(2).sum().item(), "snr": snr}

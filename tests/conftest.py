@@ -1,0 +1,61 @@
+import pyro
+import pytest
+import torch
+
+from pyro_vae.data import load_dataset
+
+
+@pytest.fixture(autouse=True)
+def fresh_pyro_state():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    """300 images per split of the shipped binarized MNIST."""
+    return load_dataset(subset=300)
+
+
+@pytest.fixture
+def batch(small_data):
+    return small_data.test.images[:50]
+
+
+def run_cli(*argv):
+    from pyro_vae.cli import main
+
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the command line in-process; returns (exit code, stdout, stderr)."""
+
+    def call(*argv):
+        try:
+            code = run_cli(*argv)
+        except SystemExit as exit:  # argparse errors
+            code = exit.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+TINY = ["--subset", 300, "--epochs", 1, "--hidden-dims", 32, "--z-dim", 2, "--batch-size", 50,
+        "--eval-samples", 4, "--no-progress"]
+
+
+def assert_one_sentence_error(code, err, *fragments):
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -15,6 +15,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
+from pyro_vae.inference.scaling import unscaled
 
 DATA_PLATE = "data"
 
@@ -22,11 +23,15 @@ DATA_PLATE = "data"
 @torch.no_grad()
 def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple], *, num_particles: int = 1,
                        elbo: str = "trace") -> float:
-    """The average ELBO (nats per data point) over ``batches`` of ``(x, *conditioning)``."""
+    """The average ELBO (nats per data point) over ``batches`` of ``(x, *conditioning)``.
+
+    Scales (a beta, a warm-up factor) are undone: this is the ELBO of the generative model itself.
+    """
     objective = make_elbo(elbo, num_particles=num_particles)
     total, count = 0.0, 0
     for batch in batches:
-        total -= objective.loss(model, guide, *batch)
+        with unscaled():
+            total -= objective.loss(model, guide, *batch)
         count += batch[0].shape[0]
     return total / count
 
@@ -111,3 +116,27 @@ def evaluate_model(model, batches: list[tuple], *, num_samples: int = 5000, elbo
                                        progress=progress),
         "num_samples": num_samples,
     }
+
+
+@torch.no_grad()
+def rate_distortion(model: Callable, guide: Callable, batches: Iterable[tuple]) -> dict:
+    """Rate E_q[log q(z | x) - log p(z)] (the KL, nats) and distortion -E_q[log p(x | z)] (nats), per data point.
+
+    Latent sites count towards the rate and observed sites towards the distortion, so rate + distortion
+    is -ELBO for any model/guide pair. One sample of z per data point; scales are ignored.
+    """
+    rate, distortion, count = 0.0, 0.0, 0
+    for batch in batches:
+        guide_trace = poutine.trace(guide).get_trace(*batch)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
+        for trace, sign in ((model_trace, -1.0), (guide_trace, 1.0)):
+            for site in trace.nodes.values():
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                log_prob = site["fn"].log_prob(site["value"]).sum().item()
+                if site["is_observed"]:
+                    distortion -= log_prob
+                else:
+                    rate += sign * log_prob
+        count += batch[0].shape[0]
+    return {"rate": rate / count, "distortion": distortion / count}

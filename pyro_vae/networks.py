@@ -22,8 +22,11 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class GaussianEncoder(nn.Module):
-    """x -> (loc, scale) of a diagonal Gaussian over ``out_dim`` variables; scale = softplus(.) + min_scale."""
+class GaussianMLP(nn.Module):
+    """input -> (loc, scale) of a diagonal Gaussian over ``out_dim`` variables; scale = softplus(.) + min_scale.
+
+    The encoder q(z | x) of every structure, and the conditional prior p(z1 | z2) of the hierarchical VAE.
+    """
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu",
                  min_scale: float = 1e-4):

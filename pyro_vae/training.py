@@ -19,6 +19,7 @@ from pyro_vae.data import Dataset, check_dataset, iterate_batches, load_dataset,
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import elbo_per_datapoint
 from pyro_vae.inference import make_elbo, optim
+from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.models import LatentStructure, build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -52,6 +53,8 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 0
     device: str = "cpu"
+    model_options: dict = field(default_factory=dict)
+    kl_warmup: int = 0
 
     #: fields that may change when a run is resumed; every other field must match the checkpoint
     RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir")
@@ -62,12 +65,17 @@ class TrainConfig:
                 raise PyroVAEError(f"{name.replace('_', '-')} must be a positive whole number, got {getattr(self, name)}")
         if not self.lr > 0:
             raise PyroVAEError(f"the learning rate must be positive, got {self.lr}")
+        if self.kl_warmup < 0:
+            raise PyroVAEError(f"--kl-warmup is a number of epochs and cannot be negative, got {self.kl_warmup}")
+        if self.kl_warmup and self.jit:
+            raise PyroVAEError("--kl-warmup changes the KL weight every step, which a JIT-compiled ELBO would freeze; "
+                               "drop --jit")
         if self.optimizer not in OPTIMIZERS:
             raise PyroVAEError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
 
     def model_kwargs(self, x_dim: int) -> dict:
         return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
-                "activation": self.activation}
+                "activation": self.activation, **self.model_options}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -156,16 +164,38 @@ class Trainer:
                                "pass --binarize dynamic (re-sampled every batch) or --binarize static")
         self.model = build_model(config.model, **config.model_kwargs(self.dataset.train.images.shape[1]))
         self.model.to(self.device)
+        if self.model.needs_labels and self.dataset.train.labels is None:
+            raise PyroVAEError(f"the {config.model} model needs labelled images, and {config.dataset} has no training "
+                               "labels; use --dataset binarized-mnist-labelled, mnist-test-release or mnist")
         optimizer_args = {"lr": config.lr}
         if config.optimizer == "clipped-adam":
             optimizer_args["clip_norm"] = config.clip_norm
         self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
         self.elbo = make_elbo(config.elbo, jit=config.jit, num_particles=config.num_particles)
-        self.svi = SVI(self.model.model, self.model.guide, self.optimizer, loss=self.elbo)
         self.history: list[dict] = []
         self.epoch = 0
+        self.step = 0
+        self.svi = SVI(self._warmed_up(self.model.model), self._warmed_up(self.model.guide), self.optimizer,
+                       loss=self.elbo)
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
+
+    def kl_weight(self) -> float:
+        """The KL warm-up factor: rises linearly from 0 to 1 over ``kl_warmup`` epochs of steps."""
+        if not self.config.kl_warmup:
+            return 1.0
+        steps = self.config.kl_warmup * num_batches(len(self.dataset.train), self.config.batch_size)
+        return min(1.0, self.step / steps)
+
+    def _warmed_up(self, program: Callable) -> Callable:
+        if not self.config.kl_warmup:
+            return program
+
+        def scaled(*args):
+            with scale_latents(self.kl_weight()):
+                return program(*args)
+
+        return scaled
 
     def _merge_resumed_config(self, requested: TrainConfig) -> TrainConfig:
         saved = TrainConfig.from_dict(self.checkpoint["config"])
@@ -190,6 +220,7 @@ class Trainer:
         if self.device.type == "cuda" and "cuda_rng_state" in checkpoint:
             torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], self.device)
         self.epoch = int(checkpoint["epoch"])
+        self.step = int(checkpoint["step"])
         self.history = list(checkpoint["history"])
 
     def _save(self) -> None:
@@ -198,6 +229,7 @@ class Trainer:
             "config": asdict(self.config),
             "model_config": self.model.config(),
             "epoch": self.epoch,
+            "step": self.step,
             "model_state": self.model.state_dict(),
             "optim_state": self.optimizer.get_state(),
             "rng_state": torch.get_rng_state(),
@@ -238,6 +270,7 @@ class Trainer:
             for step, batch in enumerate(bar, start=1):
                 try:
                     loss = self.svi.step(*batch)
+                    self.step += 1
                 except ValueError as err:
                     # Pyro's validation refuses NaN distribution parameters before the loss can show them.
                     if isinstance(err, PyroVAEError) or self._parameters_finite():

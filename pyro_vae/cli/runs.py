@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import time
 from dataclasses import fields
@@ -18,6 +19,7 @@ from pyro_vae.inference import ELBOS
 from pyro_vae.models import MODELS
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plots.training import plot_images, write_run_pictures
+from pyro_vae.sweeps import beta_sweep
 from pyro_vae.training import (CHECKPOINT, EVAL_BATCH_SIZE, METRICS, OPTIMIZERS, TrainConfig, Trainer,
                                atomic_write, load_trained_model)
 
@@ -47,7 +49,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                            "every batch, 'static' samples once (default: none, for data that is already binary)")
     data.add_argument("--subset", type=int, help="keep N evenly spaced images of each split, for quick runs")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=sorted(MODELS), help=f"latent structure (default: {d.model})")
+    model.add_argument("--model", help=f"latent structure: one of {', '.join(sorted(MODELS))}, or your own as "
+                                       f"path/to/file.py:ClassName (default: {d.model})")
+    model.add_argument("--beta", type=float, help="KL weight of --model beta-vae (default: 1)")
+    model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=_model_option,
+                       help="a constructor argument of the model, e.g. num_components=20 for mixture-prior-vae or "
+                            "z1_dim=100 for hierarchical-vae; repeat for several")
     model.add_argument("--z-dim", type=int, help=f"number of latent dimensions (default: {d.z_dim})")
     model.add_argument("--hidden-dims", type=_hidden_dims,
                        help=f"encoder hidden widths, comma-separated; the decoder mirrors them "
@@ -58,6 +65,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                           help="'trace' is Trace_ELBO (Monte Carlo KL), 'meanfield' is TraceMeanField_ELBO "
                                f"(analytic KL) (default: {d.elbo})")
     training.add_argument("--jit", action="store_true", default=None, help="use the JIT-compiled ELBO")
+    training.add_argument("--kl-warmup", type=int, metavar="EPOCHS",
+                          help="KL warm-up: the KL term's weight rises linearly from 0 to 1 over this many epochs "
+                               "(default: 0, off)")
     training.add_argument("--num-particles", type=int,
                           help=f"samples of z per image in each ELBO estimate (default: {d.num_particles})")
     training.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"(default: {d.optimizer})")
@@ -70,9 +80,24 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--device", help=f"cpu or cuda (default: {d.device})")
 
 
+def _model_option(text: str) -> tuple:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def _given_options(args: argparse.Namespace) -> dict:
-    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-            if getattr(args, f.name, None) is not None}
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    options = dict(args.model_option or [])
+    if args.beta is not None:
+        options["beta"] = args.beta
+    if options:
+        given["model_options"] = options
+    return given
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -142,8 +167,34 @@ def sample_command(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise PyroVAEError(f"the folder {out.parent} does not exist")
     pyro.set_rng_seed(args.seed)
-    plot_images(model.generate(args.num), out, nrow=args.nrow, title=f"{args.num} samples from the prior")
+    if model.needs_labels and args.label is None:
+        raise PyroVAEError("this model is conditional: choose the digit with --label 0-9")
+    if args.label is not None and not model.needs_labels:
+        raise PyroVAEError("--label is for conditional models such as cvae; this model takes no label")
+    conditioning = () if args.label is None else (torch.full((args.num,), args.label, dtype=torch.long),)
+    title = f"{args.num} samples from the prior" + (f" of digit {args.label}" if conditioning else "")
+    plot_images(model.generate(args.num, *conditioning), out, nrow=args.nrow, title=title)
     print(f"wrote {args.num} samples to {out}")
+    return 0
+
+
+def _betas(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,1,4, got {text!r}")
+
+
+def beta_sweep_command(args: argparse.Namespace) -> int:
+    given = _given_options(args)
+    if given.get("model", "beta-vae") != "beta-vae":
+        raise PyroVAEError("beta-sweep always trains --model beta-vae; drop --model")
+    out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
+    rows = beta_sweep(args.betas, TrainConfig(**given), out_dir, progress=False if args.no_progress else None)
+    print(f"{'beta':>6} {'rate':>8} {'distortion':>11} {'ELBO':>9}")
+    for row in rows:
+        print(f"{row['beta']:>6g} {row['rate']:>8.2f} {row['distortion']:>11.2f} {row['elbo']:>9.2f}")
+    print(f"results: {out_dir / 'results.csv'}, {out_dir / 'rate_distortion.png'}, {out_dir}/traversals-beta-*.png")
     return 0
 
 
@@ -168,6 +219,18 @@ def add_subcommands(subparsers) -> None:
     where.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=train_command)
 
+    sweep = subparsers.add_parser(
+        "beta-sweep", help="train beta-VAEs over a list of betas; plot rate against distortion and traversals",
+        description="Train --model beta-vae once per beta with the same options, seed and budget, then measure "
+                    "rate (KL) and distortion (-E log p(x|z)) on the test split, plot one against the other, "
+                    "and write latent traversals (one latent varied at a time, the others held) for each beta.")
+    sweep.add_argument("--betas", type=_betas, default=[0.5, 1.0, 2.0, 4.0, 8.0],
+                       help="comma-separated betas (default: 0.5,1,2,4,8)")
+    sweep.add_argument("--out-dir", help="where the sweep goes (default: runs/beta-sweep-DATE-TIME)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_train_options(sweep)
+    sweep.set_defaults(handler=beta_sweep_command)
+
     evaluate = subparsers.add_parser(
         "evaluate", formatter_class=formatter, help="test ELBO and importance-sampled NLL of a trained run",
         description="Estimate log p(x) by importance sampling with K samples from the guide per image "
@@ -186,6 +249,7 @@ def add_subcommands(subparsers) -> None:
     sample.add_argument("--num", type=int, default=64, help="how many images")
     sample.add_argument("--nrow", type=int, default=8, help="images per row")
     sample.add_argument("--out", help="PNG file to write (default: RUN_DIR/generated.png)")
+    sample.add_argument("--label", type=int, help="for a conditional model (cvae): the digit to draw")
     sample.add_argument("--device", default="cpu", help="cpu or cuda")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.set_defaults(handler=sample_command)

@@ -1,9 +1,11 @@
 """Data sets as tensors loaded once, and a batch iterator over them.
 
-``binarized-mnist`` is the statically binarized MNIST of Larochelle & Murray (2011), shipped with the
-package. ``mnist`` is the grey-scale MNIST read by torchvision from ``--data-dir`` (with ``--download``
-for users who have internet); its official test release ships with the package too, so
-``mnist`` works offline for the test split.
+* ``binarized-mnist``: the statically binarized MNIST of Larochelle & Murray (2011), shipped with the
+  package; only its test split carries labels.
+* ``binarized-mnist-labelled``: that labelled test split, shuffled once and split 7000 / 1000 / 2000
+  into train / valid / held-out test, for models that need labels (the conditional VAE) offline.
+* ``mnist-test-release``: the official grey-scale MNIST test release (shipped), split the same way.
+* ``mnist``: the full grey-scale MNIST read by torchvision from ``--data-dir`` (``--download`` fetches it).
 """
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ from pyro_vae.errors import InvalidDataError, PyroVAEError
 
 IMAGE_SHAPE = (28, 28)
 X_DIM = 28 * 28
-DATASETS = ("binarized-mnist", "mnist")
+DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist")
+#: The labelled offline data sets are one labelled release split once, always the same way, into these parts.
+LABELLED_SPLIT = (7000, 1000, 2000)
+LABELLED_SPLIT_SEED = 20111111
 BINARIZE_MODES = ("none", "dynamic", "static")
 
 
@@ -123,6 +128,15 @@ def load_mnist_test_release() -> Split:
     return Split(torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels.astype(np.int64)))
 
 
+def split_labelled(name: str, release: Split) -> Dataset:
+    """Shuffle a labelled release (with a fixed seed) into train / valid / held-out test parts."""
+    order = torch.randperm(len(release), generator=torch.Generator().manual_seed(LABELLED_SPLIT_SEED))
+    n_train, n_valid, _ = LABELLED_SPLIT
+    parts = order[:n_train], order[n_train:n_train + n_valid], order[n_train + n_valid:]
+    train, valid, test = (Split(release.images[i], release.labels[i]) for i in parts)
+    return Dataset(name, train=train, valid=valid, test=test)
+
+
 def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
     """Grey-scale MNIST through torchvision; the last sixth of the training digits (10,000) is the validation split."""
     if data_dir is None:
@@ -174,7 +188,14 @@ def load_dataset(
         raise PyroVAEError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZE_MODES)}")
     if subset is not None and subset <= 0:
         raise PyroVAEError(f"--subset must be a positive number of images, got {subset}")
-    dataset = load_binarized_mnist() if name == "binarized-mnist" else load_mnist(data_dir, download)
+    if name == "binarized-mnist":
+        dataset = load_binarized_mnist()
+    elif name == "binarized-mnist-labelled":
+        dataset = split_labelled(name, load_binarized_mnist().test)
+    elif name == "mnist-test-release":
+        dataset = split_labelled(name, load_mnist_test_release())
+    else:
+        dataset = load_mnist(data_dir, download)
     check_dataset(dataset)
     for split_name in ("train", "valid", "test"):
         split = dataset.split(split_name).subset(subset)

@@ -14,7 +14,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_vae.models.base import LatentStructure
-from pyro_vae.networks import BernoulliDecoder, GaussianEncoder
+from pyro_vae.networks import BernoulliDecoder, GaussianMLP
 
 
 class VAE(LatentStructure):
@@ -24,7 +24,7 @@ class VAE(LatentStructure):
         self.z_dim = z_dim
         self.hidden_dims = tuple(hidden_dims)
         self.activation = activation
-        self.encoder = GaussianEncoder(x_dim, self.hidden_dims, z_dim, activation)
+        self.encoder = GaussianMLP(x_dim, self.hidden_dims, z_dim, activation)
         self.decoder = BernoulliDecoder(z_dim, tuple(reversed(self.hidden_dims)), x_dim, activation)
 
     def config(self) -> dict:

@@ -78,18 +78,67 @@ def plot_latent_scatter(codes: torch.Tensor, labels: torch.Tensor, path: Path) -
     return _save(fig, path)
 
 
+def plot_digits_by_label(model, path: Path, *, per_label: int = 10, num_classes: int = 10) -> Path:
+    """A conditional model's samples: row d holds ``per_label`` draws of digit d."""
+    labels = torch.arange(num_classes, device=model.device).repeat_interleave(per_label)
+    return plot_images(model.generate(len(labels), labels), path, nrow=per_label,
+                       title="samples of each digit: row d is generate(y = d)")
+
+
+def plot_style_transfer(model, path: Path, *, styles: int = 8, num_classes: int = 10) -> Path:
+    """The same codes z (one per row) decoded under every label (columns 0-9): style kept, digit changed."""
+    codes = torch.randn(styles, model.z_dim, device=model.device).repeat_interleave(num_classes, 0)
+    labels = torch.arange(num_classes, device=model.device).repeat(styles)
+    return plot_images(model.decode(codes, labels), path, nrow=num_classes,
+                       title="one z per row, decoded with y = 0 ... 9")
+
+
+def plot_latent_traversals(model, code: torch.Tensor, path: Path, *, max_dims: int = 10, span: float = 3.0,
+                           steps: int = 11, title: str = "latent traversals") -> Path:
+    """Row i varies latent i from -span to +span (prior standard deviations) with the others held at ``code``."""
+    dims = min(max_dims, code.shape[-1])
+    values = torch.linspace(-span, span, steps, device=code.device)
+    codes = code.reshape(1, 1, -1).repeat(dims, steps, 1)
+    for i in range(dims):
+        codes[i, :, i] = values
+    return plot_images(model.decode(codes.reshape(dims * steps, -1)), path, nrow=steps, title=title)
+
+
 def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *, seed: int = 0) -> list[Path]:
-    """Every picture of a run into ``run_dir``; the 2-D latent plots only when the code is 2-D."""
+    """Every picture of a run into ``run_dir``: conditional models get digit grids, 2-D codes latent maps."""
     run_dir = Path(run_dir)
     torch.manual_seed(seed)
     test = dataset.test
-    paths = [plot_curves(history, run_dir / "curves.png"),
-             plot_images(model.generate(64), run_dir / "samples.png", title="samples: z ~ p(z), mean of p(x | z)")]
-    originals = test.images[torch.linspace(0, len(test) - 1, 30).long()]
-    paths.append(plot_reconstructions(originals, model.reconstruct(originals), run_dir / "reconstructions.png"))
-    codes = model.encode(test.images[:1])
-    if codes.shape[-1] == 2:
+    picked = torch.linspace(0, len(test) - 1, min(30, len(test))).long().to(test.images.device)
+    originals = test.images[picked]
+    conditioning = (test.labels[picked],) if model.needs_labels else ()
+    paths = [plot_curves(history, run_dir / "curves.png")]
+    if model.needs_labels:
+        paths += [plot_digits_by_label(model, run_dir / "samples.png"),
+                  plot_style_transfer(model, run_dir / "style_transfer.png")]
+    else:
+        paths.append(plot_images(model.generate(64), run_dir / "samples.png",
+                                 title="samples: z ~ p(z), mean of p(x | z)"))
+    paths.append(plot_reconstructions(originals, model.reconstruct(originals, *conditioning),
+                                      run_dir / "reconstructions.png"))
+    if model.encode(originals[:1], *(c[:1] for c in conditioning)).shape[-1] == 2 and not model.needs_labels:
         paths.append(plot_latent_manifold(model, run_dir / "latent_manifold.png"))
         if test.labels is not None:
             paths.append(plot_latent_scatter(model.encode(test.images), test.labels, run_dir / "latent_space.png"))
     return paths
+
+
+def plot_rate_distortion(rows: Sequence[dict], path: Path) -> Path:
+    """Rate (KL, nats) against distortion (-E log p(x | z), nats), one point per beta."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    distortion = [row["distortion"] for row in rows]
+    rate = [row["rate"] for row in rows]
+    ax.plot(distortion, rate, "o-")
+    for row in rows:
+        ax.annotate(f"beta={row['beta']:g}", (row["distortion"], row["rate"]), textcoords="offset points",
+                    xytext=(5, 5))
+    ax.set_xlabel("distortion  -E_q[log p(x | z)]  (nats)")
+    ax.set_ylabel("rate  KL(q(z | x) || p(z))  (nats)")
+    ax.set_title("beta-VAE: rate against distortion (test split)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

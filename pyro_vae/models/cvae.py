@@ -1,0 +1,67 @@
+"""The conditional VAE (Sohn et al. 2015) with a digit label y as the condition.
+
+    p(z) = N(0, I),   p(x | z, y) = Bernoulli(decoder(z, y)),   q(z | x, y) = N(mu(x, y), sigma(x, y))
+
+Because y is given to the decoder, z only has to carry the style; ``generate(n, y)`` draws the digit y.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.nn.functional import one_hot
+
+from pyro_vae.errors import InvalidDataError
+from pyro_vae.models.base import LatentStructure
+from pyro_vae.networks import BernoulliDecoder, GaussianMLP
+
+
+class CVAE(LatentStructure):
+    needs_labels = True
+
+    def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
+                 activation: str = "relu", num_classes: int = 10):
+        super().__init__(x_dim)
+        self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
+        self.num_classes = num_classes
+        self.encoder = GaussianMLP(x_dim + num_classes, self.hidden_dims, z_dim, activation)
+        self.decoder = BernoulliDecoder(z_dim + num_classes, tuple(reversed(self.hidden_dims)), x_dim, activation)
+
+    def config(self) -> dict:
+        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+                "activation": self.activation, "num_classes": self.num_classes}
+
+    def label_code(self, y: Optional[torch.Tensor], batch_size: int) -> torch.Tensor:
+        """One-hot codes of the labels, after checking there is one label in range per image."""
+        if y is None:
+            raise InvalidDataError("the conditional VAE needs a label y for every image; pass model(x, y)")
+        y = torch.as_tensor(y, device=self.device)
+        if y.shape != (batch_size,):
+            raise InvalidDataError(f"expected {batch_size} labels of shape ({batch_size},), got {tuple(y.shape)}")
+        if y.is_floating_point() or (y < 0).any() or (y >= self.num_classes).any():
+            raise InvalidDataError(f"labels must be whole numbers from 0 to {self.num_classes - 1}, got {sorted(set(y.tolist()))}")
+        return one_hot(y, self.num_classes).float()
+
+    @staticmethod
+    def _join(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Concatenate features, broadcasting the label code over any leading particle dimensions."""
+        return torch.cat([a, b.expand(a.shape[:-1] + b.shape[-1:])], -1)
+
+    def model(self, x, y=None):
+        self.check_batch(x)
+        self.check_binary(x)
+        label = self.label_code(y, x.shape[0])
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(self._join(z, label))).to_event(1), obs=x)
+
+    def guide(self, x, y=None):
+        self.check_batch(x)
+        label = self.label_code(y, x.shape[0])
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.encoder(torch.cat([x, label], -1))
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))

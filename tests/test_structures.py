@@ -1,0 +1,151 @@
+"""One suite over every registered latent structure, then what is special about each."""
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+from pyro_vae import PyroVAEError
+from pyro_vae.errors import InvalidDataError
+from pyro_vae.evaluation import elbo_per_datapoint, log_likelihood_iwae, rate_distortion
+from pyro_vae.inference import make_elbo
+from pyro_vae.models import MODELS, BetaVAE, CVAE, HierarchicalVAE, VAE, build_model
+from pyro_vae.training import TrainConfig, Trainer, load_trained_model
+
+SMALL = {"z_dim": 3, "hidden_dims": [24]}
+
+
+def make(name, **options):
+    return build_model(name, **SMALL, **options)
+
+
+def conditioning_for(model, n):
+    return (torch.arange(n) % 10,) if model.needs_labels else ()
+
+
+@pytest.fixture(params=sorted(MODELS))
+def structure(request):
+    return make(request.param)
+
+
+def test_shapes_generation_and_reconstruction(structure, batch):
+    cond = conditioning_for(structure, 50)
+    assert structure.reconstruct(batch, *cond).shape == (50, 784)
+    samples = structure.generate(6, *conditioning_for(structure, 6))
+    assert samples.shape == (6, 784) and ((samples >= 0) & (samples <= 1)).all()
+    codes = structure.encode(batch, *cond)
+    assert codes.shape[0] == 50
+    assert structure.decode(codes, *cond).shape == (50, 784)
+
+
+def test_elbo_is_finite_and_importance_sampling_bounds_it(structure, batch):
+    cond = conditioning_for(structure, 50)
+    elbo = elbo_per_datapoint(structure.model, structure.guide, [(batch, *cond)], num_particles=50)
+    assert torch.isfinite(torch.tensor(elbo))
+    bound = log_likelihood_iwae(structure.model, structure.guide, (batch, *cond), num_samples=200).mean().item()
+    assert bound >= elbo
+
+
+def test_short_training_lowers_the_loss_and_checkpoints_round_trip(structure, tmp_path):
+    name = next(key for key, cls in MODELS.items() if type(structure) is cls)
+    dataset = "binarized-mnist-labelled" if structure.needs_labels else "binarized-mnist"
+    config = TrainConfig(model=name, dataset=dataset, subset=300, batch_size=50, epochs=3, **SMALL)
+    trainer = Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
+    history = trainer.fit()
+    assert history[-1]["valid_elbo"] > history[0]["valid_elbo"]
+    loaded, loaded_config, _ = load_trained_model(tmp_path / "run")
+    assert type(loaded) is type(trainer.model) and loaded_config == trainer.config
+    for (key, a), (_, b) in zip(trainer.model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), key
+
+
+def test_cvae_samples_depend_on_the_label():
+    cvae = make("cvae")
+    z = torch.randn(5, 3)
+    as_three = cvae.decode(z, torch.full((5,), 3))
+    as_eight = cvae.decode(z, torch.full((5,), 8))
+    assert not torch.allclose(as_three, as_eight)
+    assert torch.allclose(as_three, cvae.decode(z, torch.full((5,), 3)))
+
+
+@pytest.mark.parametrize("labels, message", [(None, "needs a label y"), (torch.tensor([0, 10]), "from 0 to 9"),
+                                             (torch.tensor([-1, 2]), "from 0 to 9"),
+                                             (torch.tensor([1, 2, 3]), "expected 2 labels")])
+def test_cvae_refuses_missing_or_bad_labels(labels, message):
+    cvae = make("cvae")
+    with pytest.raises(InvalidDataError, match=message):
+        cvae.model(torch.zeros(2, 784), labels)
+
+
+def test_cvae_on_data_without_training_labels_is_refused(tmp_path):
+    config = TrainConfig(model="cvae", subset=100, **SMALL)
+    with pytest.raises(PyroVAEError, match="needs labelled images"):
+        Trainer(config, tmp_path / "run", progress=False)
+
+
+def test_beta_one_reproduces_the_vae_loss_exactly_and_beta_scales_the_kl_exactly(batch):
+    vae = make("vae")
+    losses = {}
+    for beta in (1.0, 4.0):
+        beta_vae = make("beta-vae", beta=beta)
+        beta_vae.load_state_dict(vae.state_dict())
+        pyro.set_rng_seed(5)
+        losses[beta] = make_elbo("trace").loss(beta_vae.model, beta_vae.guide, batch)
+    pyro.set_rng_seed(5)
+    vae_loss = make_elbo("trace").loss(vae.model, vae.guide, batch)
+    assert losses[1.0] == vae_loss
+    # with the same z, -ELBO_beta = distortion + beta * rate
+    pyro.set_rng_seed(5)
+    parts = rate_distortion(vae.model, vae.guide, [(batch,)])
+    n = batch.shape[0]
+    assert losses[1.0] == pytest.approx(n * (parts["distortion"] + parts["rate"]), rel=1e-5)
+    assert losses[4.0] == pytest.approx(n * (parts["distortion"] + 4.0 * parts["rate"]), rel=1e-5)
+
+
+def test_negative_beta_is_refused():
+    with pytest.raises(PyroVAEError, match="non-negative"):
+        make("beta-vae", beta=-1.0)
+
+
+def test_hierarchical_elbo_decomposes_into_its_three_terms(batch):
+    hvae = make("hierarchical-vae", z1_dim=5, top_hidden_dims=[8])
+    pyro.set_rng_seed(2)
+    guide_trace = poutine.trace(hvae.guide).get_trace(batch)
+    model_trace = poutine.trace(poutine.replay(hvae.model, trace=guide_trace)).get_trace(batch)
+
+    def log_p(trace, site):
+        return trace.nodes[site]["fn"].log_prob(trace.nodes[site]["value"]).sum().item()
+
+    reconstruction = log_p(model_trace, "x")
+    kl_z1 = log_p(guide_trace, "z1") - log_p(model_trace, "z1")
+    kl_z2 = log_p(guide_trace, "z2") - log_p(model_trace, "z2")
+    pyro.set_rng_seed(2)
+    loss = make_elbo("trace").loss(hvae.model, hvae.guide, batch)
+    assert loss == pytest.approx(-(reconstruction - kl_z1 - kl_z2), rel=1e-5)
+    assert guide_trace.nodes["z1"]["value"].shape == (50, 5) and guide_trace.nodes["z2"]["value"].shape == (50, 3)
+
+
+def test_mixture_prior_is_learned_model_code(batch):
+    model = make("mixture-prior-vae", num_components=4)
+    trace = poutine.trace(model.model).get_trace(batch)
+    prior_params = [name for name, site in trace.nodes.items() if site["type"] == "param" and name.startswith("prior$$$")]
+    assert len(prior_params) == 3
+    make_elbo("trace").differentiable_loss(model.model, model.guide, batch).backward()
+    assert model.prior.locs.grad.abs().sum() > 0
+
+
+def test_unknown_model_options_are_refused():
+    with pytest.raises(PyroVAEError, match="has no option 'beta'"):
+        build_model("vae", beta=2.0)
+
+
+def test_kl_warmup_scales_the_latent_sites_from_zero(tmp_path):
+    config = TrainConfig(subset=300, batch_size=50, epochs=2, kl_warmup=2, **SMALL)
+    trainer = Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
+    assert trainer.kl_weight() == 0.0
+    trainer.step = 3
+    assert trainer.kl_weight() == pytest.approx(3 / 12)
+    trainer.step = 0
+    history = trainer.fit()
+    assert trainer.kl_weight() == 1.0 and len(history) == 2
+    with pytest.raises(PyroVAEError, match="drop --jit"):
+        Trainer(TrainConfig(kl_warmup=1, jit=True), tmp_path / "other", progress=False)

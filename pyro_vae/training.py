@@ -145,7 +145,7 @@ class Trainer:
         self.checkpoint = None
         if resume:
             self.checkpoint = load_checkpoint(self.run_dir / CHECKPOINT)
-            config = self._merge_resumed_config(config)
+            config = self._resumed_config(config)
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise PyroVAEError(f"the run directory {self.run_dir} already exists; pass --resume to continue it, "
                                "or choose another --name or --run-dir")
@@ -197,21 +197,20 @@ class Trainer:
 
         return scaled
 
-    def _merge_resumed_config(self, requested: TrainConfig) -> TrainConfig:
-        saved = TrainConfig.from_dict(self.checkpoint["config"])
-        for name in TrainConfig.RESUMABLE_CHANGES:
-            setattr(saved, name, getattr(requested, name))
-        return saved
+    def _resumed_config(self, requested: TrainConfig) -> TrainConfig:
+        """The checkpoint's config, with the fields that may change taken from ``requested``.
 
-    def check_resume_overrides(self, given: dict) -> None:
-        """Refuse options given on a resumed run that contradict the checkpoint's config."""
-        for name, value in given.items():
-            if name in TrainConfig.RESUMABLE_CHANGES:
-                continue
-            saved = getattr(self.config, name)
-            if value != saved:
-                raise CheckpointError(f"the checkpoint in {self.run_dir} was trained with {name}={saved!r}, "
-                                      f"but {name}={value!r} was asked for; drop the option or start a new run")
+        Any other field of ``requested`` that differs from the checkpoint is a mistake, not a wish.
+        """
+        saved = TrainConfig.from_dict(self.checkpoint["config"])
+        for f in fields(TrainConfig):
+            if f.name in TrainConfig.RESUMABLE_CHANGES:
+                setattr(saved, f.name, getattr(requested, f.name))
+            elif getattr(requested, f.name) != getattr(saved, f.name):
+                raise CheckpointError(f"the checkpoint in {self.run_dir} was trained with "
+                                      f"{f.name}={getattr(saved, f.name)!r}, but {f.name}={getattr(requested, f.name)!r} "
+                                      "was asked for; drop the option or start a new run")
+        return saved
 
     def _restore(self, checkpoint: dict) -> None:
         _load_model_state(self.model, checkpoint, self.run_dir / CHECKPOINT)

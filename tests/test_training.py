@@ -123,3 +123,9 @@ def test_data_with_nan_is_refused(tmp_path, small_data):
 def test_bad_config_values(tmp_path, field, value, message):
     with pytest.raises(PyroVAEError, match=message):
         Trainer(tiny_config(**{field: value}), tmp_path / "run", progress=False)
+
+
+def test_resume_refuses_a_config_that_contradicts_the_checkpoint(tmp_path):
+    Trainer(tiny_config(epochs=1), tmp_path / "run", progress=False, log=lambda _: None).fit()
+    with pytest.raises(CheckpointError, match="trained with z_dim=2, but z_dim=5"):
+        Trainer(tiny_config(z_dim=5), tmp_path / "run", resume=True, progress=False)

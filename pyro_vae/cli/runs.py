@@ -5,7 +5,7 @@ import argparse
 import ast
 import json
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pyro
@@ -21,7 +21,7 @@ from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plots.training import plot_images, write_run_pictures
 from pyro_vae.sweeps import beta_sweep
 from pyro_vae.training import (CHECKPOINT, EVAL_BATCH_SIZE, METRICS, OPTIMIZERS, TrainConfig, Trainer,
-                               atomic_write, load_trained_model)
+                               atomic_write, load_checkpoint, load_trained_model)
 
 DEFAULTS = TrainConfig()
 
@@ -126,11 +126,11 @@ def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_prog
 def train_command(args: argparse.Namespace) -> int:
     given = _given_options(args)
     run_dir = _run_dir(args)
-    config = TrainConfig(**given)
-    progress = False if args.no_progress else None
-    trainer = Trainer(config, run_dir, resume=args.resume, progress=progress)
-    if args.resume:
-        trainer.check_resume_overrides(given)
+    if args.resume:  # options left out keep the checkpoint's values
+        config = replace(TrainConfig.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"]), **given)
+    else:
+        config = TrainConfig(**given)
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None)
     print(f"training {trainer.config.model} on {trainer.config.dataset} "
           f"({len(trainer.dataset.train)} images) into {run_dir}")
     history = trainer.fit()

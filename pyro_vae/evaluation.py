@@ -36,7 +36,7 @@ def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple
     return total / count
 
 
-def _max_plate_nesting(model: Callable, guide: Callable, args: tuple) -> int:
+def max_plate_nesting(model: Callable, guide: Callable, args: tuple) -> int:
     guide_trace = poutine.trace(guide).get_trace(*args)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
     dims = [-frame.dim for trace in (guide_trace, model_trace) for site in trace.nodes.values()
@@ -79,7 +79,7 @@ def log_likelihood_iwae(model: Callable, guide: Callable, batch: tuple, *, num_s
     if num_samples < 1:
         raise PyroVAEError(f"the number of importance samples must be positive, got {num_samples}")
     batch_size = batch[0].shape[0]
-    particle_dim = -_max_plate_nesting(model, guide, batch) - 1
+    particle_dim = -max_plate_nesting(model, guide, batch) - 1
     chunk = max(1, min(num_samples, max_rows // batch_size))
     log_sum = torch.full((batch_size,), -math.inf, device=batch[0].device)
     done = 0

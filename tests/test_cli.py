@@ -45,9 +45,10 @@ def test_help_explains_every_command(cli):
 
 
 def test_unknown_dataset_or_model_name(cli, tmp_path):
-    for option in (["--dataset", "cifar"], ["--model", "gan"]):
-        code, _, err = cli("train", "--run-dir", tmp_path / "run", *option)
-        assert code == 2 and "invalid choice" in err
+    code, _, err = cli("train", "--run-dir", tmp_path / "run", "--dataset", "cifar")
+    assert code == 2 and "invalid choice: 'cifar'" in err
+    code, _, err = cli("train", "--run-dir", tmp_path / "run", "--model", "gan")
+    assert_one_sentence_error(code, err, "unknown model 'gan'; choose one of")
     assert not (tmp_path / "run").exists()
 
 

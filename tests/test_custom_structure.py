@@ -17,8 +17,10 @@ def test_the_example_trains_evaluates_and_samples_through_the_api(tmp_path):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     result = example.main(["--epochs", "1", "--subset", "200", "--z-dim", "3", "--hidden-dims", "24",
-                           "--num-samples", "20", "--run-dir", str(tmp_path / "run")])
+                           "--num-samples", "20", "--repeats", "20", "--run-dir", str(tmp_path / "run")])
     assert result["nll"] > 0 and result["nll"] <= -result["elbo"] + 5
+    variance = {row["estimator"]: row["guide_total_variance"] for row in result["gradients"]}
+    assert variance["score"] > variance["reparam"]
     assert (tmp_path / "run" / "samples.png").is_file() and (tmp_path / "run" / "checkpoint.pt").is_file()
 
 
@@ -30,6 +32,11 @@ def test_the_cli_takes_a_file_and_class(cli, tmp_path):
     assert (run / "latent_space.png").is_file()
     assert cli("evaluate", run, "-K", 3)[0] == 0
     assert cli("sample", run, "--num", 4, "--out", tmp_path / "s.png")[0] == 0
+    code, out, err = cli("compare-estimators", "--run-dir", run, "--estimators", "reparam,score", "--repeats", 5,
+                         "--baseline-warmup", 2, "--train-steps", 4, "--eval-every", 2, "--batch-size", 20,
+                         "--out", tmp_path / "compare", "--no-progress")
+    assert code == 0, err
+    assert (tmp_path / "compare" / "gradient_statistics.csv").is_file()
     assert type(build_model(SPEC, z_dim=2, hidden_dims=[8])).__name__ == "LaplacePriorVAE"
 
 

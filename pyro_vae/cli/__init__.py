@@ -9,7 +9,7 @@ from pyro_vae.errors import PyroVAEError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyro_vae.cli import runs
+    from pyro_vae.cli import estimators, runs
 
     parser = argparse.ArgumentParser(
         prog="pyro-vae",
@@ -19,12 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     runs.add_subcommands(subparsers)
-    try:
-        from pyro_vae.cli import estimators
-    except ImportError:
-        estimators = None
-    if estimators is not None:
-        estimators.add_subcommands(subparsers)
+    estimators.add_subcommands(subparsers)
     return parser
 
 

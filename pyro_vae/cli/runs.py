@@ -26,7 +26,7 @@ from pyro_vae.training import (CHECKPOINT, EVAL_BATCH_SIZE, METRICS, OPTIMIZERS,
 DEFAULTS = TrainConfig()
 
 
-def _hidden_dims(text: str) -> list[int]:
+def parse_hidden_dims(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -52,11 +52,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", help=f"latent structure: one of {', '.join(sorted(MODELS))}, or your own as "
                                        f"path/to/file.py:ClassName (default: {d.model})")
     model.add_argument("--beta", type=float, help="KL weight of --model beta-vae (default: 1)")
-    model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=_model_option,
+    model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
                        help="a constructor argument of the model, e.g. num_components=20 for mixture-prior-vae or "
                             "z1_dim=100 for hierarchical-vae; repeat for several")
     model.add_argument("--z-dim", type=int, help=f"number of latent dimensions (default: {d.z_dim})")
-    model.add_argument("--hidden-dims", type=_hidden_dims,
+    model.add_argument("--hidden-dims", type=parse_hidden_dims,
                        help=f"encoder hidden widths, comma-separated; the decoder mirrors them "
                             f"(default: {','.join(map(str, d.hidden_dims))})")
     model.add_argument("--activation", choices=sorted(ACTIVATIONS), help=f"hidden activation (default: {d.activation})")
@@ -80,7 +80,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--device", help=f"cpu or cuda (default: {d.device})")
 
 
-def _model_option(text: str) -> tuple:
+def parse_model_option(text: str) -> tuple:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")

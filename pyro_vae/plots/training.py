@@ -11,7 +11,7 @@ from torchvision.utils import make_grid
 from pyro_vae.data import IMAGE_SHAPE
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -29,7 +29,7 @@ def plot_curves(history: Sequence[dict], path: Path) -> Path:
     ax.set_title("Training curves")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: torch.Tensor, nrow: int) -> torch.Tensor:
@@ -45,7 +45,7 @@ def plot_images(images: torch.Tensor, path: Path, *, nrow: int = 8, title: Optio
     ax.axis("off")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path, *,
@@ -75,7 +75,7 @@ def plot_latent_scatter(codes: torch.Tensor, labels: torch.Tensor, path: Path) -
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title("latent means of test images")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_digits_by_label(model, path: Path, *, per_label: int = 10, num_classes: int = 10) -> Path:
@@ -141,4 +141,4 @@ def plot_rate_distortion(rows: Sequence[dict], path: Path) -> Path:
     ax.set_ylabel("rate  KL(q(z | x) || p(z))  (nats)")
     ax.set_title("beta-VAE: rate against distortion (test split)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,0 +1,239 @@
+"""``pyro-vae reparam-toy`` and ``pyro-vae compare-estimators``: why the reparameterization trick matters."""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pyro
+from tqdm.auto import tqdm
+
+from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
+from pyro_vae.data import BINARIZE_MODES, DATASETS, load_dataset
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.inference.comparison import DEFAULT_ESTIMATORS, check_repeats, compare_estimators
+from pyro_vae.inference.estimators import ESTIMATORS, check_positive
+from pyro_vae.inference.toy import SAMPLE_SIZES, TOY_ESTIMATORS, toy_table
+from pyro_vae.models import MODELS, build_model
+from pyro_vae.networks import ACTIVATIONS
+from pyro_vae.plots.estimators import plot_gradient_statistics, plot_toy_variances, plot_training_curves
+from pyro_vae.training import TrainConfig, Trainer, atomic_write, load_trained_model
+
+TOY_FILES = ("reparam_toy.csv", "reparam_toy.json", "reparam_toy.png")
+COMPARISON_FILES = ("gradient_statistics.csv", "training_curves.csv", "comparison.json",
+                    "gradient_statistics.png", "training_curves.png")
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 10,100,1000, got {text!r}")
+    if not values or any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {text!r}")
+    return values
+
+
+def _estimator_names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in ESTIMATORS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown estimator {', '.join(unknown) or text!r}; "
+                                         f"choose among {', '.join(ESTIMATORS)}")
+    return names
+
+
+def _output_dir(out: str, names: Sequence[str]) -> Path:
+    """Refuse, before any work, to overwrite earlier results."""
+    out_dir = Path(out)
+    existing = [name for name in names if (out_dir / name).exists()]
+    if existing:
+        raise PyroVAEError(f"{out_dir / existing[0]} already exists; choose another --out or remove the old results")
+    return out_dir
+
+
+def _write_csv(rows: Sequence[dict], path: Path) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: tmp.write_text(text.getvalue()))
+
+
+def _write_json(data: dict, path: Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def _progress(args: argparse.Namespace):
+    """A tqdm bar factory ``(description, total) -> wrapper``, or None with --no-progress."""
+    if args.no_progress:
+        return None
+    return lambda description, total: (lambda it: tqdm(it, desc=description, total=total, leave=False))
+
+
+def _print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:
+    """Print ``rows`` as a markdown table; ``columns`` are (key, header, format)."""
+    print("| " + " | ".join(header for _, header, _ in columns) + " |")
+    print("|" + "|".join("---:" for _ in columns) + "|")
+    for row in rows:
+        cells = [format(row[key], fmt) if key in row else "" for key, _, fmt in columns]
+        print("| " + " | ".join(cells) + " |")
+
+
+def reparam_toy_command(args: argparse.Namespace) -> int:
+    out_dir = _output_dir(args.out, TOY_FILES)
+    pyro.set_rng_seed(args.seed)
+    start = time.perf_counter()
+    rows = toy_table(args.theta, args.repeats, args.sample_sizes,
+                     progress=None if args.no_progress else lambda jobs: tqdm(jobs, desc="N, estimator", leave=False))
+    seconds = time.perf_counter() - start
+    columns = [("num_samples", "N", "d")]
+    for name in TOY_ESTIMATORS:
+        columns += [(f"{name}_mean", f"{name} mean", ".4f"), (f"{name}_variance", f"{name} var", ".4g"),
+                    (f"{name}_variance_analytic", f"{name} var (analytic)", ".4g")]
+    columns += [("variance_ratio", "ratio", ".2f"), ("variance_ratio_analytic", "ratio (analytic)", ".2f")]
+    _print_table(rows, columns)
+    print(f"theta = {args.theta}, true gradient {2 * args.theta:g}, R = {args.repeats} repeats per N; "
+          f"{seconds:.1f} s")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_csv(rows, out_dir / TOY_FILES[0])
+    _write_json({"theta": args.theta, "repeats": args.repeats, "seed": args.seed, "seconds": seconds,
+                 "rows": rows}, out_dir / TOY_FILES[1])
+    plot_toy_variances(rows, out_dir / TOY_FILES[2],
+                       title=f"d/dθ E[x²], x ~ N(θ={args.theta:g}, 1): variance over R={args.repeats} estimates")
+    print("results: " + ", ".join(str(out_dir / name) for name in TOY_FILES))
+    return 0
+
+
+def _dataset_and_states(args: argparse.Namespace) -> tuple:
+    """The data, the freshly initialised structure, and a trained one: loaded from --run-dir (with its data
+    settings), or trained here for --train-epochs with Trace_ELBO from that same initialisation."""
+    if args.run_dir:
+        trained, config, _ = load_trained_model(args.run_dir)
+        dataset = load_dataset(config.dataset, data_dir=config.data_dir, binarize=config.binarize,
+                               subset=args.subset, seed=config.seed)
+        pyro.set_rng_seed(args.seed)
+        return dataset, {"fresh": build_model(config.model, **trained.config()), "trained": trained}
+    check_positive(args.train_epochs, "--train-epochs")
+    config = TrainConfig(dataset=args.dataset, binarize=args.binarize, subset=args.subset, model=args.model,
+                         z_dim=args.z_dim, hidden_dims=args.hidden_dims, activation=args.activation,
+                         model_options=dict(args.model_option or []), epochs=args.train_epochs,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    dataset = load_dataset(config.dataset, binarize=config.binarize, subset=config.subset, seed=config.seed)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(config, run_dir, progress=False if args.no_progress else None, dataset=dataset)
+        fresh = copy.deepcopy(trainer.model)
+        print(f"training {config.model} for {config.epochs} epochs on {len(dataset.train)} images (Trace_ELBO)")
+        trainer.fit()
+    return dataset, {"fresh": fresh, "trained": trainer.model}
+
+
+def compare_estimators_command(args: argparse.Namespace) -> int:
+    check_repeats(args.repeats)
+    for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset"),
+                          (args.eval_every, "--eval-every")):
+        check_positive(value, option)
+    if args.baseline_warmup < 0 or args.train_steps < 0:
+        raise PyroVAEError("--baseline-warmup and --train-steps cannot be negative")
+    out_dir = _output_dir(args.out, COMPARISON_FILES)
+    start = time.perf_counter()
+    dataset, states = _dataset_and_states(args)
+    result = compare_estimators(states, dataset, args.estimators, train_from="fresh", batch_size=args.batch_size,
+                                num_repeats=args.repeats, baseline_warmup=args.baseline_warmup,
+                                num_steps=args.train_steps, eval_every=args.eval_every, lr=args.lr, seed=args.seed,
+                                progress=_progress(args))
+    seconds = time.perf_counter() - start
+    columns = [("model", "model", "s"), ("estimator", "estimator", "s")]
+    for group in ("guide", "model"):
+        columns += [(f"{group}_mean_grad_norm", f"{group} ‖mean‖", ".4g"),
+                    (f"{group}_total_variance", f"{group} total var", ".4g"), (f"{group}_snr", f"{group} SNR", ".3f")]
+    columns.append(("seconds_per_gradient", "s / gradient", ".4f"))
+    _print_table(result.gradients, columns)
+    final = {row["estimator"]: row for row in result.training}
+    if final:
+        print()
+        _print_table(list(final.values()), [("estimator", "estimator", "s"), ("step", "steps", "d"),
+                                            ("seconds", "seconds", ".1f"), ("valid_elbo", "valid ELBO", ".2f")])
+    print(f"{seconds:.0f} s in all")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_csv(result.gradients, out_dir / "gradient_statistics.csv")
+    if result.training:
+        _write_csv(result.training, out_dir / "training_curves.csv")
+        plot_training_curves(result.training, out_dir / "training_curves.png")
+    settings = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
+    _write_json({"settings": settings, "seconds": seconds, "gradients": result.gradients,
+                 "training": result.training}, out_dir / "comparison.json")
+    plot_gradient_statistics(result.gradients, out_dir / "gradient_statistics.png")
+    print(f"results: {out_dir}/ ({', '.join(name for name in COMPARISON_FILES if (out_dir / name).exists())})")
+    return 0
+
+
+def add_subcommands(subparsers) -> None:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    toy = subparsers.add_parser(
+        "reparam-toy", formatter_class=formatter,
+        help="score function against reparameterization on d/dtheta E[x^2], x ~ N(theta, 1)",
+        description="Estimate d/dθ E[x²] with x ~ N(θ, 1) through Pyro's ELBOs: Trace_ELBO differentiates the "
+                    "reparameterized sample, 2(θ + ε); TraceGraph_ELBO with the site made non-reparameterized gives "
+                    "the score function x²(x − θ). For each N, R repeated N-sample estimates give the mean and "
+                    "variance of each, next to the analytic variances (θ⁴ + 14θ² + 15)/N and 4/N. Writes a table "
+                    "(CSV, JSON) and a log-log plot of variance against N.")
+    toy.add_argument("--theta", type=float, default=2.0, help="the location θ of q")
+    toy.add_argument("--repeats", "-R", type=int, default=1000, help="repeated estimates per N")
+    toy.add_argument("--sample-sizes", type=_positive_ints, default=",".join(map(str, SAMPLE_SIZES)),
+                     help="comma-separated sample sizes N")
+    toy.add_argument("--seed", type=int, default=0, help="random seed")
+    toy.add_argument("--out", default="runs/reparam-toy", help="folder for reparam_toy.{csv,json,png}")
+    toy.add_argument("--no-progress", action="store_true", help="no progress bars")
+    toy.set_defaults(handler=reparam_toy_command)
+
+    compare = subparsers.add_parser(
+        "compare-estimators", formatter_class=formatter,
+        help="gradient variance, SNR and cost of ELBO gradient estimators on a VAE; training with each",
+        description="For a freshly initialised model and a trained one, estimate the gradient of the ELBO on one "
+                    "batch R times with each estimator and report, for the guide's and the model's parameters, "
+                    "the norm of the mean gradient, the total variance and the signal-to-noise ratio, with the "
+                    "seconds per gradient. Then train from the fresh initialisation with each estimator for the "
+                    "same steps and plot the validation ELBO against steps and seconds. Estimators: "
+                    + "; ".join(f"{name}: {spec.summary}" for name, spec in ESTIMATORS.items()) + ".")
+    model = compare.add_argument_group("model and data")
+    model.add_argument("--run-dir", help="take the trained model, and its data settings, from this run directory "
+                                         "('pyro-vae train') instead of training one here")
+    model.add_argument("--train-epochs", type=int, default=3,
+                       help="without --run-dir: epochs of Trace_ELBO training for the trained model")
+    model.add_argument("--model", default="vae", help=f"without --run-dir: one of {', '.join(sorted(MODELS))}, "
+                                                      "or your own as path/to/file.py:ClassName")
+    model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
+                       help="without --run-dir: a constructor argument of the model; repeat for several")
+    model.add_argument("--z-dim", type=int, default=50, help="without --run-dir: latent dimensions")
+    model.add_argument("--hidden-dims", type=parse_hidden_dims, default="200,200",
+                       help="without --run-dir: hidden widths, comma-separated")
+    model.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="without --run-dir")
+    model.add_argument("--dataset", choices=[name for name in DATASETS if name != "mnist"], default="binarized-mnist",
+                       help="without --run-dir: a data set shipped with the package (binarized-mnist-labelled for "
+                            "models that need labels)")
+    model.add_argument("--binarize", choices=BINARIZE_MODES, default="none",
+                       help="without --run-dir: how grey-scale pixels become binary")
+    model.add_argument("--subset", type=int, default=10000, help="images per split (at most)")
+    comparison = compare.add_argument_group("comparison")
+    comparison.add_argument("--estimators", type=_estimator_names, default=",".join(DEFAULT_ESTIMATORS),
+                            help="comma-separated estimators")
+    comparison.add_argument("--batch-size", type=int, default=100, help="images per gradient estimate and SVI step")
+    comparison.add_argument("--repeats", "-R", type=int, default=100, help="gradient estimates per estimator and model")
+    comparison.add_argument("--baseline-warmup", type=int, default=100,
+                            help="estimates on the same batch before measuring, for the baselines to settle")
+    comparison.add_argument("--train-steps", type=int, default=1000,
+                            help="SVI steps of training with each estimator (0: no training curves)")
+    comparison.add_argument("--eval-every", type=int, default=50, help="steps between validation ELBOs")
+    comparison.add_argument("--lr", type=float, default=1e-3,
+                            help="Adam learning rate (the neural baseline's is 10 times larger)")
+    comparison.add_argument("--seed", type=int, default=0, help="random seed")
+    comparison.add_argument("--out", default="runs/compare-estimators", help="folder for the tables and plots")
+    comparison.add_argument("--no-progress", action="store_true", help="no progress bars")
+    compare.set_defaults(handler=compare_estimators_command)

@@ -118,7 +118,9 @@ def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_prog
     def bar(it):
         return tqdm(it, desc=f"log-likelihood K={num_samples}", unit="batch", disable=disable)
 
+    start = time.perf_counter()
     result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, progress=bar)}
+    result["seconds"] = round(time.perf_counter() - start, 1)
     atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result
 

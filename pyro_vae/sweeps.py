@@ -24,6 +24,8 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
         raise PyroVAEError("give at least one beta")
     if any(not beta >= 0 for beta in betas):
         raise PyroVAEError(f"beta weights the KL term and must be non-negative, got {list(betas)}")
+    if len({f"{beta:g}" for beta in betas}) != len(betas):
+        raise PyroVAEError(f"each beta may appear once, got {list(betas)}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PyroVAEError(f"the sweep directory {out_dir} already exists; choose another --out-dir")

@@ -179,6 +179,9 @@ class Trainer:
                        loss=self.elbo)
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
+            if config.epochs < self.epoch:
+                raise CheckpointError(f"the run in {self.run_dir} is already at epoch {self.epoch}; "
+                                      f"--epochs {config.epochs} would train nothing, ask for more epochs")
 
     def kl_weight(self) -> float:
         """The KL warm-up factor: rises linearly from 0 to 1 over ``kl_warmup`` epochs of steps."""
@@ -257,6 +260,8 @@ class Trainer:
         n_train = len(self.dataset.train)
         steps_per_epoch = num_batches(n_train, config.batch_size)
         elapsed = self.history[-1]["seconds"] if self.history else 0.0
+        if self.epoch == config.epochs:
+            self.log(f"already trained to {self.epoch} epochs; nothing to train")
         while self.epoch < config.epochs:
             epoch = self.epoch + 1
             # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.

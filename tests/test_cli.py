@@ -65,6 +65,9 @@ def test_grey_scale_data_for_a_bernoulli_likelihood(cli, tmp_path, mnist_dir):  
     code, _, err = cli("train", "--run-dir", tmp_path / "run2", "--dataset", "mnist", "--data-dir", mnist_dir,
                        "--binarize", "dynamic", *TINY)
     assert code == 0, err
+    # the grey-scale training split is binarized for evaluation too
+    code, _, err = cli("evaluate", tmp_path / "run2", "-K", 2, "--split", "train")
+    assert code == 0, err
 
 
 def test_corrupt_checkpoint_on_resume_loses_nothing(cli, tmp_path):

@@ -149,3 +149,11 @@ def test_kl_warmup_scales_the_latent_sites_from_zero(tmp_path):
     assert trainer.kl_weight() == 1.0 and len(history) == 2
     with pytest.raises(PyroVAEError, match="drop --jit"):
         Trainer(TrainConfig(kl_warmup=1, jit=True), tmp_path / "other", progress=False)
+
+
+def test_beta_sweep_refuses_repeated_betas_before_training(tmp_path):
+    from pyro_vae.sweeps import beta_sweep
+
+    with pytest.raises(PyroVAEError, match="each beta may appear once"):
+        beta_sweep([1.0, 1.0], TrainConfig(subset=100, **SMALL), tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()

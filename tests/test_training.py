@@ -129,3 +129,12 @@ def test_resume_refuses_a_config_that_contradicts_the_checkpoint(tmp_path):
     Trainer(tiny_config(epochs=1), tmp_path / "run", progress=False, log=lambda _: None).fit()
     with pytest.raises(CheckpointError, match="trained with z_dim=2, but z_dim=5"):
         Trainer(tiny_config(z_dim=5), tmp_path / "run", resume=True, progress=False)
+
+
+def test_resume_to_fewer_epochs_than_done_is_refused(tmp_path):
+    Trainer(tiny_config(epochs=2), tmp_path / "run", progress=False, log=lambda _: None).fit()
+    with pytest.raises(CheckpointError, match="already at epoch 2; --epochs 1 would train nothing"):
+        Trainer(tiny_config(epochs=1), tmp_path / "run", resume=True, progress=False)
+    said = []
+    Trainer(tiny_config(epochs=2), tmp_path / "run", resume=True, progress=False, log=said.append).fit()
+    assert said == ["already trained to 2 epochs; nothing to train"]

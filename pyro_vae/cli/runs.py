@@ -12,7 +12,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vae.data import BINARIZE_MODES, DATASETS, iterate_batches, load_dataset
+from pyro_vae.data import BINARIZE_MODES, DATASETS, Split, iterate_batches, load_dataset
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import evaluate_model
 from pyro_vae.inference import ELBOS
@@ -108,7 +108,11 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 
 def _evaluation_batches(model, dataset, split: str) -> list[tuple]:
-    return list(iterate_batches(dataset.split(split), EVAL_BATCH_SIZE, with_labels=model.needs_labels))
+    data = dataset.split(split)
+    if split == "train" and dataset.binarize == "dynamic":  # valid and test were sampled once at loading
+        generator = torch.Generator(data.images.device).manual_seed(0)
+        data = Split(torch.bernoulli(data.images, generator=generator), data.labels)
+    return list(iterate_batches(data, EVAL_BATCH_SIZE, with_labels=model.needs_labels))
 
 
 def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_progress: bool = True) -> dict:

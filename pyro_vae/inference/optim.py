@@ -35,6 +35,9 @@ class GroupedOptim(PyroOptim):
         if self.optimizer is None or params != set(self._names):
             self._rebuild(params)
         self.optimizer.step(*args, **kwargs)
+        # SVI then replaces each gradient by zeros_like(grad), and the next backward adds into those;
+        # with no gradient left it skips that, and backward writes the new one directly.
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _rebuild(self, params: set) -> None:
         store = pyro.get_param_store()

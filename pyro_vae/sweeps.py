@@ -1,8 +1,6 @@
 """Training sweeps: the beta-VAE over a list of betas, measured as rate against distortion."""
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -10,7 +8,7 @@ from typing import Callable, Optional, Sequence
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import rate_distortion
 from pyro_vae.plots.training import plot_latent_traversals, plot_rate_distortion
-from pyro_vae.training import TrainConfig, Trainer, atomic_write
+from pyro_vae.training import TrainConfig, Trainer, write_csv, write_json
 
 
 def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *, progress: Optional[bool] = None,
@@ -43,19 +41,11 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
         rows.append({"beta": float(beta), **measured, "elbo": -(measured["rate"] + measured["distortion"]),
                      "epochs": config.epochs, "seconds": history[-1]["seconds"]})
         log(f"beta = {beta:g}: rate {measured['rate']:.2f} nats, distortion {measured['distortion']:.2f} nats")
-    _write_results(rows, out_dir)
+    write_csv(rows, out_dir / "results.csv")
+    write_json(rows, out_dir / "results.json")
     plot_rate_distortion(rows, out_dir / "rate_distortion.png")
     return rows
 
 
-def _write_results(rows: list[dict], out_dir: Path) -> None:
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(out_dir / "results.csv", write_csv)
-    atomic_write(out_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(rows, indent=2) + "\n"))
 
 

@@ -1,6 +1,8 @@
 """Training with SVI: the loop, the run directory, and checkpoints that resume a run exactly."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -98,6 +100,25 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
 
 
+def write_json(data, path: Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows of plain values as CSV; the columns are every key in order of first appearance."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda tmp: tmp.write_text(text.getvalue()))
+
+
+def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", subset: Optional[int] = None) -> Dataset:
+    """The data set a run was (or will be) trained on, as its config says; ``subset`` overrides the config's."""
+    return load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, binarize=config.binarize,
+                        subset=subset or config.subset, device=device, seed=config.seed)
+
+
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint with ``weights_only=True`` (tensors and plain data only) and check its format."""
     if not path.is_file():
@@ -156,9 +177,7 @@ class Trainer:
         pyro.clear_param_store()
         if dataset is not None:
             check_dataset(dataset)
-        self.dataset = dataset or load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
-                                               binarize=config.binarize, subset=config.subset, device=self.device,
-                                               seed=config.seed)
+        self.dataset = dataset or load_run_data(config, device=self.device)
         if not self.dataset.is_binary:
             raise PyroVAEError(f"the {config.dataset} images are grey-scale but the likelihood is Bernoulli; "
                                "pass --binarize dynamic (re-sampled every batch) or --binarize static")
@@ -242,7 +261,7 @@ class Trainer:
         atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
         lines = "".join(json.dumps(row) + "\n" for row in self.history)
         atomic_write(self.run_dir / METRICS, lambda tmp: tmp.write_text(lines))
-        atomic_write(self.run_dir / CONFIG, lambda tmp: tmp.write_text(json.dumps(asdict(self.config), indent=2)))
+        write_json(asdict(self.config), self.run_dir / CONFIG)
 
     def batches(self, split: str, *, shuffle: bool = False, generator: Optional[torch.Generator] = None):
         binarize = self.dataset.binarize if split == "train" else "none"

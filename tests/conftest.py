@@ -1,8 +1,11 @@
+import gzip
+import shutil
+
 import pyro
 import pytest
 import torch
 
-from pyro_vae.data import load_dataset
+from pyro_vae.data import _package_file, load_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +25,19 @@ def small_data():
 @pytest.fixture
 def batch(small_data):
     return small_data.test.images[:50]
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    """A torchvision MNIST folder built from the shipped official test release (no download)."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for kind in ("images-idx3", "labels-idx1"):
+        source = _package_file("mnist") / f"t10k-{kind}-ubyte.gz"
+        for prefix in ("train", "t10k"):
+            with gzip.open(source) as src, open(raw / f"{prefix}-{kind}-ubyte", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return tmp_path
 
 
 def run_cli(*argv):

@@ -6,7 +6,6 @@ import torch
 
 from conftest import TINY, assert_one_sentence_error
 from pyro_vae.training import CHECKPOINT, METRICS
-from test_data import mnist_dir  # noqa: F401  (fixture)
 
 
 def test_train_one_short_epoch_then_evaluate_and_sample(cli, tmp_path):
@@ -58,7 +57,7 @@ def test_mnist_data_dir_without_files_and_without_download(cli, tmp_path):
     assert_one_sentence_error(code, err, "MNIST was not found", "--download")
 
 
-def test_grey_scale_data_for_a_bernoulli_likelihood(cli, tmp_path, mnist_dir):  # noqa: F811
+def test_grey_scale_data_for_a_bernoulli_likelihood(cli, tmp_path, mnist_dir):
     code, _, err = cli("train", "--run-dir", tmp_path / "run", "--dataset", "mnist", "--data-dir", mnist_dir,
                        "--subset", 100)
     assert_one_sentence_error(code, err, "grey-scale", "--binarize dynamic")

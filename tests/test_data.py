@@ -1,13 +1,11 @@
 """The embedded binarized MNIST and the torchvision MNIST path, read offline."""
-import gzip
 import hashlib
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from pyro_vae.data import _package_file, iterate_batches, load_binarized_mnist, load_dataset
+from pyro_vae.data import iterate_batches, load_binarized_mnist, load_dataset
 from pyro_vae.errors import PyroVAEError
 
 
@@ -45,19 +43,6 @@ def test_dynamic_binarization_resamples_each_batch():
     (a,), = list(iterate_batches(grey, 50, binarize="dynamic"))
     (b,), = list(iterate_batches(grey, 50, binarize="dynamic"))
     assert set(a.unique().tolist()) == {0.0, 1.0} and not torch.equal(a, b)
-
-
-@pytest.fixture
-def mnist_dir(tmp_path):
-    """A torchvision MNIST folder built from the shipped official test release (no download)."""
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for kind in ("images-idx3", "labels-idx1"):
-        source = _package_file("mnist") / f"t10k-{kind}-ubyte.gz"
-        for prefix in ("train", "t10k"):
-            with gzip.open(source) as src, open(raw / f"{prefix}-{kind}-ubyte", "wb") as dst:
-                shutil.copyfileobj(src, dst)
-    return tmp_path
 
 
 def test_mnist_through_torchvision(mnist_dir):

@@ -1,5 +1,4 @@
 """Known-answer checks of the ELBO and the importance-sampled log-likelihood."""
-import math
 
 import pyro
 import pyro.distributions as dist

@@ -8,7 +8,7 @@ from pyro_vae import PyroVAEError
 from pyro_vae.errors import InvalidDataError
 from pyro_vae.evaluation import elbo_per_datapoint, log_likelihood_iwae, rate_distortion
 from pyro_vae.inference import make_elbo
-from pyro_vae.models import MODELS, BetaVAE, CVAE, HierarchicalVAE, VAE, build_model
+from pyro_vae.models import MODELS, build_model
 from pyro_vae.training import TrainConfig, Trainer, load_trained_model
 
 SMALL = {"z_dim": 3, "hidden_dims": [24]}

@@ -1,5 +1,4 @@
 """The VAE as a Pyro program: shapes, generation and reconstruction, the ELBO classes, bad batches."""
-import pyro
 import pytest
 import torch
 from pyro import poutine

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +12,7 @@ import pyro
 from tqdm.auto import tqdm
 
 from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
-from pyro_vae.data import BINARIZE_MODES, DATASETS, load_dataset
+from pyro_vae.data import BINARIZE_MODES, DATASETS
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.comparison import DEFAULT_ESTIMATORS, check_repeats, compare_estimators
 from pyro_vae.inference.estimators import ESTIMATORS, check_positive
@@ -23,7 +20,7 @@ from pyro_vae.inference.toy import SAMPLE_SIZES, TOY_ESTIMATORS, toy_table
 from pyro_vae.models import MODELS, build_model
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plots.estimators import plot_gradient_statistics, plot_toy_variances, plot_training_curves
-from pyro_vae.training import TrainConfig, Trainer, atomic_write, load_trained_model
+from pyro_vae.training import TrainConfig, Trainer, load_run_data, load_trained_model, write_csv, write_json
 
 TOY_FILES = ("reparam_toy.csv", "reparam_toy.json", "reparam_toy.png")
 COMPARISON_FILES = ("gradient_statistics.csv", "training_curves.csv", "comparison.json",
@@ -58,18 +55,6 @@ def _output_dir(out: str, names: Sequence[str]) -> Path:
     return out_dir
 
 
-def _write_csv(rows: Sequence[dict], path: Path) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, lambda tmp: tmp.write_text(text.getvalue()))
-
-
-def _write_json(data: dict, path: Path) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
 def _progress(args: argparse.Namespace):
     """A tqdm bar factory ``(description, total) -> wrapper``, or None with --no-progress."""
     if args.no_progress:
@@ -102,8 +87,8 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
     print(f"theta = {args.theta}, true gradient {2 * args.theta:g}, R = {args.repeats} repeats per N; "
           f"{seconds:.1f} s")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(rows, out_dir / TOY_FILES[0])
-    _write_json({"theta": args.theta, "repeats": args.repeats, "seed": args.seed, "seconds": seconds,
+    write_csv(rows, out_dir / TOY_FILES[0])
+    write_json({"theta": args.theta, "repeats": args.repeats, "seed": args.seed, "seconds": seconds,
                  "rows": rows}, out_dir / TOY_FILES[1])
     plot_toy_variances(rows, out_dir / TOY_FILES[2],
                        title=f"d/dθ E[x²], x ~ N(θ={args.theta:g}, 1): variance over R={args.repeats} estimates")
@@ -116,8 +101,7 @@ def _dataset_and_states(args: argparse.Namespace) -> tuple:
     settings), or trained here for --train-epochs with Trace_ELBO from that same initialisation."""
     if args.run_dir:
         trained, config, _ = load_trained_model(args.run_dir)
-        dataset = load_dataset(config.dataset, data_dir=config.data_dir, binarize=config.binarize,
-                               subset=args.subset, seed=config.seed)
+        dataset = load_run_data(config, subset=args.subset)
         pyro.set_rng_seed(args.seed)
         return dataset, {"fresh": build_model(config.model, **trained.config()), "trained": trained}
     check_positive(args.train_epochs, "--train-epochs")
@@ -125,7 +109,7 @@ def _dataset_and_states(args: argparse.Namespace) -> tuple:
                          z_dim=args.z_dim, hidden_dims=args.hidden_dims, activation=args.activation,
                          model_options=dict(args.model_option or []), epochs=args.train_epochs,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    dataset = load_dataset(config.dataset, binarize=config.binarize, subset=config.subset, seed=config.seed)
+    dataset = load_run_data(config)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False if args.no_progress else None, dataset=dataset)
         fresh = copy.deepcopy(trainer.model)
@@ -162,12 +146,12 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
                                             ("seconds", "seconds", ".1f"), ("valid_elbo", "valid ELBO", ".2f")])
     print(f"{seconds:.0f} s in all")
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(result.gradients, out_dir / "gradient_statistics.csv")
+    write_csv(result.gradients, out_dir / "gradient_statistics.csv")
     if result.training:
-        _write_csv(result.training, out_dir / "training_curves.csv")
+        write_csv(result.training, out_dir / "training_curves.csv")
         plot_training_curves(result.training, out_dir / "training_curves.png")
     settings = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
-    _write_json({"settings": settings, "seconds": seconds, "gradients": result.gradients,
+    write_json({"settings": settings, "seconds": seconds, "gradients": result.gradients,
                  "training": result.training}, out_dir / "comparison.json")
     plot_gradient_statistics(result.gradients, out_dir / "gradient_statistics.png")
     print(f"results: {out_dir}/ ({', '.join(name for name in COMPARISON_FILES if (out_dir / name).exists())})")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -12,7 +11,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vae.data import BINARIZE_MODES, DATASETS, Split, iterate_batches, load_dataset
+from pyro_vae.data import BINARIZE_MODES, DATASETS, Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import evaluate_model
 from pyro_vae.inference import ELBOS
@@ -21,7 +20,7 @@ from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plots.training import plot_images, write_run_pictures
 from pyro_vae.sweeps import beta_sweep
 from pyro_vae.training import (CHECKPOINT, EVAL_BATCH_SIZE, METRICS, OPTIMIZERS, TrainConfig, Trainer,
-                               atomic_write, load_checkpoint, load_trained_model)
+                               load_checkpoint, load_run_data, load_trained_model, write_json)
 
 DEFAULTS = TrainConfig()
 
@@ -125,7 +124,7 @@ def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_prog
     start = time.perf_counter()
     result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, progress=bar)}
     result["seconds"] = round(time.perf_counter() - start, 1)
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    write_json(result, out)
     return result
 
 
@@ -155,8 +154,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     model, config, _ = load_trained_model(args.run_dir, args.device)
-    dataset = load_dataset(config.dataset, data_dir=config.data_dir, binarize=config.binarize,
-                           subset=config.subset, device=args.device, seed=config.seed)
+    dataset = load_run_data(config, device=args.device)
     pyro.set_rng_seed(args.seed)
     out = Path(args.run_dir) / f"evaluation-{args.split}-K{args.num_samples}.json"
     result = _evaluate(model, dataset, args.split, args.num_samples, out)

@@ -18,6 +18,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyro_vae.data import is_binary
 from pyro_vae.errors import InvalidDataError
 
 OBSERVATION_SITE = "x"
@@ -53,7 +54,7 @@ class LatentStructure(nn.Module):
     @staticmethod
     def check_binary(x: torch.Tensor) -> None:
         """A Bernoulli likelihood silently gives wrong densities for grey pixels, so refuse them."""
-        if not ((x == 0) | (x == 1)).all():
+        if not is_binary(x):
             raise InvalidDataError("the Bernoulli likelihood needs binary pixels (0 or 1); binarize the data first "
                                    "(--binarize dynamic or static)")
 

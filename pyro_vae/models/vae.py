@@ -11,7 +11,6 @@ from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
-import torch
 
 from pyro_vae.models.base import LatentStructure
 from pyro_vae.networks import BernoulliDecoder, GaussianMLP

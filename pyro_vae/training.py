@@ -10,7 +10,7 @@ import pickle
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import pyro
 import torch
@@ -22,7 +22,7 @@ from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import elbo_per_datapoint
 from pyro_vae.inference import make_elbo, optim
 from pyro_vae.inference.scaling import scale_latents
-from pyro_vae.models import LatentStructure, build_model
+from pyro_vae.models import MODELS, LatentStructure, build_model
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -30,6 +30,7 @@ CONFIG = "config.json"
 CHECKPOINT_FORMAT = ("pyro-vae-checkpoint", 1)
 OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
 EVAL_BATCH_SIZE = 1000
+JIT_WARMUP_CALLS = 4
 
 
 @dataclass
@@ -46,7 +47,8 @@ class TrainConfig:
     hidden_dims: list = field(default_factory=lambda: [200, 200])
     activation: str = "relu"
     elbo: str = "trace"
-    jit: bool = False
+    jit: Optional[bool] = None  # None: decided by ``uses_jit`` (on for built-in structures with Trace_ELBO)
+    validate_every_step: bool = False
     num_particles: int = 1
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -59,7 +61,7 @@ class TrainConfig:
     kl_warmup: int = 0
 
     #: fields that may change when a run is resumed; every other field must match the checkpoint
-    RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir")
+    RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir", "jit", "validate_every_step")
 
     def validate(self) -> None:
         for name in ("batch_size", "epochs", "num_particles", "z_dim"):
@@ -69,11 +71,20 @@ class TrainConfig:
             raise PyroVAEError(f"the learning rate must be positive, got {self.lr}")
         if self.kl_warmup < 0:
             raise PyroVAEError(f"--kl-warmup is a number of epochs and cannot be negative, got {self.kl_warmup}")
-        if self.kl_warmup and self.jit:
-            raise PyroVAEError("--kl-warmup changes the KL weight every step, which a JIT-compiled ELBO would freeze; "
-                               "drop --jit")
         if self.optimizer not in OPTIMIZERS:
             raise PyroVAEError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+    def uses_jit(self) -> bool:
+        """Whether training compiles the ELBO with Pyro's JIT (``JitTrace_ELBO``): ``jit`` when it is set.
+
+        Left unset, JIT is on for the built-in structures with ``--elbo trace``: the same estimator as
+        ``Trace_ELBO`` without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py``). It
+        stays off for structures loaded from a file, whose Python control flow a trace would freeze, and for
+        ``--elbo meanfield``, whose JIT version is slower than the plain one.
+        """
+        if self.jit is not None:
+            return self.jit
+        return self.elbo == "trace" and self.model in MODELS
 
     def model_kwargs(self, x_dim: int) -> dict:
         return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
@@ -190,7 +201,9 @@ class Trainer:
         if config.optimizer == "clipped-adam":
             optimizer_args["clip_norm"] = config.clip_norm
         self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
-        self.elbo = make_elbo(config.elbo, jit=config.jit, num_particles=config.num_particles)
+        self.jit = config.uses_jit()
+        self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles)
+        self.compiled = not self.jit
         self.history: list[dict] = []
         self.epoch = 0
         self.step = 0
@@ -210,14 +223,47 @@ class Trainer:
         return min(1.0, self.step / steps)
 
     def _warmed_up(self, program: Callable) -> Callable:
+        """With KL warm-up, ``program`` taking the KL weight as a last, tensor argument.
+
+        A tensor argument, not a number read inside, so that a JIT-compiled ELBO sees each step's weight
+        instead of freezing the one it was traced with.
+        """
         if not self.config.kl_warmup:
             return program
 
         def scaled(*args):
-            with scale_latents(self.kl_weight()):
+            *args, weight = args
+            with scale_latents(weight):
                 return program(*args)
 
         return scaled
+
+    def _step_args(self, batch: tuple) -> tuple:
+        if not self.config.kl_warmup:
+            return batch
+        return (*batch, torch.tensor(self.kl_weight(), device=self.device))
+
+    def compile(self, batch: tuple) -> float:
+        """Trace and optimize the JIT-compiled ELBO on ``batch`` (nothing to do without JIT); returns the seconds.
+
+        Tracing runs the model and guide, which draws random numbers; it runs with the random state saved
+        and restored, and its gradients are dropped, so that it changes nothing: a resumed run, which traces
+        again, draws the same numbers as an uninterrupted one. Pyro validation is on while the programs
+        run here, so a structure's mistakes surface with Pyro's messages before any step is taken.
+        """
+        if self.compiled:
+            return 0.0
+        start = time.perf_counter()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(True):
+            # The first call traces; TorchScript then profiles and optimizes the graph and its backward on
+            # the next runs (about a second here), which would otherwise land on the first training steps.
+            for _ in range(JIT_WARMUP_CALLS):
+                self.elbo.loss_and_grads(self.svi.model, self.svi.guide, *self._step_args(batch))
+        for parameter in self.model.parameters():
+            parameter.grad = None
+        self.compiled = True
+        return time.perf_counter() - start
 
     def _resumed_config(self, requested: TrainConfig) -> TrainConfig:
         """The checkpoint's config, with the fields that may change taken from ``requested``.
@@ -286,26 +332,18 @@ class Trainer:
             # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
             start = time.perf_counter()
-            total = 0.0
             bar = tqdm(self.batches("train", shuffle=True, generator=generator), total=steps_per_epoch,
                        desc=f"epoch {epoch}/{config.epochs}", disable=None if self.progress is None else not self.progress,
                        leave=False, unit="batch")
-            for step, batch in enumerate(bar, start=1):
-                try:
-                    loss = self.svi.step(*batch)
-                    self.step += 1
-                except ValueError as err:
-                    # Pyro's validation refuses NaN distribution parameters before the loss can show them.
-                    if isinstance(err, PyroVAEError) or self._parameters_finite():
-                        raise
-                    loss = math.nan
-                if not math.isfinite(loss):
-                    bar.close()
-                    raise TrainingDiverged(self._divergence_message(loss, epoch, step, steps_per_epoch))
-                total += loss
+
+            def show_loss(step: int, total: float) -> None:
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{total / min(step * config.batch_size, n_train):.2f}")
-            bar.close()
+
+            try:
+                total = self.run_steps(bar, epoch=epoch, on_step=show_loss)
+            finally:
+                bar.close()
             elapsed += time.perf_counter() - start
             self.epoch = epoch
             row = {"epoch": epoch, "step": epoch * steps_per_epoch, "train_loss": total / n_train,
@@ -316,11 +354,44 @@ class Trainer:
                      f"valid ELBO {row['valid_elbo']:.2f} nats/image  ({elapsed:.1f} s)")
         return self.history
 
-    def _parameters_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+    def run_steps(self, batches: Iterable[tuple], *, epoch: Optional[int] = None,
+                  on_step: Optional[Callable[[int, float], object]] = None) -> float:
+        """One SVI step per batch (the hot path of ``fit``); returns the summed loss.
 
-    def _divergence_message(self, loss: float, epoch: int, step: int, steps_per_epoch: int) -> str:
-        where = f"the loss became {loss} at step {(epoch - 1) * steps_per_epoch + step} (epoch {epoch}, batch {step})"
+        The first step of each call runs with Pyro validation on; the others run with it off unless
+        ``validate_every_step`` is set, because the data were checked once up front and Pyro's per-step
+        argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
+        stops training with ``TrainingDiverged`` either way.
+        """
+        epoch = self.epoch + 1 if epoch is None else epoch
+        total = 0.0
+        for step, batch in enumerate(batches, start=1):
+            self.compile(batch)
+            with pyro.validation_enabled(step == 1 or self.config.validate_every_step):
+                try:
+                    loss = self.svi.step(*self._step_args(batch))
+                except ValueError as err:
+                    # Pyro's validation refuses NaN distribution arguments before the loss can show them.
+                    if isinstance(err, PyroVAEError) or not self._diverged(err):
+                        raise
+                    loss = math.nan
+            if not math.isfinite(loss):
+                raise TrainingDiverged(self._divergence_message(loss, epoch, step))
+            self.step += 1
+            total += loss
+            if on_step is not None:
+                on_step(step, total)
+        return total
+
+    def _diverged(self, err: ValueError) -> bool:
+        """Whether a step's ValueError is divergence: non-finite parameters, or NaN/Inf that validation found."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return True
+        _, found, values = str(err).partition("found invalid values")
+        return bool(found) and any(bad in values.split("Trace Shapes")[0] for bad in ("nan", "inf"))
+
+    def _divergence_message(self, loss: float, epoch: int, step: int) -> str:
+        where = f"the loss became {loss} at step {self.step + 1} (epoch {epoch}, batch {step})"
         if self.epoch == 0:
             return f"{where}; no checkpoint had been written yet; try a smaller --lr"
         return (f"{where}; the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}; "

@@ -45,6 +45,19 @@ def test_elbo_is_finite_and_importance_sampling_bounds_it(structure, batch):
     assert bound >= elbo
 
 
+def test_the_jit_compiled_elbo_agrees_with_trace_elbo_at_another_batch_size(structure, batch):
+    """Training compiles every built-in structure's ELBO by default: traced on 50 images, it must give the
+    plain Trace_ELBO's value on 7 (the last, smaller batch of an epoch) on average."""
+    jit = make_elbo("trace", jit=True)
+    jit.loss_and_grads(structure.model, structure.guide, batch, *conditioning_for(structure, 50))
+    small = (batch[:7], *conditioning_for(structure, 7))
+    torch.manual_seed(0)
+    compiled = torch.tensor([jit.loss_and_grads(structure.model, structure.guide, *small) for _ in range(300)])
+    plain = torch.tensor([make_elbo("trace").loss(structure.model, structure.guide, *small) for _ in range(300)])
+    standard_error = (compiled.var() / 300 + plain.var() / 300).sqrt()
+    assert abs(compiled.mean() - plain.mean()) < 4 * standard_error
+
+
 def test_short_training_lowers_the_loss_and_checkpoints_round_trip(structure, tmp_path):
     name = next(key for key, cls in MODELS.items() if type(structure) is cls)
     dataset = "binarized-mnist-labelled" if structure.needs_labels else "binarized-mnist"
@@ -147,8 +160,21 @@ def test_kl_warmup_scales_the_latent_sites_from_zero(tmp_path):
     trainer.step = 0
     history = trainer.fit()
     assert trainer.kl_weight() == 1.0 and len(history) == 2
-    with pytest.raises(PyroVAEError, match="drop --jit"):
-        Trainer(TrainConfig(kl_warmup=1, jit=True), tmp_path / "other", progress=False)
+
+
+def test_kl_warmup_weight_stays_live_in_the_jit_compiled_elbo(tmp_path):
+    """The weight is an argument of the traced ELBO, so the loss is linear in it rather than frozen at 0."""
+    trainer = Trainer(TrainConfig(subset=300, batch_size=50, kl_warmup=2, **SMALL), tmp_path / "run",
+                      progress=False, log=lambda _: None)
+    assert trainer.jit
+    (x,) = next(iter(trainer.batches("train")))
+    trainer.compile((x,))
+    losses = {}
+    for weight in (0.0, 0.5, 1.0):
+        torch.manual_seed(0)  # the same z for every weight
+        losses[weight] = trainer.elbo.loss_and_grads(trainer.svi.model, trainer.svi.guide, x, torch.tensor(weight))
+    assert losses[1.0] - losses[0.0] > 1.0  # the KL part of a fresh VAE's loss
+    assert losses[0.5] == pytest.approx((losses[0.0] + losses[1.0]) / 2, rel=1e-6)
 
 
 def test_beta_sweep_refuses_repeated_betas_before_training(tmp_path):

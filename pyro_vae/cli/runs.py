@@ -63,7 +63,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--elbo", choices=sorted(ELBOS),
                           help="'trace' is Trace_ELBO (Monte Carlo KL), 'meanfield' is TraceMeanField_ELBO "
                                f"(analytic KL) (default: {d.elbo})")
-    training.add_argument("--jit", action="store_true", default=None, help="use the JIT-compiled ELBO")
+    training.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                          help="compile the ELBO with Pyro's JIT (JitTrace_ELBO): the same estimator with less Python "
+                               "per step. Default: on for the built-in structures with --elbo trace; off for your "
+                               "own structures (a trace freezes Python control flow) and for meanfield (slower "
+                               "compiled here)")
+    training.add_argument("--validate-every-step", action="store_true", default=None,
+                          help="run Pyro's checks (distribution arguments, supports, model/guide agreement, binary "
+                               "pixels) on every step; by default they run on the first step of each session only, "
+                               "after the data were checked once, because they cost about a tenth of a step")
     training.add_argument("--kl-warmup", type=int, metavar="EPOCHS",
                           help="KL warm-up: the KL term's weight rises linearly from 0 to 1 over this many epochs "
                                "(default: 0, off)")
@@ -136,8 +144,9 @@ def train_command(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(**given)
     trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None)
-    print(f"training {trainer.config.model} on {trainer.config.dataset} "
-          f"({len(trainer.dataset.train)} images) into {run_dir}")
+    elbo = type(trainer.elbo).__name__
+    print(f"training {trainer.config.model} on {trainer.config.dataset} ({len(trainer.dataset.train)} images) "
+          f"with {elbo} into {run_dir}")
     history = trainer.fit()
     model = trainer.model
     model.eval()

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
 from pyro_vae.data import is_binary
@@ -53,8 +54,13 @@ class LatentStructure(nn.Module):
 
     @staticmethod
     def check_binary(x: torch.Tensor) -> None:
-        """A Bernoulli likelihood silently gives wrong densities for grey pixels, so refuse them."""
-        if not is_binary(x):
+        """A Bernoulli likelihood silently gives wrong densities for grey pixels, so refuse them.
+
+        Like Pyro's own support checks this runs while Pyro validation is on (Pyro's default). The trainer
+        checks the whole data set once before training and then steps with validation off, so the check
+        does not cost every step, and a JIT trace (made with validation off) does not carry it.
+        """
+        if is_validation_enabled() and not is_binary(x):
             raise InvalidDataError("the Bernoulli likelihood needs binary pixels (0 or 1); binarize the data first "
                                    "(--binarize dynamic or static)")
 

@@ -2,7 +2,9 @@
 
 ``pyro.optim.Adam`` wraps one ``torch.optim.Adam`` per parameter and steps them in a Python loop. On a
 small VAE that loop is a third of an SVI step (measured with ``benchmarks/svi_vs_pytorch.py``). A single
-torch optimizer over every parameter uses torch's multi-tensor (``foreach``) kernels instead.
+torch optimizer over every parameter steps them together; Adam is asked for torch's multi-tensor
+(``foreach``) kernels, which torch uses by default only on GPUs: on the CPU they take an Adam step of the
+default VAE from 1.3 to 1.0 ms.
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ class GroupedOptim(PyroOptim):
 
 def Adam(optim_args: dict) -> GroupedOptim:
     """Adam over all parameters at once (``foreach`` kernels)."""
-    return GroupedOptim(torch.optim.Adam, optim_args)
+    return GroupedOptim(torch.optim.Adam, {"foreach": True, **optim_args})
 
 
 def ClippedAdam(optim_args: dict) -> GroupedOptim:

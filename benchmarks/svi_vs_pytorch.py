@@ -29,7 +29,7 @@ from pyro.infer import SVI
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from pyro_vae.data import iterate_batches, load_dataset
-from pyro_vae.inference import ELBOS, make_elbo
+from pyro_vae.inference import make_elbo
 from pyro_vae.models import VAE
 from pyro_vae.training import TrainConfig, Trainer
 
@@ -109,13 +109,13 @@ class TrainerSteps(Variant):
     def __init__(self, data, lr: float, batch_size: int, workdir: Path, **options):
         self.config = TrainConfig(subset=len(data.train), batch_size=batch_size, lr=lr, **options)
         self.data, self.workdir = data, workdir
-        self.elbo = ELBOS[self.config.elbo][self.config.uses_jit()].__name__
         self.compile_seconds = 0.0
 
     def prepare(self, vae: VAE) -> None:
         self.trainer = Trainer(self.config, self.workdir / f"run-{id(self)}", dataset=self.data, progress=False,
                                log=lambda _: None)
         self.trainer.model.load_state_dict(vae.state_dict())
+        self.elbo = type(self.trainer.elbo).__name__
         first = next(iter(self.trainer.batches("train")))
         self.compile_seconds = self.trainer.compile(first)
 

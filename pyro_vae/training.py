@@ -257,7 +257,7 @@ class Trainer:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), pyro.validation_enabled(True):
             # The first call traces; TorchScript then profiles and optimizes the graph and its backward on
-            # the next runs (about a second here), which would otherwise land on the first training steps.
+            # the next runs (tens of milliseconds here), which would otherwise land on the first training steps.
             for _ in range(JIT_WARMUP_CALLS):
                 self.elbo.loss_and_grads(self.svi.model, self.svi.guide, *self._step_args(batch))
         for parameter in self.model.parameters():
@@ -341,7 +341,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{total / min(step * config.batch_size, n_train):.2f}")
 
             try:
-                total = self.run_steps(bar, epoch=epoch, on_step=show_loss)
+                total = self.run_steps(bar, on_step=show_loss)
             finally:
                 bar.close()
             elapsed += time.perf_counter() - start
@@ -354,7 +354,7 @@ class Trainer:
                      f"valid ELBO {row['valid_elbo']:.2f} nats/image  ({elapsed:.1f} s)")
         return self.history
 
-    def run_steps(self, batches: Iterable[tuple], *, epoch: Optional[int] = None,
+    def run_steps(self, batches: Iterable[tuple], *,
                   on_step: Optional[Callable[[int, float], object]] = None) -> float:
         """One SVI step per batch (the hot path of ``fit``); returns the summed loss.
 
@@ -363,10 +363,10 @@ class Trainer:
         argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
         stops training with ``TrainingDiverged`` either way.
         """
-        epoch = self.epoch + 1 if epoch is None else epoch
         total = 0.0
         for step, batch in enumerate(batches, start=1):
-            self.compile(batch)
+            if step == 1:
+                self.compile(batch)
             with pyro.validation_enabled(step == 1 or self.config.validate_every_step):
                 try:
                     loss = self.svi.step(*self._step_args(batch))
@@ -376,7 +376,7 @@ class Trainer:
                         raise
                     loss = math.nan
             if not math.isfinite(loss):
-                raise TrainingDiverged(self._divergence_message(loss, epoch, step))
+                raise TrainingDiverged(self._divergence_message(loss, step))
             self.step += 1
             total += loss
             if on_step is not None:
@@ -390,8 +390,8 @@ class Trainer:
         _, found, values = str(err).partition("found invalid values")
         return bool(found) and any(bad in values.split("Trace Shapes")[0] for bad in ("nan", "inf"))
 
-    def _divergence_message(self, loss: float, epoch: int, step: int) -> str:
-        where = f"the loss became {loss} at step {self.step + 1} (epoch {epoch}, batch {step})"
+    def _divergence_message(self, loss: float, step: int) -> str:
+        where = f"the loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}, batch {step})"
         if self.epoch == 0:
             return f"{where}; no checkpoint had been written yet; try a smaller --lr"
         return (f"{where}; the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}; "

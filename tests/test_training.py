@@ -51,7 +51,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert [r["train_loss"] for r in whole.history] == [r["train_loss"] for r in resumed.history]
 
 
-def test_jit_is_the_default_for_built_in_structures_with_trace_elbo(tmp_path):
+def test_jit_is_the_default_for_built_in_structures_with_trace_elbo():
     assert TrainConfig().uses_jit() and TrainConfig(model="hierarchical-vae").uses_jit()
     assert not TrainConfig(elbo="meanfield").uses_jit()
     assert not TrainConfig(model="my_model.py:MyVAE").uses_jit()

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
-from pyro.infer import ELBO, JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import (ELBO, JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO, JitTraceMeanField_ELBO,
+                        Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO)
 
 from pyro_vae.errors import PyroVAEError
 
@@ -11,17 +13,33 @@ from pyro_vae.errors import PyroVAEError
 ELBOS = {
     "trace": (Trace_ELBO, JitTrace_ELBO),  # Monte Carlo KL: log p(z) - log q(z) at the sampled z
     "meanfield": (TraceMeanField_ELBO, JitTraceMeanField_ELBO),  # analytic KL where Pyro knows it
+    "enum": (TraceEnum_ELBO, JitTraceEnum_ELBO),  # sites marked for enumeration summed out exactly
+    "tracegraph": (TraceGraph_ELBO, JitTraceGraph_ELBO),  # score function, Rao-Blackwellized, with baselines
 }
 
+ELBO_HELP = ("'trace' is Trace_ELBO (Monte Carlo KL); 'meanfield' TraceMeanField_ELBO (analytic KL; every latent "
+             "must be reparameterized); 'enum' TraceEnum_ELBO (discrete sites marked infer={'enumerate': "
+             "'parallel'} summed out exactly); 'tracegraph' TraceGraph_ELBO (score function for discrete sites, "
+             "Rao-Blackwellized, with --baseline)")
 
-def make_elbo(name: str = "trace", *, jit: bool = False, num_particles: int = 1) -> ELBO:
-    """An ELBO by name; ``num_particles`` samples are drawn in one vectorized pass."""
+
+def make_elbo(name: str = "trace", *, jit: bool = False, num_particles: int = 1,
+              max_plate_nesting: Optional[int] = None) -> ELBO:
+    """An ELBO by name; ``num_particles`` samples are drawn in one vectorized pass.
+
+    ``max_plate_nesting`` (the number of nested plates, see ``evaluation.max_plate_nesting``) tells
+    enumeration which tensor dimensions are free; without it Pyro guesses by running the model once.
+    """
     if name not in ELBOS:
         raise PyroVAEError(f"unknown ELBO {name!r}; choose one of {', '.join(ELBOS)}")
     if num_particles < 1:
         raise PyroVAEError(f"the number of particles must be positive, got {num_particles}")
     cls = ELBOS[name][1 if jit else 0]
     kwargs = {"num_particles": num_particles, "vectorize_particles": num_particles > 1}
+    if max_plate_nesting is not None:
+        kwargs["max_plate_nesting"] = max_plate_nesting
+    if name == "enum":
+        kwargs["strict_enumeration_warning"] = False  # a structure without discrete sites is fine here
     if jit:
         kwargs["ignore_jit_warnings"] = True
         # torch >= 2.9 marks torch.jit.trace deprecated; Pyro's JIT ELBOs still rely on it.

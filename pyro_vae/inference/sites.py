@@ -1,0 +1,159 @@
+"""What kinds of latent sites a model/guide pair has, what each ELBO does with them, and the baselines
+that ``TraceGraph_ELBO`` subtracts from the score function of the non-reparameterized ones."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from pyro_vae.errors import PyroVAEError
+
+BASELINES = ("none", "average", "neural")
+AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"  # TraceGraph_ELBO's name for the decaying average
+
+
+def is_enumerated(site: dict) -> bool:
+    return site["infer"].get("enumerate") in ("parallel", "sequential")
+
+
+@dataclass
+class LatentSites:
+    """The latent sample sites of a model/guide pair, by how an ELBO can differentiate them."""
+
+    #: guide sites with a pathwise (reparameterized) gradient, such as Normal
+    reparameterized: list = field(default_factory=list)
+    #: sites marked ``infer={"enumerate": ...}``, in the guide or only in the model
+    enumerated: list = field(default_factory=list)
+    #: guide sites with neither: only a score-function gradient reaches their parameters
+    score_function: list = field(default_factory=list)
+    #: site name -> its distribution's class name, for messages
+    distributions: dict = field(default_factory=dict)
+    #: how many plates nest at most (what enumeration and vectorized particles must stay left of)
+    max_plate_nesting: int = 0
+
+    @property
+    def discrete(self) -> list:
+        return [name for name in self.distributions if name not in self.reparameterized]
+
+
+def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
+    """Trace the guide, and the model against it, once (no gradients) and sort their latent sites.
+
+    The random state is saved and restored around the traces, so looking changes no later draw.
+    """
+    devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
+    with torch.no_grad(), poutine.block(), torch.random.fork_rng(devices=devices):
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    sites = LatentSites()
+    sites.max_plate_nesting = max((-frame.dim for trace in (guide_trace, model_trace) for site in trace.nodes.values()
+                                   if site["type"] == "sample" for frame in site["cond_indep_stack"] if frame.vectorized),
+                                  default=0)
+    for trace, in_guide in ((guide_trace, True), (model_trace, False)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+                continue
+            if not in_guide and name in guide_trace.nodes:
+                continue
+            sites.distributions[name] = type(site["fn"]).__name__
+            if is_enumerated(site):
+                sites.enumerated.append(name)
+            elif in_guide and getattr(site["fn"], "has_rsample", False):
+                sites.reparameterized.append(name)
+            elif in_guide:
+                sites.score_function.append(name)
+    return sites
+
+
+def _describe(names: list, sites: LatentSites) -> str:
+    listed = ", ".join(f"{name!r} ({sites.distributions[name]})" for name in names)
+    return f"site{'s' if len(names) > 1 else ''} {listed}"
+
+
+def check_elbo_applies(elbo: str, sites: LatentSites, baseline: str = "none") -> Optional[str]:
+    """Refuse an ELBO that cannot handle the sites (a ``PyroVAEError``); return a one-line warning when it
+    would estimate a discrete site's gradient with the plain score function, else None."""
+    non_reparameterized = sites.discrete
+    if elbo == "meanfield" and non_reparameterized:
+        raise PyroVAEError(f"--elbo meanfield needs every latent site reparameterized, but "
+                           f"{_describe(non_reparameterized, sites)} is not; use --elbo enum or --elbo tracegraph")
+    if baseline != "none" and elbo != "tracegraph":
+        raise PyroVAEError(f"--baseline {baseline} is for --elbo tracegraph, whose score-function gradients it "
+                           f"reduces; --elbo {elbo} has no baselines")
+    if elbo == "trace":
+        plain = [name for name in non_reparameterized if name in sites.enumerated or name in sites.score_function]
+    elif elbo == "enum":
+        plain = sites.score_function
+    elif elbo == "tracegraph" and baseline == "none":
+        plain = non_reparameterized
+    else:
+        plain = []
+    if not plain:
+        return None
+    return (f"note: {_describe(plain, sites)} cannot be reparameterized, so {elbo} estimates its gradient with "
+            "the plain score function (no baseline, high variance); mark it infer={'enumerate': 'parallel'} "
+            "and use --elbo enum to sum it out exactly, or --elbo tracegraph --baseline average (or neural)")
+
+
+class DataPointBaseline(nn.Module):
+    """x -> one predicted downstream cost per data point: the input-dependent baseline of Mnih & Gregor (2014)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 100):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(x.shape[0], -1)).squeeze(-1)
+
+
+class ScoreFunctionBaselines(Messenger):
+    """Prepare a guide's non-reparameterized latent sites for ``TraceGraph_ELBO``: drop their enumeration
+    marks (it samples every site) and, unless ``baseline`` is "none", give them its baseline options: the
+    decaying average of the downstream cost, plus for "neural" a learned function of ``x`` (``networks``).
+
+    Pyro keeps the decaying average per position in the batch; when a batch of another size comes (the
+    last, smaller batch of an epoch), the average restarts from its mean over positions.
+    """
+
+    def __init__(self, x: torch.Tensor, baseline: str = "none", networks: Optional[nn.ModuleDict] = None):
+        super().__init__()
+        self.x, self.baseline, self.networks = x, baseline, networks
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or site_is_subsample(msg) or getattr(msg["fn"], "has_rsample", False):
+            return
+        infer = {key: value for key, value in msg["infer"].items() if key != "enumerate"}
+        if self.baseline != "none":
+            name, store, batch_shape = msg["name"], pyro.get_param_store(), msg["fn"].batch_shape
+            average = AVERAGE_BASELINE_PARAM + name
+            if average in store and store[average].shape != batch_shape:
+                store[average] = store[average].detach().mean().expand(batch_shape).clone()
+            infer["baseline"] = {"use_decaying_avg_baseline": True}
+            if self.baseline == "neural":
+                infer["baseline"].update(nn_baseline=self.networks[name], nn_baseline_input=self.x)
+        msg["infer"] = infer
+
+
+def neural_baselines(sites: LatentSites, x_dim: int) -> nn.ModuleDict:
+    """One :class:`DataPointBaseline` per site that only a score-function gradient reaches."""
+    return nn.ModuleDict({name: DataPointBaseline(x_dim) for name in sites.discrete})
+
+
+def with_baselines(guide: Callable, baseline: str, networks: Optional[nn.ModuleDict] = None) -> Callable:
+    """``guide`` run under :class:`ScoreFunctionBaselines`; the networks are registered so SVI trains them."""
+    if baseline not in BASELINES:
+        raise PyroVAEError(f"unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}")
+
+    def guide_with_baselines(x, *args):
+        if networks is not None:
+            pyro.module("score_function_baselines", networks)
+        with ScoreFunctionBaselines(x, baseline, networks):
+            return guide(x, *args)
+
+    return guide_with_baselines

@@ -22,6 +22,13 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def concat(*features: torch.Tensor) -> torch.Tensor:
+    """Concatenate feature vectors along the last dimension, broadcasting their leading (batch, particle,
+    enumeration) dimensions: x of shape (B, D) joins an enumerated one-hot code of shape (K, 1, K) as (K, B, D + K)."""
+    batch_shape = torch.broadcast_shapes(*(f.shape[:-1] for f in features))
+    return torch.cat([f.expand(batch_shape + f.shape[-1:]) for f in features], -1)
+
+
 class GaussianMLP(nn.Module):
     """input -> (loc, scale) of a diagonal Gaussian over ``out_dim`` variables; scale = softplus(.) + min_scale.
 

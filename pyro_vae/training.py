@@ -8,6 +8,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -17,11 +18,14 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from pyro_vae.data import Dataset, check_dataset, iterate_batches, load_dataset, num_batches
+from pyro_vae.data import (Dataset, check_dataset, iterate_batches, load_dataset, num_batches, semi_supervised,
+                           semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import elbo_per_datapoint
-from pyro_vae.inference import make_elbo, optim
+from pyro_vae.inference import ELBOS, make_elbo, optim
 from pyro_vae.inference.scaling import scale_latents
+from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, BASELINES, check_elbo_applies, latent_sites,
+                                      neural_baselines, with_baselines)
 from pyro_vae.models import MODELS, LatentStructure, build_model
 
 CHECKPOINT = "checkpoint.pt"
@@ -31,6 +35,8 @@ CHECKPOINT_FORMAT = ("pyro-vae-checkpoint", 1)
 OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
 EVAL_BATCH_SIZE = 1000
 JIT_WARMUP_CALLS = 4
+#: ELBOs that the built-in structures train JIT-compiled unless --no-jit
+JIT_BY_DEFAULT = ("trace", "enum")
 
 
 @dataclass
@@ -46,7 +52,8 @@ class TrainConfig:
     z_dim: int = 50
     hidden_dims: list = field(default_factory=lambda: [200, 200])
     activation: str = "relu"
-    elbo: str = "trace"
+    elbo: Optional[str] = None  # None: the structure's ``default_elbo`` ("enum" for the discrete structures)
+    baseline: str = "none"  # score-function baseline of --elbo tracegraph: none, average or neural
     jit: Optional[bool] = None  # None: decided by ``uses_jit`` (on for built-in structures with Trace_ELBO)
     validate_every_step: bool = False
     num_particles: int = 1
@@ -59,6 +66,7 @@ class TrainConfig:
     device: str = "cpu"
     model_options: dict = field(default_factory=dict)
     kl_warmup: int = 0
+    num_labelled: Optional[int] = None  # semi-supervised structures: labelled training images
 
     #: fields that may change when a run is resumed; every other field must match the checkpoint
     RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir", "jit", "validate_every_step")
@@ -73,18 +81,31 @@ class TrainConfig:
             raise PyroVAEError(f"--kl-warmup is a number of epochs and cannot be negative, got {self.kl_warmup}")
         if self.optimizer not in OPTIMIZERS:
             raise PyroVAEError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.elbo is not None and self.elbo not in ELBOS:
+            raise PyroVAEError(f"unknown ELBO {self.elbo!r}; choose one of {', '.join(ELBOS)}")
+        if self.baseline not in BASELINES:
+            raise PyroVAEError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
+        if self.num_labelled is not None and self.num_labelled < 1:
+            raise PyroVAEError(f"--num-labelled must be a positive number of images, got {self.num_labelled}")
+
+    def elbo_name(self) -> str:
+        """``elbo``, or when it is unset the structure's default (Trace_ELBO for structures from a file)."""
+        if self.elbo is not None:
+            return self.elbo
+        return MODELS[self.model].default_elbo if self.model in MODELS else "trace"
 
     def uses_jit(self) -> bool:
         """Whether training compiles the ELBO with Pyro's JIT (``JitTrace_ELBO``): ``jit`` when it is set.
 
-        Left unset, JIT is on for the built-in structures with ``--elbo trace``: the same estimator as
-        ``Trace_ELBO`` without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py``). It
-        stays off for structures loaded from a file, whose Python control flow a trace would freeze, and for
-        ``--elbo meanfield``, whose JIT version is slower than the plain one.
+        Left unset, JIT is on for the built-in structures with ``--elbo trace`` or ``enum``: the same
+        estimator without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py`` and
+        ``benchmarks/gmvae_enum_vs_pytorch.py``). It stays off for structures loaded from a file, whose
+        Python control flow a trace would freeze, and for ``meanfield`` and ``tracegraph``, whose JIT
+        versions are slower than the plain ones here.
         """
         if self.jit is not None:
             return self.jit
-        return self.elbo == "trace" and self.model in MODELS
+        return self.elbo_name() in JIT_BY_DEFAULT and self.model in MODELS
 
     def model_kwargs(self, x_dim: int) -> dict:
         return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
@@ -126,8 +147,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", subset: Optional[int] = None) -> Dataset:
     """The data set a run was (or will be) trained on, as its config says; ``subset`` overrides the config's."""
-    return load_dataset(config.dataset, data_dir=config.data_dir, download=config.download, binarize=config.binarize,
-                        subset=subset or config.subset, device=device, seed=config.seed)
+    dataset = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
+                           binarize=config.binarize, subset=subset or config.subset, device=device, seed=config.seed)
+    if config.num_labelled is not None:
+        dataset = semi_supervised(dataset, config.num_labelled, seed=config.seed)
+    return dataset
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -197,30 +221,79 @@ class Trainer:
         if self.model.needs_labels and self.dataset.train.labels is None:
             raise PyroVAEError(f"the {config.model} model needs labelled images, and {config.dataset} has no training "
                                "labels; use --dataset binarized-mnist-labelled, mnist-test-release or mnist")
+        if self.model.semi_supervised and self.dataset.labelled is None:
+            raise PyroVAEError(f"the {config.model} model learns from a few labelled images among unlabelled ones; "
+                               "say how many with --num-labelled N (e.g. 100)")
+        if self.dataset.labelled is not None and not self.model.semi_supervised:
+            raise PyroVAEError(f"--num-labelled is for semi-supervised structures such as ss-vae; {config.model} "
+                               "does not use labels that way")
+        config.elbo = config.elbo_name()
+        example_batches = self._example_batches()
+        self.sites = latent_sites(self.model.model, self.model.guide, example_batches[0])
+        note = check_elbo_applies(config.elbo, self.sites, config.baseline)
+        if note:
+            if not resume:
+                self.log(note)
+            # Pyro says the same on every validated step; once is enough
+            warnings.filterwarnings("ignore", message=".*If you want to enumerate sites", category=UserWarning)
+        self.max_plate_nesting = self.sites.max_plate_nesting
+        self.baseline_networks = (neural_baselines(self.sites, self.dataset.train.images.shape[1]).to(self.device)
+                                  if config.elbo == "tracegraph" and config.baseline == "neural" else None)
         optimizer_args = {"lr": config.lr}
         if config.optimizer == "clipped-adam":
             optimizer_args["clip_norm"] = config.clip_norm
         self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
         self.jit = config.uses_jit()
-        self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles)
+        self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles,
+                              max_plate_nesting=self.max_plate_nesting)
         self.compiled = not self.jit
+        self._example = example_batches
         self.history: list[dict] = []
         self.epoch = 0
         self.step = 0
-        self.svi = SVI(self._warmed_up(self.model.model), self._warmed_up(self.model.guide), self.optimizer,
-                       loss=self.elbo)
+        guide = self.model.guide
+        if config.elbo == "tracegraph":
+            guide = with_baselines(guide, config.baseline, self.baseline_networks)
+        self.svi = SVI(self._warmed_up(self.model.model), self._warmed_up(guide), self.optimizer, loss=self.elbo)
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
             if config.epochs < self.epoch:
                 raise CheckpointError(f"the run in {self.run_dir} is already at epoch {self.epoch}; "
                                       f"--epochs {config.epochs} would train nothing, ask for more epochs")
 
+    @property
+    def steps_per_epoch(self) -> int:
+        labelled = self.dataset.labelled
+        return (num_batches(len(self.dataset.train), self.config.batch_size)
+                + (num_batches(len(labelled), self.config.batch_size) if labelled is not None else 0))
+
+    @property
+    def images_per_epoch(self) -> int:
+        return len(self.dataset.train) + (len(self.dataset.labelled) if self.dataset.labelled is not None else 0)
+
+    def _example_batches(self) -> list[tuple]:
+        """A training batch of each kind the programs will see: unlabelled and, if any, labelled.
+
+        Grey-scale images of a dynamically binarized data set are binarized with a generator of their own,
+        so that taking the examples draws nothing from the random state training will use.
+        """
+        size = self.config.batch_size
+        parts = [(self.dataset.train, self.model.needs_labels)]
+        if self.dataset.labelled is not None:
+            parts.append((self.dataset.labelled, True))
+        batches = []
+        for split, with_labels in parts:
+            x, *labels = next(iterate_batches(split, size, with_labels=with_labels))
+            if self.dataset.binarize == "dynamic":
+                x = torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(0))
+            batches.append((x, *labels))
+        return batches
+
     def kl_weight(self) -> float:
         """The KL warm-up factor: rises linearly from 0 to 1 over ``kl_warmup`` epochs of steps."""
         if not self.config.kl_warmup:
             return 1.0
-        steps = self.config.kl_warmup * num_batches(len(self.dataset.train), self.config.batch_size)
-        return min(1.0, self.step / steps)
+        return min(1.0, self.step / (self.config.kl_warmup * self.steps_per_epoch))
 
     def _warmed_up(self, program: Callable) -> Callable:
         """With KL warm-up, ``program`` taking the KL weight as a last, tensor argument.
@@ -244,7 +317,9 @@ class Trainer:
         return (*batch, torch.tensor(self.kl_weight(), device=self.device))
 
     def compile(self, batch: tuple) -> float:
-        """Trace and optimize the JIT-compiled ELBO on ``batch`` (nothing to do without JIT); returns the seconds.
+        """Trace and optimize the JIT-compiled ELBO on ``batch``, and on a batch of every other kind the
+        programs take (labelled, for semi-supervised structures), since Pyro compiles one graph per kind of
+        arguments (nothing to do without JIT); returns the seconds.
 
         Tracing runs the model and guide, which draws random numbers; it runs with the random state saved
         and restored, and its gradients are dropped, so that it changes nothing: a resumed run, which traces
@@ -255,15 +330,36 @@ class Trainer:
             return 0.0
         start = time.perf_counter()
         devices = [self.device] if self.device.type == "cuda" else []
+        averages = self._baseline_averages()
         with torch.random.fork_rng(devices=devices), pyro.validation_enabled(True):
             # The first call traces; TorchScript then profiles and optimizes the graph and its backward on
             # the next runs (tens of milliseconds here), which would otherwise land on the first training steps.
-            for _ in range(JIT_WARMUP_CALLS):
-                self.elbo.loss_and_grads(self.svi.model, self.svi.guide, *self._step_args(batch))
-        for parameter in self.model.parameters():
+            for example in [batch] + [b for b in self._example if len(b) != len(batch)]:
+                for _ in range(JIT_WARMUP_CALLS):
+                    self.elbo.loss_and_grads(self.svi.model, self.svi.guide, *self._step_args(example))
+            self._restore_baseline_averages(averages)
+        for parameter in self._parameters():
             parameter.grad = None
         self.compiled = True
         return time.perf_counter() - start
+
+    def _parameters(self) -> list:
+        networks = list(self.baseline_networks.parameters()) if self.baseline_networks is not None else []
+        return list(self.model.parameters()) + networks
+
+    @staticmethod
+    def _baseline_averages() -> dict:
+        """TraceGraph_ELBO's decaying-average baselines, which live in Pyro's parameter store."""
+        store = pyro.get_param_store()
+        return {name: store[name].detach().clone() for name in store.keys() if name.startswith(AVERAGE_BASELINE_PARAM)}
+
+    @staticmethod
+    def _restore_baseline_averages(averages: dict) -> None:
+        store = pyro.get_param_store()
+        for name in [name for name in store.keys() if name.startswith(AVERAGE_BASELINE_PARAM)]:
+            del store[name]
+        for name, value in averages.items():
+            store[name] = value.detach().clone()
 
     def _resumed_config(self, requested: TrainConfig) -> TrainConfig:
         """The checkpoint's config, with the fields that may change taken from ``requested``.
@@ -274,6 +370,8 @@ class Trainer:
         for f in fields(TrainConfig):
             if f.name in TrainConfig.RESUMABLE_CHANGES:
                 setattr(saved, f.name, getattr(requested, f.name))
+            elif f.name == "elbo" and requested.elbo is None:
+                continue  # not asked for: the checkpoint's
             elif getattr(requested, f.name) != getattr(saved, f.name):
                 raise CheckpointError(f"the checkpoint in {self.run_dir} was trained with "
                                       f"{f.name}={getattr(saved, f.name)!r}, but {f.name}={getattr(requested, f.name)!r} "
@@ -286,6 +384,9 @@ class Trainer:
         torch.set_rng_state(checkpoint["rng_state"])
         if self.device.type == "cuda" and "cuda_rng_state" in checkpoint:
             torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], self.device)
+        if self.baseline_networks is not None:
+            self.baseline_networks.load_state_dict(checkpoint["baseline_networks"])
+        self._restore_baseline_averages(checkpoint.get("baseline_averages", {}))
         self.epoch = int(checkpoint["epoch"])
         self.step = int(checkpoint["step"])
         self.history = list(checkpoint["history"])
@@ -301,7 +402,10 @@ class Trainer:
             "optim_state": self.optimizer.get_state(),
             "rng_state": torch.get_rng_state(),
             "history": self.history,
+            "baseline_averages": self._baseline_averages(),
         }
+        if self.baseline_networks is not None:
+            checkpoint["baseline_networks"] = self.baseline_networks.state_dict()
         if self.device.type == "cuda":
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
         atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
@@ -312,18 +416,25 @@ class Trainer:
     def batches(self, split: str, *, shuffle: bool = False, generator: Optional[torch.Generator] = None):
         binarize = self.dataset.binarize if split == "train" else "none"
         size = self.config.batch_size if split == "train" else EVAL_BATCH_SIZE
+        if split == "train" and self.dataset.labelled is not None:
+            return semi_supervised_batches(self.dataset.train, self.dataset.labelled, size,
+                                           generator=generator or torch.Generator().manual_seed(0), binarize=binarize)
         return iterate_batches(self.dataset.split(split), size, shuffle=shuffle, generator=generator,
                                binarize=binarize, with_labels=self.model.needs_labels)
 
     def validation_elbo(self, split: str = "valid") -> float:
-        return elbo_per_datapoint(self.model.model, self.model.guide, self.batches(split), elbo=self.config.elbo)
+        elbo = "enum" if self.config.elbo == "enum" or self.sites.enumerated else "trace"
+        if self.config.elbo == "meanfield":
+            elbo = "meanfield"
+        return elbo_per_datapoint(self.model.model, self.model.guide, self.batches(split), elbo=elbo,
+                                  plate_nesting=self.max_plate_nesting)
 
     def fit(self) -> list[dict]:
         """Train up to ``config.epochs``, checkpointing each epoch; returns the per-epoch metrics."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.config
-        n_train = len(self.dataset.train)
-        steps_per_epoch = num_batches(n_train, config.batch_size)
+        n_train = self.images_per_epoch
+        steps_per_epoch = self.steps_per_epoch
         elapsed = self.history[-1]["seconds"] if self.history else 0.0
         if self.epoch == config.epochs:
             self.log(f"already trained to {self.epoch} epochs; nothing to train")

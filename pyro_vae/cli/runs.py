@@ -13,8 +13,10 @@ from tqdm.auto import tqdm
 
 from pyro_vae.data import BINARIZE_MODES, DATASETS, Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.evaluation import evaluate_model
+from pyro_vae.evaluation import classification_accuracy, evaluate_model
 from pyro_vae.inference import ELBOS
+from pyro_vae.inference.elbos import ELBO_HELP
+from pyro_vae.inference.sites import BASELINES
 from pyro_vae.models import MODELS
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plots.training import plot_images, write_run_pictures
@@ -47,6 +49,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                       help="how grey-scale pixels become binary for the Bernoulli likelihood: 'dynamic' re-samples "
                            "every batch, 'static' samples once (default: none, for data that is already binary)")
     data.add_argument("--subset", type=int, help="keep N evenly spaced images of each split, for quick runs")
+    data.add_argument("--num-labelled", type=int, metavar="N",
+                      help="for semi-supervised structures (ss-vae): N labelled training images, N/10 of each digit, "
+                           "among the unlabelled ones. On binarized-mnist they come from the 7,000 training images of "
+                           "binarized-mnist-labelled, the 50,000 training images are the unlabelled set, and the "
+                           "test split is its 2,000 held-out labelled images")
     model = parser.add_argument_group("model")
     model.add_argument("--model", help=f"latent structure: one of {', '.join(sorted(MODELS))}, or your own as "
                                        f"path/to/file.py:ClassName (default: {d.model})")
@@ -61,8 +68,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--activation", choices=sorted(ACTIVATIONS), help=f"hidden activation (default: {d.activation})")
     training = parser.add_argument_group("training")
     training.add_argument("--elbo", choices=sorted(ELBOS),
-                          help="'trace' is Trace_ELBO (Monte Carlo KL), 'meanfield' is TraceMeanField_ELBO "
-                               f"(analytic KL) (default: {d.elbo})")
+                          help=f"{ELBO_HELP}. Default: the structure's own, enum for "
+                               f"{', '.join(n for n, c in sorted(MODELS.items()) if c.default_elbo == 'enum')} "
+                               "and trace for the others")
+    training.add_argument("--baseline", choices=BASELINES,
+                          help="with --elbo tracegraph: what is subtracted from the score function of discrete sites: "
+                               "a decaying average of their downstream cost ('average'), plus a network of x "
+                               "trained on it ('neural', Mnih & Gregor 2014) (default: none)")
     training.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                           help="compile the ELBO with Pyro's JIT (JitTrace_ELBO): the same estimator with less Python "
                                "per step. Default: on for the built-in structures with --elbo trace; off for your "
@@ -131,9 +143,17 @@ def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_prog
 
     start = time.perf_counter()
     result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, progress=bar)}
+    if model.can_classify:
+        result["accuracy"] = classification_accuracy(model, dataset.split(split))
     result["seconds"] = round(time.perf_counter() - start, 1)
     write_json(result, out)
     return result
+
+
+def _accuracy_text(result: dict) -> str:
+    if "accuracy" not in result:
+        return ""
+    return f"; classification accuracy {100 * result['accuracy']:.2f} % ({result['images']} labelled images)"
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -145,8 +165,9 @@ def train_command(args: argparse.Namespace) -> int:
         config = TrainConfig(**given)
     trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None)
     elbo = type(trainer.elbo).__name__
-    print(f"training {trainer.config.model} on {trainer.config.dataset} ({len(trainer.dataset.train)} images) "
-          f"with {elbo} into {run_dir}")
+    labelled = trainer.dataset.labelled
+    images = f"{len(trainer.dataset.train)} images" + (f" + {len(labelled)} labelled" if labelled is not None else "")
+    print(f"training {trainer.config.model} on {trainer.config.dataset} ({images}) with {elbo} into {run_dir}")
     history = trainer.fit()
     model = trainer.model
     model.eval()
@@ -154,7 +175,7 @@ def train_command(args: argparse.Namespace) -> int:
                        show_progress=not args.no_progress)
     pictures = write_run_pictures(model, trainer.dataset, history, run_dir, seed=trainer.config.seed)
     print(f"test ELBO {result['elbo']:.2f} nats/image; test NLL (K={args.eval_samples}) "
-          f"{result['nll']:.2f} nats/image")
+          f"{result['nll']:.2f} nats/image" + _accuracy_text(result))
     print(f"run:      {run_dir}  (checkpoint {CHECKPOINT}, resume with --run-dir {run_dir} --resume)")
     print(f"metrics:  {run_dir / METRICS}, {run_dir / 'evaluation.json'}")
     print("pictures: " + ", ".join(str(p) for p in pictures))
@@ -168,7 +189,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     out = Path(args.run_dir) / f"evaluation-{args.split}-K{args.num_samples}.json"
     result = _evaluate(model, dataset, args.split, args.num_samples, out)
     print(f"{args.split} ELBO {result['elbo']:.2f} nats/image; {args.split} NLL (K={args.num_samples}) "
-          f"{result['nll']:.2f} nats/image over {result['images']} images; written to {out}")
+          f"{result['nll']:.2f} nats/image over {result['images']} images{_accuracy_text(result)}; written to {out}")
     return 0
 
 
@@ -182,8 +203,14 @@ def sample_command(args: argparse.Namespace) -> int:
     pyro.set_rng_seed(args.seed)
     if model.needs_labels and args.label is None:
         raise PyroVAEError("this model is conditional: choose the digit with --label 0-9")
-    if args.label is not None and not model.needs_labels:
-        raise PyroVAEError("--label is for conditional models such as cvae; this model takes no label")
+    if args.label is not None and not (model.needs_labels or model.semi_supervised):
+        raise PyroVAEError("--label is for models that take a label, such as cvae and ss-vae; this one does not")
+    per_value = None if args.label is not None else model.generate_per_value(args.nrow)
+    if per_value is not None:
+        site, images = per_value
+        plot_images(images, out, nrow=args.nrow, title=f"row k: {site} = k, {args.nrow} draws each")
+        print(f"wrote {args.nrow} samples for each of the {len(images) // args.nrow} values of {site!r} to {out}")
+        return 0
     conditioning = () if args.label is None else (torch.full((args.num,), args.label, dtype=torch.long),)
     title = f"{args.num} samples from the prior" + (f" of digit {args.label}" if conditioning else "")
     plot_images(model.generate(args.num, *conditioning), out, nrow=args.nrow, title=title)
@@ -257,12 +284,14 @@ def add_subcommands(subparsers) -> None:
 
     sample = subparsers.add_parser(
         "sample", formatter_class=formatter, help="draw images from a trained model's prior",
-        description="Sample z from the prior, decode, and save the mean images as a PNG grid.")
+        description="Sample z from the prior, decode, and save the mean images as a PNG grid. A structure with a "
+                    "discrete latent in its prior (bernoulli-mixture, gmvae, ss-vae) gets one row per value of it "
+                    "(component or class) with --nrow draws each, unless --label picks one class.")
     sample.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
     sample.add_argument("--num", type=int, default=64, help="how many images")
     sample.add_argument("--nrow", type=int, default=8, help="images per row")
     sample.add_argument("--out", help="PNG file to write (default: RUN_DIR/generated.png)")
-    sample.add_argument("--label", type=int, help="for a conditional model (cvae): the digit to draw")
+    sample.add_argument("--label", type=int, help="for a model that takes a label (cvae, ss-vae): the digit to draw")
     sample.add_argument("--device", default="cpu", help="cpu or cuda")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.set_defaults(handler=sample_command)

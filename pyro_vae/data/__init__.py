@@ -61,6 +61,8 @@ class Dataset:
     valid: Split
     test: Split
     binarize: str = "none"
+    #: for semi-supervised structures: the few labelled training images (``train`` then holds the unlabelled ones)
+    labelled: Optional[Split] = None
 
     def split(self, name: str) -> Split:
         if name not in ("train", "valid", "test"):
@@ -207,6 +209,60 @@ def load_dataset(
         setattr(dataset, split_name, split.to(device))
     dataset.binarize = "none" if binarize == "static" else binarize
     return dataset
+
+
+def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Dataset:
+    """Split the training images into ``num_labelled`` labelled ones, the same number of each class drawn
+    with ``seed``, and the unlabelled rest, for semi-supervised structures (``dataset.labelled``).
+
+    ``binarized-mnist`` has no training labels, so its labelled images come from the 7,000 training images
+    of ``binarized-mnist-labelled`` (its binarized test split, shuffled once), its 50,000 training images are
+    the unlabelled ones, and the test split becomes the 2,000 held-out labelled images, which no model
+    has seen. Data sets with training labels keep their splits; the labelled images leave the unlabelled set.
+    """
+    if dataset.name == "binarized-mnist":
+        labelled_release = split_labelled("binarized-mnist-labelled", load_binarized_mnist().test)
+        pool, unlabelled = labelled_release.train, dataset.train
+        subset_size = len(dataset.test) if len(dataset.test) < len(labelled_release.test) else None
+        test = labelled_release.test.subset(subset_size).to(dataset.test.images.device)
+    elif dataset.train.labels is None:
+        raise PyroVAEError(f"{dataset.name} has no training labels to draw --num-labelled images from")
+    else:
+        pool, unlabelled, test = dataset.train, None, dataset.test
+    classes = pool.labels.unique()
+    if num_labelled < 1 or num_labelled % len(classes):
+        raise PyroVAEError(f"--num-labelled must be a positive multiple of the {len(classes)} classes (the same "
+                           f"number of each), got {num_labelled}")
+    per_class = num_labelled // len(classes)
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for label in classes.tolist():
+        members = (pool.labels == label).nonzero().squeeze(-1).cpu()
+        if len(members) < per_class:
+            raise PyroVAEError(f"--num-labelled {num_labelled} needs {per_class} images of class {label}, but the "
+                               f"labelled training images of {dataset.name} hold only {len(members)}")
+        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    index = torch.cat(picked).to(pool.images.device)
+    labelled = Split(pool.images[index], pool.labels[index])
+    if unlabelled is None:
+        keep = torch.ones(len(pool), dtype=torch.bool, device=pool.images.device)
+        keep[index] = False
+        unlabelled = Split(pool.images[keep])
+    return Dataset(dataset.name, train=Split(unlabelled.images), valid=dataset.valid, test=test,
+                   binarize=dataset.binarize, labelled=labelled)
+
+
+def semi_supervised_batches(unlabelled: Split, labelled: Split, batch_size: int, *, generator: torch.Generator,
+                            binarize: str = "none") -> Iterator[tuple]:
+    """One epoch over both parts: the ``(x,)`` batches of the unlabelled images with the ``(x, y)`` batches of
+    the labelled ones spread evenly among them (as in Pyro's ``ss_vae_M2`` example), both shuffled."""
+    unlabelled_batches = iterate_batches(unlabelled, batch_size, shuffle=True, generator=generator, binarize=binarize)
+    labelled_batches = iterate_batches(labelled, batch_size, shuffle=True, generator=generator, binarize=binarize,
+                                       with_labels=True)
+    nu, nl = num_batches(len(unlabelled), batch_size), num_batches(len(labelled), batch_size)
+    order = sorted([(k / nu, 0) for k in range(nu)] + [((j + 0.5) / nl, 1) for j in range(nl)])
+    for _, is_labelled in order:
+        yield next(labelled_batches if is_labelled else unlabelled_batches)
 
 
 def iterate_batches(

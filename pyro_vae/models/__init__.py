@@ -8,10 +8,13 @@ from pathlib import Path
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure
+from pyro_vae.models.bernoulli_mixture import BernoulliMixture
 from pyro_vae.models.beta_vae import BetaVAE
 from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.gmvae import GMVAE
 from pyro_vae.models.hierarchical_vae import HierarchicalVAE
 from pyro_vae.models.mixture_prior_vae import MixturePriorVAE
+from pyro_vae.models.ss_vae import SSVAE
 from pyro_vae.models.vae import VAE
 
 MODELS: dict[str, type[LatentStructure]] = {
@@ -20,6 +23,9 @@ MODELS: dict[str, type[LatentStructure]] = {
     "cvae": CVAE,
     "hierarchical-vae": HierarchicalVAE,
     "mixture-prior-vae": MixturePriorVAE,
+    "bernoulli-mixture": BernoulliMixture,
+    "gmvae": GMVAE,
+    "ss-vae": SSVAE,
 }
 
 
@@ -65,4 +71,5 @@ def build_model(name: str, **kwargs) -> LatentStructure:
 
 
 __all__ = ["LatentStructure", "MODELS", "build_model", "model_class", "VAE", "BetaVAE", "CVAE",
-           "HierarchicalVAE", "MixturePriorVAE"]
+           "HierarchicalVAE", "MixturePriorVAE",
+           "BernoulliMixture", "GMVAE", "SSVAE"]

@@ -12,17 +12,34 @@ generation and reconstruction below) uses only these two programs through Pyro's
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import is_validation_enabled
+from pyro.poutine.util import is_validation_enabled, site_is_subsample
 from torch import nn
 
 from pyro_vae.data import is_binary
-from pyro_vae.errors import InvalidDataError
+from pyro_vae.errors import InvalidDataError, PyroVAEError
 
 OBSERVATION_SITE = "x"
+
+
+def positive_int(name: str, value) -> int:
+    """A model option that must be a positive whole number, checked with a sentence naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PyroVAEError(f"the model option {name} must be a positive whole number, got {value!r}")
+    return value
+
+
+def one_hot_labels(y, batch_size: int, num_classes: int, device) -> torch.Tensor:
+    """One-hot codes of whole-number labels, after checking there is one label in range per image."""
+    y = torch.as_tensor(y, device=device)
+    if y.shape != (batch_size,):
+        raise InvalidDataError(f"expected {batch_size} labels of shape ({batch_size},), got {tuple(y.shape)}")
+    if y.is_floating_point() or (y < 0).any() or (y >= num_classes).any():
+        raise InvalidDataError(f"labels must be whole numbers from 0 to {num_classes - 1}, got {sorted(set(y.tolist()))}")
+    return torch.nn.functional.one_hot(y, num_classes).to(torch.get_default_dtype())
 
 
 class LatentStructure(nn.Module):
@@ -32,6 +49,12 @@ class LatentStructure(nn.Module):
     code_site = "z"
     #: Whether batches must carry labels (passed as the second argument of model and guide).
     needs_labels = False
+    #: Whether the structure learns from a few labelled images among many unlabelled ones (``--num-labelled``):
+    #: it then receives ``(x, y)`` batches for the labelled images and ``(x,)`` batches for the others.
+    semi_supervised = False
+    #: The ELBO ``pyro-vae train`` uses when ``--elbo`` is not given: "enum" for structures whose discrete
+    #: sites are marked for enumeration (``infer={"enumerate": "parallel"}``), so they are summed out exactly.
+    default_elbo = "trace"
 
     def __init__(self, x_dim: int):
         super().__init__()
@@ -51,6 +74,14 @@ class LatentStructure(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InvalidDataError(f"expected a batch of shape (batch_size, {self.x_dim}), got {shape}")
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted labels for a batch, for structures that learn a classifier (e.g. the semi-supervised VAE)."""
+        raise PyroVAEError(f"the {type(self).__name__} structure has no classifier")
+
+    @property
+    def can_classify(self) -> bool:
+        return type(self).classify is not LatentStructure.classify
 
     @staticmethod
     def check_binary(x: torch.Tensor) -> None:
@@ -77,6 +108,28 @@ class LatentStructure(nn.Module):
         placeholder = torch.zeros(num_samples, self.x_dim, device=self.device)
         trace = poutine.trace(poutine.uncondition(self.model)).get_trace(placeholder, *conditioning)
         return trace.nodes[OBSERVATION_SITE]["fn"].mean
+
+    @torch.no_grad()
+    def generate_per_value(self, per_value: int) -> Optional[tuple[str, torch.Tensor]]:
+        """For a structure whose prior has a discrete latent (a component, a class): ``per_value`` samples for
+        each of its values in turn, decoded, as (site name, images); None for a structure without one."""
+        placeholder = torch.zeros(1, self.x_dim, device=self.device)
+        trace = poutine.trace(poutine.uncondition(self.model)).get_trace(placeholder)
+        discrete = [name for name, site in trace.nodes.items()
+                    if site["type"] == "sample" and name != OBSERVATION_SITE and not site_is_subsample(site)
+                    and site["fn"].has_enumerate_support]
+        if not discrete:
+            return None
+        name = discrete[0]
+        fn = trace.nodes[name]["fn"]
+        values = fn.enumerate_support(expand=False).reshape((-1,) + fn.event_shape)
+        placeholder = torch.zeros(per_value, self.x_dim, device=self.device)
+        images = []
+        for value in values:
+            fixed = value.expand((per_value,) + value.shape)
+            decoder = poutine.condition(poutine.uncondition(self.model), data={name: fixed})
+            images.append(poutine.trace(decoder).get_trace(placeholder).nodes[OBSERVATION_SITE]["fn"].mean)
+        return name, torch.cat(images)
 
     @torch.no_grad()
     def decode(self, code: torch.Tensor, *conditioning: Any) -> torch.Tensor:

@@ -11,11 +11,10 @@ from typing import Optional, Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.nn.functional import one_hot
 
 from pyro_vae.errors import InvalidDataError
-from pyro_vae.models.base import LatentStructure
-from pyro_vae.networks import BernoulliDecoder, GaussianMLP
+from pyro_vae.models.base import LatentStructure, one_hot_labels
+from pyro_vae.networks import BernoulliDecoder, GaussianMLP, concat
 
 
 class CVAE(LatentStructure):
@@ -37,17 +36,7 @@ class CVAE(LatentStructure):
         """One-hot codes of the labels, after checking there is one label in range per image."""
         if y is None:
             raise InvalidDataError("the conditional VAE needs a label y for every image; pass model(x, y)")
-        y = torch.as_tensor(y, device=self.device)
-        if y.shape != (batch_size,):
-            raise InvalidDataError(f"expected {batch_size} labels of shape ({batch_size},), got {tuple(y.shape)}")
-        if y.is_floating_point() or (y < 0).any() or (y >= self.num_classes).any():
-            raise InvalidDataError(f"labels must be whole numbers from 0 to {self.num_classes - 1}, got {sorted(set(y.tolist()))}")
-        return one_hot(y, self.num_classes).float()
-
-    @staticmethod
-    def _join(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Concatenate features, broadcasting the label code over any leading particle dimensions."""
-        return torch.cat([a, b.expand(a.shape[:-1] + b.shape[-1:])], -1)
+        return one_hot_labels(y, batch_size, self.num_classes, self.device)
 
     def model(self, x, y=None):
         self.check_batch(x)
@@ -56,7 +45,7 @@ class CVAE(LatentStructure):
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(self._join(z, label))).to_event(1), obs=x)
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(concat(z, label))).to_event(1), obs=x)
 
     def guide(self, x, y=None):
         self.check_batch(x)

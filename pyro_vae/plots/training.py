@@ -9,6 +9,7 @@ import torch
 from torchvision.utils import make_grid
 
 from pyro_vae.data import IMAGE_SHAPE
+from pyro_vae.inference.sites import latent_sites
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -104,7 +105,8 @@ def plot_latent_traversals(model, code: torch.Tensor, path: Path, *, max_dims: i
     return plot_images(model.decode(codes.reshape(dims * steps, -1)), path, nrow=steps, title=title)
 
 
-def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *, seed: int = 0) -> list[Path]:
+def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *, seed: int = 0,
+                       per_label: int = 10) -> list[Path]:
     """Every picture of a run into ``run_dir``: conditional models get digit grids, 2-D codes latent maps."""
     run_dir = Path(run_dir)
     torch.manual_seed(seed)
@@ -116,12 +118,18 @@ def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *
     if model.needs_labels:
         paths += [plot_digits_by_label(model, run_dir / "samples.png"),
                   plot_style_transfer(model, run_dir / "style_transfer.png")]
+    elif (per_value := model.generate_per_value(per_label)) is not None:
+        site, images = per_value
+        paths.append(plot_images(images, run_dir / "samples.png", nrow=per_label,
+                                 title=f"samples: row k draws the rest of the prior given {site} = k"))
     else:
         paths.append(plot_images(model.generate(64), run_dir / "samples.png",
                                  title="samples: z ~ p(z), mean of p(x | z)"))
     paths.append(plot_reconstructions(originals, model.reconstruct(originals, *conditioning),
                                       run_dir / "reconstructions.png"))
-    if model.encode(originals[:1], *(c[:1] for c in conditioning)).shape[-1] == 2 and not model.needs_labels:
+    one = (originals[:1], *(c[:1] for c in conditioning))
+    code_is_continuous = model.code_site in latent_sites(model.model, model.guide, one).reparameterized
+    if code_is_continuous and model.encode(*one).shape[-1] == 2 and not model.needs_labels:
         paths.append(plot_latent_manifold(model, run_dir / "latent_manifold.png"))
         if test.labels is not None:
             paths.append(plot_latent_scatter(model.encode(test.images), test.labels, run_dir / "latent_space.png"))

@@ -1,0 +1,73 @@
+"""The Gaussian-mixture VAE: a discrete cluster c above a continuous code z (Dilokthanakul et al. 2016;
+the factorisation of Rui Shu's GMVAE).
+
+    p(c) = Categorical(pi),  p(z | c) = N(mu_c, sigma_c),  p(x | z) = Bernoulli(decoder(z))
+    q(c | x) = Categorical(classifier(x)),  q(z | x, c) = N(mu(x, c), sigma(x, c))
+
+The guide marks c for parallel enumeration, so ``TraceEnum_ELBO`` computes the ELBO as the exact sum over
+the K clusters of q(c | x) times the (reparameterized) ELBO given c: no score-function gradient at all.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn.functional import softplus
+
+from pyro_vae.models.base import LatentStructure, positive_int
+from pyro_vae.models.bernoulli_mixture import CategoricalPrior
+from pyro_vae.networks import BernoulliDecoder, GaussianMLP, concat, mlp
+
+
+class ClusterGaussians(nn.Module):
+    """One-hot c -> (loc, scale) of p(z | c): row c of a learned table of means and scales."""
+
+    def __init__(self, num_components: int, z_dim: int):
+        super().__init__()
+        self.locs = nn.Parameter(torch.randn(num_components, z_dim))
+        self.raw_scales = nn.Parameter(torch.zeros(num_components, z_dim))
+
+    def forward(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return c @ self.locs, softplus(c @ self.raw_scales) + 1e-3
+
+
+class GMVAE(LatentStructure):
+    code_site = "z"
+    default_elbo = "enum"
+
+    def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
+                 activation: str = "relu", num_components: int = 10):
+        super().__init__(x_dim)
+        self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
+        self.num_components = positive_int("num_components", num_components)
+        self.prior_c = CategoricalPrior(self.num_components)
+        self.prior_z = ClusterGaussians(self.num_components, z_dim)
+        self.decoder = BernoulliDecoder(z_dim, tuple(reversed(self.hidden_dims)), x_dim, activation)
+        self.classifier = mlp([x_dim, *self.hidden_dims, self.num_components], activation)
+        self.encoder = GaussianMLP(x_dim + self.num_components, self.hidden_dims, z_dim, activation)
+
+    def config(self) -> dict:
+        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+                "activation": self.activation, "num_components": self.num_components}
+
+    def model(self, x):
+        self.check_batch(x)
+        self.check_binary(x)
+        pyro.module("prior_c", self.prior_c)
+        pyro.module("prior_z", self.prior_z)
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", self.prior_c())
+            z = pyro.sample("z", dist.Normal(*self.prior_z(c)).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    def guide(self, x):
+        self.check_batch(x)
+        pyro.module("classifier", self.classifier)
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.OneHotCategorical(logits=self.classifier(x)), infer={"enumerate": "parallel"})
+            pyro.sample("z", dist.Normal(*self.encoder(concat(x, c))).to_event(1))

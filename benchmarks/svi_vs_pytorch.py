@@ -22,10 +22,12 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import pyro
 import torch
 from pyro.infer import SVI
+from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from pyro_vae.data import iterate_batches, load_dataset
@@ -60,25 +62,30 @@ class Variant:
 
     elbo = "-"
 
-    def prepare(self, vae: VAE) -> None:
+    def prepare(self, model: nn.Module) -> None:
         raise NotImplementedError
 
     def run(self, batches: list[tuple]) -> None:
         raise NotImplementedError
+
+
+def sampled_pytorch_loss(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    return pytorch_loss(vae, x, torch.randn(x.shape[0], vae.z_dim))
 
 
 class HandWritten(Variant):
-    def __init__(self, lr: float):
-        self.lr = lr
+    """The model written directly in PyTorch: ``loss(model, x)`` draws its noise and returns the -ELBO; Adam."""
 
-    def prepare(self, vae: VAE) -> None:
+    def __init__(self, lr: float, loss: Callable[[nn.Module, torch.Tensor], torch.Tensor] = sampled_pytorch_loss):
+        self.lr, self.loss = lr, loss
+
+    def prepare(self, model: nn.Module) -> None:
         # foreach: the multi-tensor kernels the trainer's Adam uses too (torch's default only on GPUs)
-        self.vae, self.optimizer = vae, torch.optim.Adam(vae.parameters(), lr=self.lr, foreach=True)
+        self.model, self.optimizer = model, torch.optim.Adam(model.parameters(), lr=self.lr, foreach=True)
 
     def run(self, batches: list[tuple]) -> None:
-        """The VAE written directly in PyTorch: reparameterized sample, MC ELBO, Adam."""
         for (x,) in batches:
-            loss = pytorch_loss(self.vae, x, torch.randn(x.shape[0], self.vae.z_dim))
+            loss = self.loss(self.model, x)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -111,10 +118,10 @@ class TrainerSteps(Variant):
         self.data, self.workdir = data, workdir
         self.compile_seconds = 0.0
 
-    def prepare(self, vae: VAE) -> None:
+    def prepare(self, model: nn.Module) -> None:
         self.trainer = Trainer(self.config, self.workdir / f"run-{id(self)}", dataset=self.data, progress=False,
                                log=lambda _: None)
-        self.trainer.model.load_state_dict(vae.state_dict())
+        self.trainer.model.load_state_dict(model.state_dict())
         self.elbo = type(self.trainer.elbo).__name__
         first = next(iter(self.trainer.batches("train")))
         self.compile_seconds = self.trainer.compile(first)
@@ -123,19 +130,67 @@ class TrainerSteps(Variant):
         self.trainer.run_steps(batches)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=20, help="rounds in which every variant runs one chunk (default 20)")
     parser.add_argument("--chunk", type=int, default=50, help="steps per variant per round (default 50)")
     parser.add_argument("--batch-size", type=int, default=100, help="batch size (default 100, the training default)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = parser.parse_args(argv)
+
+
+def load_chunks(args: argparse.Namespace) -> tuple:
+    """Sets the torch threads; returns the data set and its training batches in chunks of ``args.chunk``."""
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset(subset=args.chunk * args.batch_size * 4)
     batches = list(iterate_batches(data.train, args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
-    chunks = [batches[i:i + args.chunk] for i in range(0, len(batches), args.chunk)]
+    return data, [batches[i:i + args.chunk] for i in range(0, len(batches), args.chunk)]
+
+
+def time_variants(variants: dict[str, Variant], initial: nn.Module, chunks: list[list[tuple]],
+                  rounds: int) -> dict[str, list[float]]:
+    """Seconds per step of every variant in every round, each starting from a copy of ``initial``."""
+    stores = {}
+    for name, variant in variants.items():  # build, compile and warm up every variant on one chunk
+        variant.prepare(copy.deepcopy(initial))
+        variant.run(chunks[0])
+        stores[name] = pyro.get_param_store().get_state()
+    # Variants take turns within each round, so a slow spell of the machine hits a round's variants alike;
+    # each variant's time is compared with the hand-written loop's in the same round.
+    seconds = {name: [] for name in variants}
+    for r in range(rounds):
+        chunk = chunks[r % len(chunks)]
+        for name, variant in variants.items():
+            pyro.clear_param_store()
+            pyro.get_param_store().set_state(stores[name])
+            start = time.perf_counter()
+            variant.run(chunk)
+            seconds[name].append((time.perf_counter() - start) / len(chunk))
+    return seconds
+
+
+def print_table(variants: dict[str, Variant], seconds: dict[str, list[float]], args: argparse.Namespace,
+                reference: str) -> None:
+    """Median ms per step and median (quartiles) of the per-round ratio to the ``reference`` variant."""
+    hand = seconds[reference]
+    print(f"{args.rounds} rounds of {args.chunk} steps of batch {args.batch_size} per variant, "
+          f"{torch.get_num_threads()} threads; medians over rounds")
+    print(f"{'variant':<38} {'ELBO class':<24} {'ms/step':>8} {'ratio to pytorch':>17} {'quartiles':>13}")
+    for name, times in seconds.items():
+        ratios = [t / h for t, h in zip(times, hand)]
+        low, mid, high = statistics.quantiles(ratios, n=4)
+        print(f"{name:<38} {variants[name].elbo:<24} {statistics.median(times) * 1e3:>8.2f} "
+              f"{statistics.median(ratios):>17.3f} {low:>6.2f}-{high:<6.2f}")
+    for name, variant in variants.items():
+        if getattr(variant, "compile_seconds", 0):
+            print(f"JIT compilation, {name}: {variant.compile_seconds:.2f} s, once per run")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_timing_arguments(parser)
+    args = parser.parse_args(argv)
+    data, chunks = load_chunks(args)
     workdir = Path(tempfile.mkdtemp(prefix="svi-benchmark-"))
     trainer = partial(TrainerSteps, data, args.lr, args.batch_size, workdir)
     variants = {
@@ -148,35 +203,8 @@ def main(argv=None) -> None:
         "train --elbo meanfield --jit": trainer(elbo="meanfield", jit=True),
     }
     pyro.set_rng_seed(0)
-    initial = VAE()
-    stores = {}
-    for name, variant in variants.items():  # build, compile and warm up every variant on one chunk
-        variant.prepare(copy.deepcopy(initial))
-        variant.run(chunks[0])
-        stores[name] = pyro.get_param_store().get_state()
-    # Variants take turns within each round, so a slow spell of the machine hits a round's variants alike;
-    # each variant's time is compared with the hand-written loop's in the same round.
-    seconds = {name: [] for name in variants}
-    for r in range(args.rounds):
-        chunk = chunks[r % len(chunks)]
-        for name, variant in variants.items():
-            pyro.clear_param_store()
-            pyro.get_param_store().set_state(stores[name])
-            start = time.perf_counter()
-            variant.run(chunk)
-            seconds[name].append((time.perf_counter() - start) / len(chunk))
-    hand = seconds["pytorch (hand-written)"]
-    print(f"{args.rounds} rounds of {args.chunk} steps of batch {args.batch_size} per variant, "
-          f"{torch.get_num_threads()} threads; medians over rounds")
-    print(f"{'variant':<38} {'ELBO class':<24} {'ms/step':>8} {'ratio to pytorch':>17} {'quartiles':>13}")
-    for name, times in seconds.items():
-        ratios = [t / h for t, h in zip(times, hand)]
-        low, mid, high = statistics.quantiles(ratios, n=4)
-        print(f"{name:<38} {variants[name].elbo:<24} {statistics.median(times) * 1e3:>8.2f} "
-              f"{statistics.median(ratios):>17.3f} {low:>6.2f}-{high:<6.2f}")
-    for name, variant in variants.items():
-        if getattr(variant, "compile_seconds", 0):
-            print(f"JIT compilation, {name}: {variant.compile_seconds:.2f} s, once per run")
+    seconds = time_variants(variants, VAE(), chunks, args.rounds)
+    print_table(variants, seconds, args, reference="pytorch (hand-written)")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,10 @@ CHECKPOINT_FORMAT = ("pyro-vae-checkpoint", 1)
 OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
 EVAL_BATCH_SIZE = 1000
 JIT_WARMUP_CALLS = 4
-#: ELBOs that the built-in structures train JIT-compiled unless --no-jit
-JIT_BY_DEFAULT = ("trace", "enum")
+#: ELBOs that the built-in structures train JIT-compiled unless --no-jit. Not enum: JitTraceEnum_ELBO was
+#: 4% slower than TraceEnum_ELBO on the default GMVAE (benchmarks/gmvae_enum_vs_pytorch.py), its compiled
+#: backward doing more than the Python it saves; it pays only on small networks (--jit).
+JIT_BY_DEFAULT = ("trace",)
 
 
 @dataclass
@@ -97,11 +99,11 @@ class TrainConfig:
     def uses_jit(self) -> bool:
         """Whether training compiles the ELBO with Pyro's JIT (``JitTrace_ELBO``): ``jit`` when it is set.
 
-        Left unset, JIT is on for the built-in structures with ``--elbo trace`` or ``enum``: the same
-        estimator without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py`` and
-        ``benchmarks/gmvae_enum_vs_pytorch.py``). It stays off for structures loaded from a file, whose
-        Python control flow a trace would freeze, and for ``meanfield`` and ``tracegraph``, whose JIT
-        versions are slower than the plain ones here.
+        Left unset, JIT is on for the built-in structures with ``--elbo trace``: the same estimator
+        without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py``). It stays off for
+        structures loaded from a file, whose Python control flow a trace would freeze, and for the other
+        ELBOs, whose JIT versions were slower than the plain ones on the default networks here
+        (``benchmarks/gmvae_enum_vs_pytorch.py`` for enum).
         """
         if self.jit is not None:
             return self.jit

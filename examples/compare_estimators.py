@@ -24,6 +24,9 @@ def main() -> None:
     result = compare_estimators({"fresh": fresh, "trained": trainer.model}, dataset, train_from="fresh",
                                 num_repeats=50, num_steps=300, eval_every=50)
     for row in result.gradients:
+        if "not_applicable" in row:  # enumeration and the relaxation need discrete sites, which a VAE has not
+            print(f"{row['model']:>8} {row['estimator']:>19}  not applicable: {row['not_applicable']}")
+            continue
         print(f"{row['model']:>8} {row['estimator']:>19}  guide total variance {row['guide_total_variance']:10.4g}  "
               f"guide SNR {row['guide_snr']:.3f}  {row['seconds_per_gradient'] * 1000:.1f} ms/gradient")
     print(plot_gradient_statistics(result.gradients, "gradient_statistics.png"))

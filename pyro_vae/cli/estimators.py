@@ -1,4 +1,5 @@
-"""``pyro-vae reparam-toy`` and ``pyro-vae compare-estimators``: why the reparameterization trick matters."""
+"""``pyro-vae reparam-toy``, ``pyro-vae compare-estimators`` and ``pyro-vae discrete-estimators``: why the
+reparameterization trick matters, and what to do where it does not exist."""
 from __future__ import annotations
 
 import argparse
@@ -6,25 +7,33 @@ import copy
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import pyro
 from tqdm.auto import tqdm
 
 from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
-from pyro_vae.data import BINARIZE_MODES, DATASETS
+from pyro_vae.data import BINARIZE_MODES, DATASETS, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.comparison import DEFAULT_ESTIMATORS, check_repeats, compare_estimators
-from pyro_vae.inference.estimators import ESTIMATORS, check_positive
+from pyro_vae.inference.discrete import SAMPLE_SIZES as DISCRETE_SAMPLE_SIZES
+from pyro_vae.inference.discrete import check_exact_gradient_exists, estimator_errors
+from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERATURES, ESTIMATORS, check_positive,
+                                           concrete_name, estimator_spec)
 from pyro_vae.inference.toy import SAMPLE_SIZES, TOY_ESTIMATORS, toy_table
 from pyro_vae.models import MODELS, build_model
 from pyro_vae.networks import ACTIVATIONS
-from pyro_vae.plots.estimators import plot_gradient_statistics, plot_toy_variances, plot_training_curves
+from pyro_vae.plots.estimators import (plot_estimator_errors, plot_gradient_statistics, plot_toy_variances,
+                                       plot_training_curves)
 from pyro_vae.training import TrainConfig, Trainer, load_run_data, load_trained_model, write_csv, write_json
 
 TOY_FILES = ("reparam_toy.csv", "reparam_toy.json", "reparam_toy.png")
 COMPARISON_FILES = ("gradient_statistics.csv", "training_curves.csv", "comparison.json",
                     "gradient_statistics.png", "training_curves.png")
+DISCRETE_FILES = ("discrete_estimators.csv", "discrete_estimators.json", "discrete_estimators.png")
+#: the estimators of ``discrete-estimators`` besides the Concrete ones, which --temperatures names
+DISCRETE_BASE_ESTIMATORS = ("enum", "score", "score-avg-baseline", "score-nn-baseline")
+NOT_APPLICABLE_COLUMN = ("not_applicable", "not applicable because", "s")
 
 
 def _positive_ints(text: str) -> list[int]:
@@ -37,12 +46,26 @@ def _positive_ints(text: str) -> list[int]:
     return values
 
 
+def _positive_floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0.5,0.1, got {text!r}")
+    if not values or not all(0 < value < float("inf") for value in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
 def _estimator_names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in ESTIMATORS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown estimator {', '.join(unknown) or text!r}; "
-                                         f"choose among {', '.join(ESTIMATORS)}")
+    if not names:
+        raise argparse.ArgumentTypeError(f"no estimator in {text!r}; choose among {', '.join(ESTIMATORS)}")
+    for name in names:
+        try:
+            estimator_spec(name)
+        except PyroVAEError as err:
+            raise argparse.ArgumentTypeError(f"unknown estimator {name!r}; choose among {', '.join(ESTIMATORS)} "
+                                             "(concrete-T for any temperature T > 0)") from err
     return names
 
 
@@ -63,7 +86,10 @@ def _progress(args: argparse.Namespace):
 
 
 def _print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:
-    """Print ``rows`` as a markdown table; ``columns`` are (key, header, format)."""
+    """Print ``rows`` as a markdown table; ``columns`` are (key, header, format). Rows of an estimator that
+    does not apply say why in a last column."""
+    if any(NOT_APPLICABLE_COLUMN[0] in row for row in rows):
+        columns = [*columns, NOT_APPLICABLE_COLUMN]
     print("| " + " | ".join(header for _, header, _ in columns) + " |")
     print("|" + "|".join("---:" for _ in columns) + "|")
     for row in rows:
@@ -96,24 +122,34 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_and_states(args: argparse.Namespace) -> tuple:
+def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] = None) -> tuple:
     """The data, the freshly initialised structure, and a trained one: loaded from --run-dir (with its data
-    settings), or trained here for --train-epochs with Trace_ELBO from that same initialisation."""
+    settings), or trained here for --train-epochs with the structure's default ELBO from that same
+    initialisation (--train-epochs 0, where ``args.allow_untrained``: no trained one). ``check(structure,
+    dataset)`` runs on the fresh structure before any training."""
     if args.run_dir:
         trained, config, _ = load_trained_model(args.run_dir)
         dataset = load_run_data(config, subset=args.subset)
         pyro.set_rng_seed(args.seed)
+        if check:
+            check(trained, dataset)
         return dataset, {"fresh": build_model(config.model, **trained.config()), "trained": trained}
-    check_positive(args.train_epochs, "--train-epochs")
+    if not (getattr(args, "allow_untrained", False) and args.train_epochs == 0):
+        check_positive(args.train_epochs, "--train-epochs")
     config = TrainConfig(dataset=args.dataset, binarize=args.binarize, subset=args.subset, model=args.model,
                          z_dim=args.z_dim, hidden_dims=args.hidden_dims, activation=args.activation,
-                         model_options=dict(args.model_option or []), epochs=args.train_epochs,
+                         model_options=dict(args.model_option or []), epochs=max(args.train_epochs, 1),
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     dataset = load_run_data(config)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False if args.no_progress else None, dataset=dataset)
         fresh = copy.deepcopy(trainer.model)
-        print(f"training {config.model} for {config.epochs} epochs on {len(dataset.train)} images (Trace_ELBO)")
+        if check:
+            check(fresh, dataset)
+        if args.train_epochs == 0:
+            return dataset, {"fresh": fresh}
+        print(f"training {config.model} for {config.epochs} epochs on {len(dataset.train)} images "
+              f"(--elbo {config.elbo})")
         trainer.fit()
     return dataset, {"fresh": fresh, "trained": trainer.model}
 
@@ -158,6 +194,77 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_batch(dataset, batch_size: int, with_labels: bool) -> tuple:
+    return next(iterate_batches(dataset.train, batch_size, binarize=dataset.binarize, with_labels=with_labels))
+
+
+def discrete_estimators_command(args: argparse.Namespace) -> int:
+    check_repeats(args.repeats)
+    for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset")):
+        check_positive(value, option)
+    if args.baseline_warmup < 0 or args.train_epochs < 0:
+        raise PyroVAEError("--baseline-warmup and --train-epochs cannot be negative")
+    estimators = [*args.estimators, *(concrete_name(t) for t in args.temperatures)]
+    out_dir = _output_dir(args.out, DISCRETE_FILES)
+
+    def check(structure, dataset) -> None:
+        if args.batch_size > len(dataset.train):
+            raise PyroVAEError(f"--batch-size {args.batch_size} is larger than the {len(dataset.train)} "
+                               "training images")
+        check_exact_gradient_exists(structure.guide, _data_batch(dataset, args.batch_size, structure.needs_labels))
+
+    start = time.perf_counter()
+    dataset, states = _dataset_and_states(args, check=check)
+    state = "trained" if "trained" in states else "fresh"
+    structure = states[state]
+    pyro.set_rng_seed(args.seed)
+    batch = _data_batch(dataset, args.batch_size, structure.needs_labels)
+    rows = estimator_errors(structure.model, structure.guide, batch, estimators, args.sample_sizes, args.repeats,
+                            baseline_warmup=args.baseline_warmup, baseline_lr=BASELINE_LR_FACTOR * args.lr,
+                            progress=_progress(args))
+    seconds = time.perf_counter() - start
+    columns = [("estimator", "estimator", "s"), ("num_samples", "N", "d")]
+    for group in ("guide", "model"):
+        columns += [(f"{group}_bias", f"{group} bias", ".4g"), (f"{group}_bias_floor", f"{group} noise floor", ".3g"),
+                    (f"{group}_total_variance", f"{group} variance", ".4g"), (f"{group}_mse", f"{group} MSE", ".4g")]
+    columns.append(("seconds_per_gradient", "s / gradient", ".4f"))
+    _print_table(rows, columns)
+    description = (f"{args.model if not args.run_dir else args.run_dir} ({state}), {args.batch_size} images, "
+                   f"R = {args.repeats} estimates per N")
+    print(f"{description}; {seconds:.0f} s in all")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out_dir / DISCRETE_FILES[0])
+    settings = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
+    write_json({"settings": settings, "model_state": state, "seconds": seconds, "rows": rows},
+               out_dir / DISCRETE_FILES[1])
+    plot_estimator_errors(rows, out_dir / DISCRETE_FILES[2], title=description)
+    print("results: " + ", ".join(str(out_dir / name) for name in DISCRETE_FILES))
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, default_model: str, train_epochs: int,
+                       train_help: str) -> None:
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--run-dir", help="take the trained model, and its data settings, from this run directory "
+                                         "('pyro-vae train') instead of training one here")
+    model.add_argument("--train-epochs", type=int, default=train_epochs, help=train_help)
+    model.add_argument("--model", default=default_model,
+                       help=f"without --run-dir: one of {', '.join(sorted(MODELS))}, "
+                            "or your own as path/to/file.py:ClassName")
+    model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
+                       help="without --run-dir: a constructor argument of the model; repeat for several")
+    model.add_argument("--z-dim", type=int, default=50, help="without --run-dir: latent dimensions")
+    model.add_argument("--hidden-dims", type=parse_hidden_dims, default="200,200",
+                       help="without --run-dir: hidden widths, comma-separated")
+    model.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="without --run-dir")
+    model.add_argument("--dataset", choices=[name for name in DATASETS if name != "mnist"], default="binarized-mnist",
+                       help="without --run-dir: a data set shipped with the package (binarized-mnist-labelled for "
+                            "models that need labels)")
+    model.add_argument("--binarize", choices=BINARIZE_MODES, default="none",
+                       help="without --run-dir: how grey-scale pixels become binary")
+    model.add_argument("--subset", type=int, default=10000, help="images per split (at most)")
+
+
 def add_subcommands(subparsers) -> None:
     formatter = argparse.ArgumentDefaultsHelpFormatter
     toy = subparsers.add_parser(
@@ -179,32 +286,19 @@ def add_subcommands(subparsers) -> None:
 
     compare = subparsers.add_parser(
         "compare-estimators", formatter_class=formatter,
-        help="gradient variance, SNR and cost of ELBO gradient estimators on a VAE; training with each",
+        help="gradient variance, SNR and cost of ELBO gradient estimators on any structure; training with each",
         description="For a freshly initialised model and a trained one, estimate the gradient of the ELBO on one "
                     "batch R times with each estimator and report, for the guide's and the model's parameters, "
                     "the norm of the mean gradient, the total variance and the signal-to-noise ratio, with the "
                     "seconds per gradient. Then train from the fresh initialisation with each estimator for the "
-                    "same steps and plot the validation ELBO against steps and seconds. Estimators: "
+                    "same steps and plot the validation ELBO against steps and seconds. An estimator that does "
+                    "not apply to the model's latent sites (a pathwise one on a discrete site, enumeration without "
+                    "a site marked for it, the relaxation without a one-hot site) is listed as not applicable, "
+                    "with the reason. Estimators: "
                     + "; ".join(f"{name}: {spec.summary}" for name, spec in ESTIMATORS.items()) + ".")
-    model = compare.add_argument_group("model and data")
-    model.add_argument("--run-dir", help="take the trained model, and its data settings, from this run directory "
-                                         "('pyro-vae train') instead of training one here")
-    model.add_argument("--train-epochs", type=int, default=3,
-                       help="without --run-dir: epochs of Trace_ELBO training for the trained model")
-    model.add_argument("--model", default="vae", help=f"without --run-dir: one of {', '.join(sorted(MODELS))}, "
-                                                      "or your own as path/to/file.py:ClassName")
-    model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
-                       help="without --run-dir: a constructor argument of the model; repeat for several")
-    model.add_argument("--z-dim", type=int, default=50, help="without --run-dir: latent dimensions")
-    model.add_argument("--hidden-dims", type=parse_hidden_dims, default="200,200",
-                       help="without --run-dir: hidden widths, comma-separated")
-    model.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="without --run-dir")
-    model.add_argument("--dataset", choices=[name for name in DATASETS if name != "mnist"], default="binarized-mnist",
-                       help="without --run-dir: a data set shipped with the package (binarized-mnist-labelled for "
-                            "models that need labels)")
-    model.add_argument("--binarize", choices=BINARIZE_MODES, default="none",
-                       help="without --run-dir: how grey-scale pixels become binary")
-    model.add_argument("--subset", type=int, default=10000, help="images per split (at most)")
+    _add_model_options(compare, default_model="vae", train_epochs=3,
+                       train_help="without --run-dir: epochs of training (the structure's default ELBO) for the "
+                                  "trained model")
     comparison = compare.add_argument_group("comparison")
     comparison.add_argument("--estimators", type=_estimator_names, default=",".join(DEFAULT_ESTIMATORS),
                             help="comma-separated estimators")
@@ -221,3 +315,42 @@ def add_subcommands(subparsers) -> None:
     comparison.add_argument("--out", default="runs/compare-estimators", help="folder for the tables and plots")
     comparison.add_argument("--no-progress", action="store_true", help="no progress bars")
     compare.set_defaults(handler=compare_estimators_command)
+
+    discrete = subparsers.add_parser(
+        "discrete-estimators", formatter_class=formatter,
+        help="bias, variance and MSE of gradient estimators for discrete latents against the exact gradient",
+        description="On a structure whose latent sites are all discrete and marked for enumeration (the "
+                    "Bernoulli mixture by default), TraceEnum_ELBO gives the exact gradient of the ELBO on one "
+                    "batch. Every other estimator then estimates it R times with N samples each (N = "
+                    "num_particles, vectorized), for each N, and the table reports, for the guide's and the model's "
+                    "parameters: the bias ||mean - exact||, the noise floor sqrt(variance / R) that an unbiased "
+                    "estimator's measured bias stays near, the total variance (trace of the covariance) and the "
+                    "mean squared error E||estimate - exact||^2 = bias^2 + variance. Unbiased estimators' MSE falls "
+                    "as 1/N; the Concrete relaxation's levels off at its bias^2, which shrinks as the temperature "
+                    "falls while its variance grows. Estimators: " + "; ".join(
+                        f"{name}: {ESTIMATORS[name].summary}" for name in DISCRETE_BASE_ESTIMATORS)
+                    + "; concrete-T for each --temperatures T: one-hot sites relaxed by the Gumbel-softmax at "
+                    "temperature T, with the exact categorical KL (TraceMeanField_ELBO; biased, less as T falls). "
+                    "Writes "
+                    + ", ".join(DISCRETE_FILES) + " (MSE, variance and bias against N, log-log).")
+    _add_model_options(discrete, default_model="bernoulli-mixture", train_epochs=1,
+                       train_help="without --run-dir: epochs of training (the structure's default ELBO) before "
+                                  "measuring; 0 measures the freshly initialised model")
+    study = discrete.add_argument_group("study")
+    study.add_argument("--estimators", type=_estimator_names, default=",".join(DISCRETE_BASE_ESTIMATORS),
+                       help="comma-separated estimators besides the Concrete ones")
+    study.add_argument("--temperatures", type=_positive_floats,
+                       default=",".join(f"{t:g}" for t in CONCRETE_TEMPERATURES),
+                       help="comma-separated temperatures of the Concrete relaxation (one estimator each)")
+    study.add_argument("--sample-sizes", type=_positive_ints, default=",".join(map(str, DISCRETE_SAMPLE_SIZES)),
+                       help="comma-separated numbers of samples N per estimate")
+    study.add_argument("--repeats", "-R", type=int, default=100, help="repeated N-sample estimates per estimator and N")
+    study.add_argument("--batch-size", type=int, default=100, help="images in the batch (and per training step)")
+    study.add_argument("--baseline-warmup", type=int, default=100,
+                       help="estimates on the same batch before measuring, for the baselines to settle")
+    study.add_argument("--lr", type=float, default=1e-3,
+                       help="Adam learning rate of the training; the neural baseline learns at 10 times this")
+    study.add_argument("--seed", type=int, default=0, help="random seed")
+    study.add_argument("--out", default="runs/discrete-estimators", help="folder for " + ", ".join(DISCRETE_FILES))
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    discrete.set_defaults(handler=discrete_estimators_command, allow_untrained=True)

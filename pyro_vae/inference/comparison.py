@@ -3,7 +3,9 @@
 Generic over any model/guide pair: the gradients come from :mod:`pyro_vae.inference.estimators`, the
 training from ``SVI``, and the validation ELBO from :func:`pyro_vae.evaluation.elbo_per_datapoint`. Each
 estimator runs in its own scope of Pyro's parameter store, so baselines and optimizer state never leak
-from one estimator to the next, and the caller's parameter store is left as it was.
+from one estimator to the next, and the caller's parameter store is left as it was. An estimator that does not
+apply to the structure's sites (see :func:`~pyro_vae.inference.estimators.applicability`) gets one row with the
+reason under ``not_applicable`` instead of numbers.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from pyro.infer import SVI
 from pyro_vae.data import Dataset, Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import elbo_per_datapoint
-from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estimator, check_positive,
-                                           estimator_spec, gradient_statistics, sample_gradients)
+from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estimator, applicability,
+                                           check_positive, estimator_spec, gradient_statistics, sample_gradients)
 from pyro_vae.models import LatentStructure
 
 DEFAULT_ESTIMATORS = tuple(ESTIMATORS)
@@ -67,6 +69,10 @@ def gradient_table(model: Callable, guide: Callable, batch: tuple, estimators: S
     check_repeats(num_repeats)
     rows = []
     for name in estimators:
+        reason = applicability(name, model, guide, batch)
+        if reason is not None:
+            rows.append({"estimator": name, "not_applicable": reason})
+            continue
         with pyro.get_param_store().scope():
             estimator = Estimator(name, model, guide, batch)
             result = sample_gradients(estimator, batch, num_repeats, baseline_warmup=baseline_warmup,
@@ -98,7 +104,8 @@ def training_curves(structure: LatentStructure, dataset: Dataset, estimators: Se
     """Train ``structure`` with each estimator for ``num_steps`` SVI steps (Adam, ``lr``) from its current
     parameters, on the same batches; rows of (estimator, step, seconds, validation ELBO in nats per image).
 
-    Seconds count SVI steps only, not the evaluations. ``structure`` is left with the parameters it had.
+    Seconds count SVI steps only, not the evaluations; the validation ELBO sums out the sites the structure
+    marks for enumeration, whatever estimator trains. ``structure`` is left with the parameters it had.
     """
     _check_estimators(estimators)
     _check_training(dataset.train, num_steps, batch_size, eval_every)
@@ -113,9 +120,13 @@ def training_curves(structure: LatentStructure, dataset: Dataset, estimators: Se
                              "valid_elbo": elbo_per_datapoint(structure.model, structure.guide, valid_batches)})
 
             pyro.set_rng_seed(seed)
-            record(0, 0.0)
             batches = _training_batches(dataset, batch_size, seed, structure.needs_labels)
             first = next(batches)
+            reason = applicability(name, structure.model, structure.guide, first)
+            if reason is not None:
+                rows.append({"estimator": name, "not_applicable": reason})
+                continue
+            record(0, 0.0)
             estimator = Estimator(name, structure.model, structure.guide, first)
             svi = SVI(estimator.model, estimator.guide, estimator.optimizer(lr), loss=estimator.elbo)
             seconds = 0.0

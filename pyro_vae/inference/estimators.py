@@ -11,14 +11,22 @@ An estimator is one of Pyro's ELBO classes plus the guide as that ELBO should se
   squared error of its prediction, here with a learning rate 10 times the model's, as in Pyro's tutorial;
 * ``meanfield``: ``TraceMeanField_ELBO``, reparameterized, with the KL term in closed form where Pyro knows it;
 * ``iwae``: ``RenyiELBO(alpha=0)`` with 5 particles: the gradient of the importance-weighted bound, a different
-  objective from the ELBO.
+  objective from the ELBO;
+* ``enum``: ``TraceEnum_ELBO``; the sites a structure marks ``infer={"enumerate": "parallel"}`` are summed out
+  exactly, so a purely discrete structure gets the exact gradient;
+* ``concrete-T`` (``concrete-1``, ``concrete-0.5``, ``concrete-0.1``, or any temperature T > 0): the
+  Gumbel-softmax estimator of Jang, Gu & Poole (2017), see :class:`RelaxedOneHot`; biased, less so as T falls.
 
-Nothing here knows which model it runs: latent sites are found by tracing the guide and made
-non-reparameterized by a poutine messenger, and the gradients are those Pyro's ELBO puts on the parameters.
+An estimator that cannot compute its gradient on a pair's sites (a pathwise one on a discrete site, say) is
+refused with the reason, by :func:`applicability`, rather than computing something else under its name.
+
+Nothing here knows which model it runs: latent sites are found by tracing the guide and changed by poutine
+messengers, and the gradients are those Pyro's ELBO puts on the parameters.
 """
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional
@@ -26,19 +34,18 @@ from typing import Callable, Iterable, Mapping, Optional
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Distribution
-from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.distributions import Distribution, OneHotCategorical, RelaxedOneHotCategorical
+from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
+from torch.distributions import OneHotCategorical as TorchOneHotCategorical, kl_divergence, register_kl
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import max_plate_nesting
 from pyro_vae.inference.optim import GroupedOptim
-from pyro_vae.networks import mlp
+from pyro_vae.inference.sites import DataPointBaseline
 
-#: Width of the hidden layer of the neural baseline.
-BASELINE_HIDDEN = 100
 #: The neural baseline learns this many times faster than the model, as in Pyro's SVI tutorial (part III).
 BASELINE_LR_FACTOR = 10
 
@@ -51,7 +58,20 @@ class EstimatorSpec:
     score_function: bool = False
     #: None, "average" (decaying average) or "neural" (decaying average plus a network of x)
     baseline: Optional[str] = None
+    #: the temperature of the Concrete relaxation of one-hot sites; None: no relaxation
+    temperature: Optional[float] = None
 
+
+def concrete_spec(temperature: float) -> EstimatorSpec:
+    return EstimatorSpec(f"TraceMeanField_ELBO, one-hot sites relaxed (Gumbel-softmax) at temperature {temperature:g}, "
+                         "exact categorical KL", TraceMeanField_ELBO, temperature=temperature)
+
+
+def concrete_name(temperature: float) -> str:
+    return f"concrete-{temperature:g}"
+
+
+CONCRETE_TEMPERATURES = (1.0, 0.5, 0.1)
 
 ESTIMATORS: dict[str, EstimatorSpec] = {
     "reparam": EstimatorSpec("Trace_ELBO, reparameterized latent sites", Trace_ELBO),
@@ -63,13 +83,26 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
     "meanfield": EstimatorSpec("TraceMeanField_ELBO, reparameterized, analytic KL", TraceMeanField_ELBO),
     "iwae": EstimatorSpec("RenyiELBO(alpha=0), 5 particles: the importance-weighted bound", RenyiELBO,
                           {"alpha": 0, "num_particles": 5, "vectorize_particles": True}),
+    "enum": EstimatorSpec("TraceEnum_ELBO, sites marked for enumeration summed out exactly", TraceEnum_ELBO),
+    **{concrete_name(t): concrete_spec(t) for t in CONCRETE_TEMPERATURES},
 }
 
 
 def estimator_spec(name: str) -> EstimatorSpec:
-    if name not in ESTIMATORS:
-        raise PyroVAEError(f"unknown gradient estimator {name!r}; choose among {', '.join(ESTIMATORS)}")
-    return ESTIMATORS[name]
+    """The estimator ``name``: one of :data:`ESTIMATORS`, or ``concrete-T`` for any temperature T > 0."""
+    if name in ESTIMATORS:
+        return ESTIMATORS[name]
+    prefix, _, temperature = name.partition("-")
+    if prefix == "concrete":
+        try:
+            value = float(temperature)
+        except ValueError:
+            value = math.nan
+        if not 0 < value < math.inf:
+            raise PyroVAEError(f"the Concrete temperature in {name!r} must be a positive number, as in concrete-0.5")
+        return concrete_spec(value)
+    raise PyroVAEError(f"unknown gradient estimator {name!r}; choose among {', '.join(ESTIMATORS)} "
+                       "(concrete-T for any temperature T > 0)")
 
 
 def without_rsample(fn: Distribution) -> Distribution:
@@ -86,9 +119,14 @@ def without_rsample(fn: Distribution) -> Distribution:
     return fn
 
 
+def _without_enumeration(infer: dict) -> dict:
+    """``infer`` without the enumeration mark, which only ``TraceEnum_ELBO`` acts on (the others warn)."""
+    return {key: value for key, value in infer.items() if key != "enumerate"}
+
+
 class ScoreFunctionSites(Messenger):
-    """Makes every latent sample site non-reparameterized; ``baselines`` maps site names to
-    ``infer["baseline"]`` options for ``TraceGraph_ELBO``."""
+    """Makes every latent sample site non-reparameterized and sampled, not enumerated; ``baselines`` maps site
+    names to ``infer["baseline"]`` options for ``TraceGraph_ELBO``."""
 
     def __init__(self, baselines: Optional[Mapping[str, dict]] = None):
         super().__init__()
@@ -99,31 +137,125 @@ class ScoreFunctionSites(Messenger):
             return
         if getattr(msg["fn"], "has_rsample", False):
             msg["fn"] = without_rsample(msg["fn"])
+        msg["infer"] = _without_enumeration(msg["infer"])
         if msg["name"] in self.baselines:
             msg["infer"] = {**msg["infer"], "baseline": self.baselines[msg["name"]]}
 
 
-def latent_sites(guide: Callable, args: tuple) -> dict:
-    """The guide's latent sample sites (name -> trace node), in the order the guide samples them."""
-    with torch.no_grad():
-        trace = poutine.trace(guide).get_trace(*args)
-    sites = {name: site for name, site in trace.nodes.items()
-             if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+class RelaxedOneHot(RelaxedOneHotCategorical):
+    """A one-hot site relaxed for the Gumbel-softmax estimator (Jang, Gu & Poole 2017): samples are
+    softmax((logits + Gumbel noise) / T), points inside the simplex with a pathwise gradient, and the KL
+    between two such sites is the exact KL of the one-hot categoricals they relax.
+
+    The objective is then E_g[log p(x | softmax((l + g) / T))] - KL(q(c) || p(c)): only the expected
+    likelihood term is relaxed. Its gradient is biased, and the bias vanishes as T -> 0: the relaxed sample
+    tends to the one-hot Gumbel-max sample onehot(argmax(l + g)), which is exactly c ~ q, and writing the
+    expectation over u = l + g as an integral against the Gumbel density p(u - l) moves the derivative onto
+    that density, so by dominated convergence the gradient tends to that of the ELBO (for a likelihood that
+    is smooth and bounded on the simplex, such as the Bernoulli mixture's). The variance grows as T falls.
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        # Pyro computes every site's density, although the closed-form KL never uses this one; at low
+        # temperatures samples round to exact zeros, whose log density would be NaN.
+        return super().log_prob(value.clamp_min(torch.finfo(value.dtype).tiny))
+
+
+@register_kl(RelaxedOneHot, RelaxedOneHot)
+def _kl_relaxed_one_hot(q: RelaxedOneHot, p: RelaxedOneHot) -> torch.Tensor:
+    return kl_divergence(OneHotCategorical(logits=q.logits), OneHotCategorical(logits=p.logits))
+
+
+class RelaxOneHotSites(Messenger):
+    """Replaces the ``OneHotCategorical`` at each latent site named in ``sites`` by its :class:`RelaxedOneHot`
+    at ``temperature``: in the guide, which then samples relaxed vectors, and in the model, which receives
+    them and pairs its prior with the guide's in ``TraceMeanField_ELBO``'s closed-form KL."""
+
+    def __init__(self, temperature: float, sites: Iterable[str]):
+        super().__init__()
+        self.temperature = temperature
+        self.sites = set(sites)
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.sites and not msg["is_observed"]:
+            logits = msg["fn"].logits
+            # At low temperatures float32 samples miss Pyro's simplex check by rounding; their density is never
+            # used (the KL is in closed form), so the check is off.
+            msg["fn"] = RelaxedOneHot(torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device),
+                                      logits=logits, validate_args=False)
+            msg["infer"] = _without_enumeration(msg["infer"])
+
+
+def _latent(trace) -> dict:
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+
+
+def _guide_latent(guide_trace) -> dict:
+    sites = _latent(guide_trace)
     if not sites:
         raise PyroVAEError("the guide has no latent sample site, so there is no gradient estimator to compare; "
                            "the guide must sample the latent variables that the model observes x through")
     return sites
 
 
-class DataPointBaseline(nn.Module):
-    """x -> one predicted downstream cost per data point."""
+def latent_sites(guide: Callable, args: tuple) -> dict:
+    """The guide's latent sample sites (name -> trace node), in the order the guide samples them."""
+    with torch.no_grad():
+        return _guide_latent(poutine.trace(guide).get_trace(*args))
 
-    def __init__(self, in_dim: int, hidden_dim: int = BASELINE_HIDDEN):
-        super().__init__()
-        self.net = mlp([in_dim, hidden_dim, 1])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(x.shape[0], -1)).squeeze(-1)
+def _describe(name: str, site: dict) -> str:
+    fn = site["fn"]
+    while hasattr(fn, "base_dist") and not isinstance(fn, RelaxedOneHotCategorical):
+        fn = fn.base_dist
+    return f"site {name!r} ({type(fn).__name__})"
+
+
+def applicability(name: str, model: Callable, guide: Callable, args: tuple) -> Optional[str]:
+    """Whether the estimator ``name`` computes its gradient on this model/guide pair: None if it does, else the
+    reason it does not, one sentence.
+
+    Pathwise estimators need every latent site of the guide reparameterized (Pyro would otherwise fall back
+    to a score function, or refuse); ``enum`` needs a site marked for enumeration; the relaxation needs
+    discrete sites that are one-hot, in the guide and in the model; the neural baseline one cost per data
+    point. The score function applies to any site.
+    """
+    spec = estimator_spec(name)
+    with torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    sites, model_sites = _guide_latent(guide_trace), _latent(model_trace)
+    non_pathwise = [(site_name, site) for site_name, site in sites.items() if not site["fn"].has_rsample]
+    if spec.elbo_class in (Trace_ELBO, TraceMeanField_ELBO, RenyiELBO) and spec.temperature is None and non_pathwise:
+        consequence = {Trace_ELBO: "Trace_ELBO would silently use the score function instead",
+                       TraceMeanField_ELBO: "TraceMeanField_ELBO refuses it",
+                       RenyiELBO: "RenyiELBO drops the score-function term of such sites, so its gradient "
+                                  "would miss it"}[spec.elbo_class]
+        return f"{_describe(*non_pathwise[0])} has no pathwise gradient, and {consequence}"
+    if spec.elbo_class is TraceEnum_ELBO and not any(site["infer"].get("enumerate") == "parallel"
+                                                     for site in [*sites.values(), *model_sites.values()]):
+        return "no latent site is marked infer={'enumerate': 'parallel'}, so there is nothing to sum out"
+    if spec.temperature is not None:
+        if not non_pathwise:
+            return "the guide has no discrete latent site to relax"
+        for site_name, site in non_pathwise:
+            if site_name not in model_sites:
+                return f"the model has no latent site {site_name!r} to pair with the guide's"
+            for where, node in (("guide", site), ("model", model_sites[site_name])):
+                if not isinstance(node["fn"], TorchOneHotCategorical):
+                    return (f"{_describe(site_name, node)} of the {where} is not one-hot, and only a one-hot site "
+                            "has a relaxation (a point of the simplex) that the model code accepts")
+    if spec.baseline == "neural":
+        for site_name, site in sites.items():
+            if tuple(site["fn"].batch_shape) != (args[0].shape[0],):
+                return (f"the neural baseline predicts one cost per data point, but {_describe(site_name, site)} has "
+                        f"batch shape {tuple(site['fn'].batch_shape)}; use score-avg-baseline instead")
+    return None
+
+
+class EstimatorNotApplicable(PyroVAEError):
+    """An estimator asked for on a model/guide pair whose sites it cannot handle."""
 
 
 class Estimator:
@@ -136,15 +268,24 @@ class Estimator:
     def __init__(self, name: str, model: Callable, guide: Callable, example_args: tuple, **elbo_options):
         self.name = name
         self.spec = estimator_spec(name)
-        self.model = model
-        self.base_guide = guide
+        reason = applicability(name, model, guide, example_args)
+        if reason is not None:
+            raise EstimatorNotApplicable(f"the estimator {name} does not apply here: {reason}")
+        self.base_model, self.base_guide = model, guide
         sites = latent_sites(guide, example_args)
         self.sites = list(sites)
-        # Known plate nesting spares Pyro a guess (and its log line) when it vectorizes particles.
+        # Known plate nesting spares Pyro a guess (and its log line) when it vectorizes particles, and
+        # tells enumeration which dimensions are free.
         options = {"max_plate_nesting": max_plate_nesting(model, guide, example_args), **self.spec.elbo_options}
         self.elbo: ELBO = self.spec.elbo_class(**{**options, **elbo_options})
         self.baseline_nets = _neural_baselines(sites, example_args[0]) if self.spec.baseline == "neural" else None
-        self.guide = self._score_function_guide if self.spec.score_function else guide
+        self.model, self.guide = model, guide
+        if self.spec.score_function:
+            self.guide = self._score_function_guide
+        if self.spec.temperature is not None:
+            relax = RelaxOneHotSites(self.spec.temperature,
+                                     [site for site, node in sites.items() if not node["fn"].has_rsample])
+            self.model, self.guide = relax(model), relax(guide)
 
     def optimizer(self, lr: float) -> GroupedOptim:
         """Adam for SVI over every parameter, with the neural baseline's learning rate raised."""
@@ -174,10 +315,6 @@ class Estimator:
 
 
 def _neural_baselines(sites: dict, x: torch.Tensor) -> nn.ModuleList:
-    for name, site in sites.items():
-        if tuple(site["fn"].batch_shape) != (x.shape[0],):
-            raise PyroVAEError(f"the neural baseline predicts one cost per data point, but the latent site {name!r} "
-                               f"has batch shape {tuple(site['fn'].batch_shape)}; use score-avg-baseline instead")
     return nn.ModuleList(DataPointBaseline(x[0].numel()) for _ in sites).to(x.device)
 
 
@@ -218,7 +355,7 @@ def sample_gradients(estimator: Estimator, batch: tuple, num_repeats: int, *, ba
     the neural baseline is trained by Adam (``baseline_lr``) on the loss that ``TraceGraph_ELBO`` adds for it.
     """
     check_positive(num_repeats, "the number of repeated gradient estimates")
-    groups = parameter_groups(estimator.model, estimator.base_guide, batch)
+    groups = parameter_groups(estimator.base_model, estimator.base_guide, batch)
     params = [p for group in groups.values() for p in group.values()]
     if estimator.baseline_nets is not None:
         params += list(estimator.baseline_nets.parameters())

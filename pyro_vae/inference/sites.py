@@ -13,6 +13,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.networks import mlp
 
 BASELINES = ("none", "average", "neural")
 AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"  # TraceGraph_ELBO's name for the decaying average
@@ -102,11 +103,12 @@ def check_elbo_applies(elbo: str, sites: LatentSites, baseline: str = "none") ->
 
 
 class DataPointBaseline(nn.Module):
-    """x -> one predicted downstream cost per data point: the input-dependent baseline of Mnih & Gregor (2014)."""
+    """x -> one predicted downstream cost per data point: the input-dependent baseline of Mnih & Gregor (2014),
+    for training (``--baseline neural``) and for the estimator comparison (``score-nn-baseline``)."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 100):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+        self.net = mlp([in_dim, hidden_dim, 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.reshape(x.shape[0], -1)).squeeze(-1)

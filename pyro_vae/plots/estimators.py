@@ -1,4 +1,5 @@
-"""Pictures of the gradient-estimator comparisons: the toy problem, gradient statistics, training curves."""
+"""Pictures of the gradient-estimator comparisons: the toy problem, gradient statistics, training curves, and
+the errors of estimators for discrete latents against the exact gradient."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,8 @@ def plot_toy_variances(rows: Sequence[dict], path: Path, *, estimators: Sequence
 
 def plot_gradient_statistics(rows: Sequence[dict], path: Path) -> Path:
     """Bars per estimator, one colour per model state: total variance (log scale) and signal-to-noise ratio
-    of the gradient, for the guide's and the model's parameters."""
+    of the gradient, for the guide's and the model's parameters; estimators that do not apply are left out."""
+    rows = [row for row in rows if "not_applicable" not in row]
     estimators = list(dict.fromkeys(row["estimator"] for row in rows))
     states = list(dict.fromkeys(row["model"] for row in rows))
     panels = [(group, stat) for group in ("guide", "model") for stat in ("total_variance", "snr")
@@ -54,7 +56,8 @@ def plot_gradient_statistics(rows: Sequence[dict], path: Path) -> Path:
 
 
 def plot_training_curves(rows: Sequence[dict], path: Path) -> Path:
-    """Validation ELBO against SVI steps and against seconds of training, one line per estimator."""
+    """Validation ELBO against SVI steps and against seconds of training, one line per estimator that applies."""
+    rows = [row for row in rows if "not_applicable" not in row]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for name in dict.fromkeys(row["estimator"] for row in rows):
         curve = [row for row in rows if row["estimator"] == name]
@@ -73,4 +76,43 @@ def plot_training_curves(rows: Sequence[dict], path: Path) -> Path:
     axes[0].legend()
     fig.suptitle(f"Training with each gradient estimator from the same initialisation (validation ELBO {start:.0f} "
                  "at step 0)")
+    return save_figure(fig, path)
+
+
+def plot_estimator_errors(rows: Sequence[dict], path: Path, *, title: str = "") -> Path:
+    """Against the number of samples N (log-log), per parameter group: the MSE (solid) and the variance
+    (dashed) of each estimator, and its bias (solid) beside the noise floor an unbiased estimator's measured
+    bias stays near (dotted). Exact estimators (zero error) and inapplicable ones are named, not drawn."""
+    measured = [row for row in rows if "not_applicable" not in row]
+    drawn = [name for name in dict.fromkeys(row["estimator"] for row in measured)
+             if any(row.get("guide_mse", 0) > 0 for row in measured if row["estimator"] == name)]
+    groups = [group for group in ("guide", "model") if any(f"{group}_mse" in row for row in measured)]
+    fig, axes = plt.subplots(2, len(groups), figsize=(6 * len(groups), 9), squeeze=False)
+    colors = dict(zip(drawn, plt.cm.tab10.colors))
+    for column, group in enumerate(groups):
+        top, bottom = axes[0, column], axes[1, column]
+        for name in drawn:
+            curve = [row for row in measured if row["estimator"] == name]
+            sizes = [row["num_samples"] for row in curve]
+            color = colors[name]
+            top.plot(sizes, [row[f"{group}_mse"] for row in curve], "o-", color=color, label=f"{name}: MSE")
+            top.plot(sizes, [row[f"{group}_total_variance"] for row in curve], "--", color=color, alpha=0.7)
+            bottom.plot(sizes, [row[f"{group}_bias"] for row in curve], "o-", color=color, label=name)
+            bottom.plot(sizes, [row[f"{group}_bias_floor"] for row in curve], ":", color=color, alpha=0.7)
+        top.set_title(f"{group} parameters: MSE (solid), variance (dashed)")
+        bottom.set_title(f"{group} parameters: bias (solid), noise floor √(var/R) (dotted)")
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("samples per estimate N")
+            ax.grid(alpha=0.3, which="both")
+        top.set_ylabel("E‖estimate − exact‖²")
+        bottom.set_ylabel("‖mean estimate − exact‖")
+    axes[0, 0].legend(fontsize=8)
+    axes[1, 0].legend(fontsize=8)
+    unseen = [name for name in dict.fromkeys(row["estimator"] for row in measured) if name not in drawn]
+    notes = [f"{name}: exact, zero error" for name in unseen]
+    notes += [f"{row['estimator']}: not applicable" for row in rows if "not_applicable" in row]
+    fig.suptitle("Gradient of −ELBO against the exact one (enumeration)" + (f": {title}" if title else "")
+                 + ("\n" + "; ".join(notes) if notes else ""))
     return save_figure(fig, path)

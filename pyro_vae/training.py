@@ -257,7 +257,10 @@ class Trainer:
         if config.elbo == "tracegraph":
             guide = with_baselines(guide, config.baseline, self.baseline_networks)
         self.svi = SVI(self._warmed_up(self.model.model), self._warmed_up(guide), self.optimizer, loss=self.elbo)
-        if self.checkpoint is not None:
+        if self.checkpoint is None:
+            with torch.no_grad():
+                self.model.initialize(self.dataset.train.images, torch.Generator().manual_seed(config.seed))
+        else:
             self._restore(self.checkpoint)
             if config.epochs < self.epoch:
                 raise CheckpointError(f"the run in {self.run_dir} is already at epoch {self.epoch}; "
@@ -425,9 +428,8 @@ class Trainer:
                                binarize=binarize, with_labels=self.model.needs_labels)
 
     def validation_elbo(self, split: str = "valid") -> float:
-        elbo = "enum" if self.config.elbo == "enum" or self.sites.enumerated else "trace"
-        if self.config.elbo == "meanfield":
-            elbo = "meanfield"
+        # TraceEnum_ELBO where sites are marked for enumeration, so their sums are exact, not sampled
+        elbo = "meanfield" if self.config.elbo == "meanfield" else "enum" if self.sites.enumerated else "trace"
         return elbo_per_datapoint(self.model.model, self.model.guide, self.batches(split), elbo=elbo,
                                   plate_nesting=self.max_plate_nesting)
 

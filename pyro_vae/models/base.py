@@ -75,6 +75,10 @@ class LatentStructure(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise InvalidDataError(f"expected a batch of shape (batch_size, {self.x_dim}), got {shape}")
 
+    def initialize(self, images: torch.Tensor, generator: torch.Generator) -> None:
+        """Data-dependent initialisation, called once before the first step of a fresh run with the training
+        images (e.g. mixture components placed at training images); by default nothing."""
+
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted labels for a batch, for structures that learn a classifier (e.g. the semi-supervised VAE)."""
         raise PyroVAEError(f"the {type(self).__name__} structure has no classifier")

@@ -44,7 +44,6 @@ class BernoulliMixture(LatentStructure):
         self.num_components = positive_int("num_components", num_components)
         self.prior = CategoricalPrior(self.num_components)
         self.components = nn.Linear(self.num_components, x_dim)
-        nn.init.normal_(self.components.weight, std=0.5)  # components must differ, or the guide has no signal
         self.encoder = mlp([x_dim, *self.hidden_dims, self.num_components], activation)
 
     def config(self) -> dict:
@@ -65,6 +64,19 @@ class BernoulliMixture(LatentStructure):
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("c", dist.OneHotCategorical(logits=self.encoder(x)), infer={"enumerate": "parallel"})
+
+    @torch.no_grad()
+    def initialize(self, images: torch.Tensor, generator: torch.Generator) -> None:
+        """Each component starts at a random training image blended half-and-half with the mean image.
+
+        From random logits one component fits the mostly blank images best, the guide sends every image to
+        it, and the others never learn (measured: all 10,000 test images on one component after 4 epochs).
+        Starting at different images, as EM for mixtures usually does, gives each component its own images.
+        """
+        picked = images[torch.randperm(len(images), generator=generator)[:self.num_components]].to(self.device)
+        probs = (0.5 * picked + 0.5 * images.mean(0).to(self.device)).clamp(0.01, 0.99)
+        self.components.weight.copy_(torch.logit(probs).T)
+        self.components.bias.zero_()
 
     @torch.no_grad()
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """The Gaussian-mixture VAE: a discrete cluster c above a continuous code z (Dilokthanakul et al. 2016;
 the factorisation of Rui Shu's GMVAE).
 
-    p(c) = Categorical(pi),  p(z | c) = N(mu_c, sigma_c),  p(x | z) = Bernoulli(decoder(z))
+    p(c) = Categorical(1/K),  p(z | c) = N(mu_c, sigma_c),  p(x | z) = Bernoulli(decoder(z))
     q(c | x) = Categorical(classifier(x)),  q(z | x, c) = N(mu(x, c), sigma(x, c))
 
 The guide marks c for parallel enumeration, so ``TraceEnum_ELBO`` computes the ELBO as the exact sum over
 the K clusters of q(c | x) times the (reparameterized) ELBO given c: no score-function gradient at all.
+p(c) is uniform, as in Dilokthanakul et al.: with learned weights the prior followed the guide onto one
+cluster (0.87 of its mass after 5 epochs, every test image on it).
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vae.models.base import LatentStructure, positive_int
-from pyro_vae.models.bernoulli_mixture import CategoricalPrior
 from pyro_vae.networks import BernoulliDecoder, GaussianMLP, concat, mlp
 
 
@@ -43,7 +44,6 @@ class GMVAE(LatentStructure):
         super().__init__(x_dim)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
-        self.prior_c = CategoricalPrior(self.num_components)
         self.prior_z = ClusterGaussians(self.num_components, z_dim)
         self.decoder = BernoulliDecoder(z_dim, tuple(reversed(self.hidden_dims)), x_dim, activation)
         self.classifier = mlp([x_dim, *self.hidden_dims, self.num_components], activation)
@@ -56,11 +56,10 @@ class GMVAE(LatentStructure):
     def model(self, x):
         self.check_batch(x)
         self.check_binary(x)
-        pyro.module("prior_c", self.prior_c)
         pyro.module("prior_z", self.prior_z)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
-            c = pyro.sample("c", self.prior_c())
+            c = pyro.sample("c", dist.OneHotCategorical(logits=x.new_zeros(self.num_components)))
             z = pyro.sample("z", dist.Normal(*self.prior_z(c)).to_event(1))
             pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
 

@@ -15,6 +15,7 @@ compilation, once per run, is printed below it.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 from functools import partial
@@ -52,7 +53,7 @@ def gmvae_loss(gmvae: GMVAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor
     prior_scale = softplus(gmvae.prior_z.raw_scales).unsqueeze(-2) + 1e-3
     log_pz = (-0.5 * ((z - prior_loc) / prior_scale).pow(2) - prior_scale.log() - LOG_SQRT_2PI).sum(-1)
     log_qz = (-0.5 * ((z - loc) / scale).pow(2) - scale.log() - LOG_SQRT_2PI).sum(-1)
-    log_pc = log_softmax(gmvae.prior_c.logits, -1).unsqueeze(-1)  # (K, 1)
+    log_pc = -math.log(gmvae.num_components)  # p(c) is uniform
     elbo_given_c = log_px + log_pz - log_qz + log_pc - log_qc
     return -(log_qc.exp() * elbo_given_c).sum()
 

@@ -18,8 +18,7 @@ def test_the_hand_written_loss_is_the_enumerated_elbo_of_the_pyro_programs(monke
     torch.manual_seed(0)
     num_components, batch_size, z_dim = 3, 5, 4
     gmvae = GMVAE(z_dim=z_dim, hidden_dims=[16], num_components=num_components)
-    with torch.no_grad():  # clusters of unequal weight and width, so every term of the ELBO counts
-        gmvae.prior_c.logits.normal_()
+    with torch.no_grad():  # clusters of unequal width, so every term of the ELBO counts
         gmvae.prior_z.raw_scales.normal_()
     x = torch.bernoulli(torch.full((batch_size, 784), 0.3))
     eps = torch.randn(num_components, batch_size, z_dim)

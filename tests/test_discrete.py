@@ -345,6 +345,9 @@ def test_ss_vae_through_the_command_line(tmp_path, cli):
     code, out, err = cli("evaluate", run, "-K", 3)
     assert code == 0, err
     assert "classification accuracy" in out
+    code, out, err = cli("evaluate", run, "-K", 2, "--split", "train")  # unlabelled: no accuracy to report
+    assert code == 0, err
+    assert "classification accuracy" not in out
     code, out, err = cli("sample", run, "--nrow", 3, "--out", tmp_path / "rows.png")
     assert code == 0, err
     assert "3 samples for each of the 10 values of 'y'" in out and (tmp_path / "rows.png").is_file()

@@ -144,7 +144,7 @@ def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_prog
 
     start = time.perf_counter()
     result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, progress=bar)}
-    if model.can_classify:
+    if model.can_classify and dataset.split(split).labels is not None:
         result["accuracy"] = classification_accuracy(model, dataset.split(split))
     result["seconds"] = round(time.perf_counter() - start, 1)
     write_json(result, out)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import pyro
+import torch
 from tqdm.auto import tqdm
 
 from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
@@ -133,7 +134,10 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
         pyro.set_rng_seed(args.seed)
         if check:
             check(trained, dataset)
-        return dataset, {"fresh": build_model(config.model, **trained.config()), "trained": trained}
+        fresh = build_model(config.model, **trained.config())
+        with torch.no_grad():  # the run's own starting point, data-dependent initialisation included
+            fresh.initialize(dataset.train.images, torch.Generator().manual_seed(config.seed))
+        return dataset, {"fresh": fresh, "trained": trained}
     if not (getattr(args, "allow_untrained", False) and args.train_epochs == 0):
         check_positive(args.train_epochs, "--train-epochs")
     config = TrainConfig(dataset=args.dataset, binarize=args.binarize, subset=args.subset, model=args.model,

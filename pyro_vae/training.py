@@ -237,7 +237,7 @@ class Trainer:
             if not resume:
                 self.log(note)
             # Pyro says the same on every validated step; once is enough
-            warnings.filterwarnings("ignore", message=".*If you want to enumerate sites", category=UserWarning)
+            warnings.filterwarnings("ignore", message="(?s).*If you want to enumerate sites", category=UserWarning)
         self.max_plate_nesting = self.sites.max_plate_nesting
         self.baseline_networks = (neural_baselines(self.sites, self.dataset.train.images.shape[1]).to(self.device)
                                   if config.elbo == "tracegraph" and config.baseline == "neural" else None)

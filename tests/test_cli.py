@@ -21,6 +21,11 @@ def test_train_one_short_epoch_then_evaluate_and_sample(cli, tmp_path):
 
     code, out, _ = cli("evaluate", run, "-K", 3)
     assert code == 0 and (run / "evaluation-test-K3.json").is_file()
+    code, out, _ = cli("evaluate", run, "-K", 3, "--subset", 20)
+    assert code == 0 and "over 20 images" in out
+    assert json.loads((run / "evaluation-test-K3-subset20.json").read_text())["images"] == 20
+    code, _, err = cli("evaluate", run, "--subset", 0)
+    assert_one_sentence_error(code, err, "--subset must be a positive number")
     code, out, _ = cli("sample", run, "--num", 6, "--out", tmp_path / "six.png")
     assert code == 0 and (tmp_path / "six.png").stat().st_size > 0
 

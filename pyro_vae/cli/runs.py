@@ -184,10 +184,13 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    if args.subset is not None and args.subset < 1:
+        raise PyroVAEError(f"--subset must be a positive number of images, got {args.subset}")
     model, config, _ = load_trained_model(args.run_dir, args.device)
-    dataset = load_run_data(config, device=args.device)
+    dataset = load_run_data(config, device=args.device, subset=args.subset)
     pyro.set_rng_seed(args.seed)
-    out = Path(args.run_dir) / f"evaluation-{args.split}-K{args.num_samples}.json"
+    part = f"-subset{args.subset}" if args.subset else ""
+    out = Path(args.run_dir) / f"evaluation-{args.split}-K{args.num_samples}{part}.json"
     result = _evaluate(model, dataset, args.split, args.num_samples, out)
     print(f"{args.split} ELBO {result['elbo']:.2f} nats/image; {args.split} NLL (K={args.num_samples}) "
           f"{result['nll']:.2f} nats/image over {result['images']} images{_accuracy_text(result)}; written to {out}")
@@ -279,6 +282,8 @@ def add_subcommands(subparsers) -> None:
     evaluate.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
     evaluate.add_argument("--num-samples", "-K", type=int, default=5000, help="importance samples per image")
     evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="which split")
+    evaluate.add_argument("--subset", type=int, help="evaluate N evenly spaced images of the split, for a quick check "
+                                                     "(default: all; written to a file of its own)")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for the samples")
     evaluate.set_defaults(handler=evaluate_command)

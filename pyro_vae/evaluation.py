@@ -37,10 +37,10 @@ def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple
     first = next(batches, None)
     if first is None:
         return math.nan
-    if elbo is None:
-        elbo = "enum" if latent_sites(model, guide, first).enumerated else "trace"
-    if elbo == "enum" and plate_nesting is None:
-        plate_nesting = max_plate_nesting(model, guide, first)
+    if elbo is None or (elbo == "enum" and plate_nesting is None):
+        sites = latent_sites(model, guide, first)
+        elbo = elbo or ("enum" if sites.enumerated else "trace")
+        plate_nesting = sites.max_plate_nesting if plate_nesting is None else plate_nesting
     objective = make_elbo(elbo, num_particles=num_particles, max_plate_nesting=plate_nesting)
     total, count = 0.0, 0
     for batch in itertools.chain([first], batches):
@@ -129,8 +129,7 @@ def log_likelihood_iwae(model: Callable, guide: Callable, batch: tuple, *, num_s
     if sites.distributions and not (sites.reparameterized or sites.score_function):
         # every latent is summed out: one "sample" is the exact log p(x)
         return _log_weights(model, guide, batch, 1, particle_dim).logsumexp(0)[0]
-    enumerated_values = _log_weights(model, guide, batch, 1, particle_dim).shape[0] if sites.enumerated else 1
-    chunk = max(1, min(num_samples, max_rows // (batch_size * enumerated_values)))
+    chunk = max(1, min(num_samples, max_rows // (batch_size * sites.enumerated_values)))
     log_sum = torch.full((batch_size,), -math.inf, dtype=torch.float64, device=batch[0].device)
     done = 0
     while done < num_samples:

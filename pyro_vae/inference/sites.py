@@ -37,6 +37,8 @@ class LatentSites:
     distributions: dict = field(default_factory=dict)
     #: how many plates nest at most (what enumeration and vectorized particles must stay left of)
     max_plate_nesting: int = 0
+    #: how many joint values the enumerated sites take (the product of their support sizes)
+    enumerated_values: int = 1
 
     @property
     def discrete(self) -> list:
@@ -65,6 +67,7 @@ def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
             sites.distributions[name] = type(site["fn"]).__name__
             if is_enumerated(site):
                 sites.enumerated.append(name)
+                sites.enumerated_values *= site["fn"].enumerate_support(expand=False).shape[0]
             elif in_guide and getattr(site["fn"], "has_rsample", False):
                 sites.reparameterized.append(name)
             elif in_guide:

@@ -7,13 +7,44 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh}
+
+class GatedDense(nn.Module):
+    """A gated dense layer, h = Linear_h(x) * sigmoid(Linear_g(x)): the hidden layer of the VampPrior paper's
+    best fully connected networks (Tomczak & Welling 2018; ``GatedDense`` in their code's utils/nn.py, used
+    there without an activation on h)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.h = nn.Linear(in_dim, out_dim)
+        self.g = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
+#: The choice of hidden layer: a Linear layer followed by an activation, or "gated", where each hidden Linear
+#: layer and its activation are one ``GatedDense`` layer instead. "gated" is therefore not an elementwise
+#: activation (its class takes the layer sizes); build networks with ``mlp`` and ``GaussianMLP``.
+GATED = "gated"
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, GATED: GatedDense}
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+def gated_layers(sizes: Sequence[int]) -> list[nn.Module]:
+    """A ``GatedDense`` layer for each consecutive pair of ``sizes``."""
+    return [GatedDense(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
-    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+    """Linear layers of the given sizes with ``activation`` between them (none after the last). With
+    ``activation="gated"`` every layer but the last is a ``GatedDense`` layer and the last is Linear."""
+    _check_activation(activation)
+    if activation == GATED:
+        return nn.Sequential(*gated_layers(sizes[:-1]), nn.Linear(sizes[-2], sizes[-1]))
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -38,8 +69,13 @@ class GaussianMLP(nn.Module):
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu",
                  min_scale: float = 1e-4):
         super().__init__()
-        self.trunk = mlp([in_dim, *hidden_dims], activation)
-        self.act = ACTIVATIONS[activation]() if hidden_dims else nn.Identity()
+        _check_activation(activation)
+        if activation == GATED:  # every hidden layer gated, nothing after the last
+            self.trunk = nn.Sequential(*gated_layers([in_dim, *hidden_dims]))
+            self.act = nn.Identity()
+        else:
+            self.trunk = mlp([in_dim, *hidden_dims], activation)
+            self.act = ACTIVATIONS[activation]() if hidden_dims else nn.Identity()
         width = hidden_dims[-1] if hidden_dims else in_dim
         self.loc = nn.Linear(width, out_dim)
         self.scale = nn.Linear(width, out_dim)
@@ -56,6 +92,10 @@ class BernoulliDecoder(nn.Module):
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu"):
         super().__init__()
         self.net = mlp([in_dim, *hidden_dims, out_dim], activation)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.net[-1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

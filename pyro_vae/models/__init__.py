@@ -16,6 +16,7 @@ from pyro_vae.models.hierarchical_vae import HierarchicalVAE
 from pyro_vae.models.mixture_prior_vae import MixturePriorVAE
 from pyro_vae.models.ss_vae import SSVAE
 from pyro_vae.models.vae import VAE
+from pyro_vae.models.vampprior import VampPriorVAE
 
 MODELS: dict[str, type[LatentStructure]] = {
     "vae": VAE,
@@ -26,6 +27,7 @@ MODELS: dict[str, type[LatentStructure]] = {
     "bernoulli-mixture": BernoulliMixture,
     "gmvae": GMVAE,
     "ss-vae": SSVAE,
+    "vampprior": VampPriorVAE,
 }
 
 
@@ -72,4 +74,4 @@ def build_model(name: str, **kwargs) -> LatentStructure:
 
 __all__ = ["LatentStructure", "MODELS", "build_model", "model_class", "VAE", "BetaVAE", "CVAE",
            "HierarchicalVAE", "MixturePriorVAE",
-           "BernoulliMixture", "GMVAE", "SSVAE"]
+           "BernoulliMixture", "GMVAE", "SSVAE", "VampPriorVAE"]

@@ -1,6 +1,7 @@
 """Milliseconds per SVI step of Pyro (the trainer's loop and each ELBO option) against a hand-written PyTorch VAE.
 
     python benchmarks/svi_vs_pytorch.py [--rounds 20] [--chunk 50] [--batch-size 100] [--threads N]
+                                        [--iwae-particles 5] [--no-iwae | --only-iwae] [--clock wall|thread]
 
 Every variant trains the same VAE (same initial weights, same batches) in one process. The "train" rows
 run ``Trainer.run_steps``, the loop ``pyro-vae train`` itself runs (SVI steps, Pyro validation on the first
@@ -10,7 +11,15 @@ ELBO as ``Trace_ELBO`` by hand (``tests/test_benchmark.py`` checks that). Each v
 and warmed up once; then, round after round, every variant trains for one chunk of steps, and its time is
 divided by the hand-written loop's in the same round. The table gives the median of these ratios over
 rounds and their quartiles, which stay put when the machine's speed drifts between rounds. JIT
-compilation happens once per run, before the first step; it is printed below the table.
+compilation happens once per run, before the first step; it is printed below the table. On a machine that
+other jobs keep busy, ``--threads 1 --clock thread`` times the CPU time of the benchmark's one thread
+instead of the wall clock, so that the time other processes take the core away is not counted.
+
+A second table times IWAE training (``train --elbo iwae --num-particles K``, eager and ``--jit``) against a
+hand-written IWAE loop: K particles drawn in one vectorized pass (noise of shape (K, batch, z)), the loss
+-sum_b log (1/K) sum_k w_kb, the same Adam. Its rounds run after the first table's, its ratios are to the
+hand-written IWAE loop (``tests/test_benchmark.py`` checks that its loss is ``IWAE_ELBO``'s). With K = 50 a
+step costs about eight times one of K = 5: pass a smaller ``--chunk`` (and ``--only-iwae``).
 """
 from __future__ import annotations
 
@@ -37,6 +46,7 @@ from pyro_vae.training import TrainConfig, Trainer
 
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 def pytorch_loss(vae: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -73,8 +83,28 @@ def sampled_pytorch_loss(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     return pytorch_loss(vae, x, torch.randn(x.shape[0], vae.z_dim))
 
 
+def pytorch_iwae_loss(vae: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Minus the IWAE bound of a batch, summed over it, for K samples z_k = loc + scale * eps_k, written out:
+    ``eps`` has shape (K, batch, z); the encoder runs once, the decoder once on all K x batch codes;
+    log w_kb = log p(x_b | z_kb) + log p(z_kb) - log q(z_kb | x_b), and the loss is -sum_b logmeanexp_k log w_kb.
+    """
+    loc, scale = vae.encoder(x)
+    z = loc + scale * eps
+    logits = vae.decoder(z)
+    log_px = -binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    log_pz = (-0.5 * z.pow(2) - LOG_SQRT_2PI).sum(-1)
+    log_qz = (-0.5 * ((z - loc) / scale).pow(2) - scale.log() - LOG_SQRT_2PI).sum(-1)
+    log_w = log_px + log_pz - log_qz
+    return -(log_w.logsumexp(0) - math.log(eps.shape[0])).sum()
+
+
+def sampled_pytorch_iwae_loss(num_particles: int, vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    return pytorch_iwae_loss(vae, x, torch.randn(num_particles, x.shape[0], vae.z_dim))
+
+
 class HandWritten(Variant):
-    """The model written directly in PyTorch: ``loss(model, x)`` draws its noise and returns the -ELBO; Adam."""
+    """The model written directly in PyTorch: ``loss(model, x)`` draws its noise and returns the loss (the -ELBO,
+    or minus the IWAE bound); Adam."""
 
     def __init__(self, lr: float, loss: Callable[[nn.Module, torch.Tensor], torch.Tensor] = sampled_pytorch_loss):
         self.lr, self.loss = lr, loss
@@ -138,6 +168,21 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
+def add_iwae_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iwae-particles", type=int, default=5, metavar="K",
+                        help="particles of the IWAE table's variants (default 5)")
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument("--no-iwae", action="store_true", help="skip the IWAE table")
+    part.add_argument("--only-iwae", action="store_true", help="time only the IWAE table")
+
+
+def add_clock_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="wall (default): elapsed time; thread: CPU time of the benchmark's thread, which leaves "
+                             "out the time other processes hold the core (needs --threads 1, torch's workers being "
+                             "other threads)")
+
+
 def load_chunks(args: argparse.Namespace) -> tuple:
     """Sets the torch threads; returns the data set and its training batches in chunks of ``args.chunk``."""
     if args.threads:
@@ -148,7 +193,7 @@ def load_chunks(args: argparse.Namespace) -> tuple:
 
 
 def time_variants(variants: dict[str, Variant], initial: nn.Module, chunks: list[list[tuple]],
-                  rounds: int) -> dict[str, list[float]]:
+                  rounds: int, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per step of every variant in every round, each starting from a copy of ``initial``."""
     stores = {}
     for name, variant in variants.items():  # build, compile and warm up every variant on one chunk
@@ -163,23 +208,25 @@ def time_variants(variants: dict[str, Variant], initial: nn.Module, chunks: list
         for name, variant in variants.items():
             pyro.clear_param_store()
             pyro.get_param_store().set_state(stores[name])
-            start = time.perf_counter()
+            start = clock()
             variant.run(chunk)
-            seconds[name].append((time.perf_counter() - start) / len(chunk))
+            seconds[name].append((clock() - start) / len(chunk))
     return seconds
 
 
 def print_table(variants: dict[str, Variant], seconds: dict[str, list[float]], args: argparse.Namespace,
-                reference: str) -> None:
+                reference: str, title: str = "") -> None:
     """Median ms per step and median (quartiles) of the per-round ratio to the ``reference`` variant."""
     hand = seconds[reference]
-    print(f"{args.rounds} rounds of {args.chunk} steps of batch {args.batch_size} per variant, "
-          f"{torch.get_num_threads()} threads; medians over rounds")
-    print(f"{'variant':<38} {'ELBO class':<24} {'ms/step':>8} {'ratio to pytorch':>17} {'quartiles':>13}")
+    clock = "; CPU time of the thread" if getattr(args, "clock", "wall") == "thread" else ""
+    print(f"{title}{args.rounds} rounds of {args.chunk} steps of batch {args.batch_size} per variant, "
+          f"{torch.get_num_threads()} threads{clock}; medians over rounds")
+    width = max(38, *map(len, variants))
+    print(f"{'variant':<{width}} {'ELBO class':<24} {'ms/step':>8} {'ratio to pytorch':>17} {'quartiles':>13}")
     for name, times in seconds.items():
         ratios = [t / h for t, h in zip(times, hand)]
         low, mid, high = statistics.quantiles(ratios, n=4)
-        print(f"{name:<38} {variants[name].elbo:<24} {statistics.median(times) * 1e3:>8.2f} "
+        print(f"{name:<{width}} {variants[name].elbo:<24} {statistics.median(times) * 1e3:>8.2f} "
               f"{statistics.median(ratios):>17.3f} {low:>6.2f}-{high:<6.2f}")
     for name, variant in variants.items():
         if getattr(variant, "compile_seconds", 0):
@@ -189,10 +236,25 @@ def print_table(variants: dict[str, Variant], seconds: dict[str, list[float]], a
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_timing_arguments(parser)
+    add_iwae_arguments(parser)
+    add_clock_argument(parser)
     args = parser.parse_args(argv)
+    if args.iwae_particles < 1:
+        parser.error("--iwae-particles must be positive")
+    if args.clock == "thread" and args.threads != 1:
+        parser.error("--clock thread counts the CPU time of one thread only: pass --threads 1")
     data, chunks = load_chunks(args)
     workdir = Path(tempfile.mkdtemp(prefix="svi-benchmark-"))
     trainer = partial(TrainerSteps, data, args.lr, args.batch_size, workdir)
+    if not args.only_iwae:
+        time_elbo_table(args, trainer, chunks)
+    if not args.no_iwae:
+        if not args.only_iwae:
+            print()
+        time_iwae_table(args, trainer, chunks)
+
+
+def time_elbo_table(args: argparse.Namespace, trainer: Callable, chunks: list) -> None:
     variants = {
         "pytorch (hand-written)": HandWritten(args.lr),
         "plain SVI loop (pyro.optim)": PlainSVI(args.lr),
@@ -203,8 +265,22 @@ def main(argv=None) -> None:
         "train --elbo meanfield --jit": trainer(elbo="meanfield", jit=True),
     }
     pyro.set_rng_seed(0)
-    seconds = time_variants(variants, VAE(), chunks, args.rounds)
+    seconds = time_variants(variants, VAE(), chunks, args.rounds, CLOCKS[args.clock])
     print_table(variants, seconds, args, reference="pytorch (hand-written)")
+
+
+def time_iwae_table(args: argparse.Namespace, trainer: Callable, chunks: list) -> None:
+    """The IWAE bound with K = ``args.iwae_particles``, eager and JIT, against the hand-written IWAE loop."""
+    k = args.iwae_particles
+    variants = {
+        f"pytorch IWAE K={k} (hand-written)": HandWritten(args.lr, partial(sampled_pytorch_iwae_loss, k)),
+        f"train --elbo iwae --num-particles {k}": trainer(elbo="iwae", num_particles=k),
+        f"train --elbo iwae --num-particles {k} --jit": trainer(elbo="iwae", num_particles=k, jit=True),
+    }
+    pyro.set_rng_seed(0)
+    seconds = time_variants(variants, VAE(), chunks, args.rounds, CLOCKS[args.clock])
+    print_table(variants, seconds, args, reference=f"pytorch IWAE K={k} (hand-written)",
+                title=f"IWAE, K = {k}, ratios to the hand-written IWAE loop: ")
 
 
 if __name__ == "__main__":

@@ -97,3 +97,23 @@ def test_importance_sampling_refuses_sites_outside_the_data_plate():
         log_likelihood_iwae(model, guide, (torch.zeros(5),), num_samples=3)
     with pytest.raises(PyroVAEError, match="must be positive"):
         log_likelihood_iwae(model, guide, (torch.zeros(5),), num_samples=0)
+
+
+def test_the_negative_log_likelihood_keeps_no_autograd_graph(monkeypatch):
+    """Regression: with gradients on, every chunk's graph stayed alive through the running log-sum-exp
+    (10 GB for 500 images with K = 5000)."""
+    from pyro_vae import evaluation
+    from pyro_vae.models import VAE
+
+    seen = []
+    original = evaluation._Chunks.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation._Chunks, "__call__", spy)
+    vae = VAE(x_dim=6, z_dim=2, hidden_dims=[4])
+    x = torch.bernoulli(torch.full((3, 6), 0.5))
+    nll = evaluation.negative_log_likelihood(vae.model, vae.guide, [(x,)], num_samples=10)
+    assert seen and not any(seen) and nll > 0

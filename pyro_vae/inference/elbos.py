@@ -8,6 +8,7 @@ from pyro.infer import (ELBO, JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_EL
                         Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO)
 
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.inference.iwae import IWAE_ELBO
 
 #: name -> (plain class, JIT-compiled class)
 ELBOS = {
@@ -15,12 +16,15 @@ ELBOS = {
     "meanfield": (TraceMeanField_ELBO, JitTraceMeanField_ELBO),  # analytic KL where Pyro knows it
     "enum": (TraceEnum_ELBO, JitTraceEnum_ELBO),  # sites marked for enumeration summed out exactly
     "tracegraph": (TraceGraph_ELBO, JitTraceGraph_ELBO),  # score function, Rao-Blackwellized, with baselines
+    "iwae": (IWAE_ELBO, IWAE_ELBO),  # importance-weighted bound with K = num_particles; IWAE_ELBO(jit=True) compiles
 }
 
 ELBO_HELP = ("'trace' is Trace_ELBO (Monte Carlo KL); 'meanfield' TraceMeanField_ELBO (analytic KL; every latent "
              "must be reparameterized); 'enum' TraceEnum_ELBO (discrete sites marked infer={'enumerate': "
              "'parallel'} summed out exactly); 'tracegraph' TraceGraph_ELBO (score function for discrete sites, "
-             "Rao-Blackwellized, with --baseline)")
+             "Rao-Blackwellized, with --baseline); 'iwae' the importance-weighted bound of Burda et al. 2016 with K = "
+             "--num-particles samples per image (log-mean-exp of K weights; the ELBO at K = 1; enumerated sites "
+             "summed inside each weight)")
 
 
 def make_elbo(name: str = "trace", *, jit: bool = False, num_particles: int = 1,
@@ -44,4 +48,6 @@ def make_elbo(name: str = "trace", *, jit: bool = False, num_particles: int = 1,
         kwargs["ignore_jit_warnings"] = True
         # torch >= 2.9 marks torch.jit.trace deprecated; Pyro's JIT ELBOs still rely on it.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace. is deprecated", category=FutureWarning)
+    if name == "iwae":
+        return IWAE_ELBO(num_particles, 1 if max_plate_nesting is None else max_plate_nesting, jit=jit)
     return cls(**kwargs)

@@ -30,16 +30,24 @@ class GroupedOptim(PyroOptim):
         super().__init__(optim_constructor, optim_args)
         self.optimizer: torch.optim.Optimizer | None = None
         self._names: dict[torch.Tensor, str] = {}
+        self._params: frozenset = frozenset()
         self._pending_state: dict[str, dict] = {}
 
     def __call__(self, params: Iterable[torch.Tensor], *args, **kwargs) -> None:
-        params = set(params)
-        if self.optimizer is None or params != set(self._names):
+        """One step of every parameter in ``params`` that has a gradient; then the gradients are released.
+
+        A parameter without a gradient is left as it is (torch's optimizers skip it), so handing over more
+        parameters than the loss read changes nothing.
+        """
+        params = params if isinstance(params, (set, frozenset)) else set(params)
+        if self.optimizer is None or params != self._params:
             self._rebuild(params)
         self.optimizer.step(*args, **kwargs)
         # SVI then replaces each gradient by zeros_like(grad), and the next backward adds into those;
-        # with no gradient left it skips that, and backward writes the new one directly.
-        self.optimizer.zero_grad(set_to_none=True)
+        # with no gradient left it skips that, and backward writes the new one directly. (What
+        # optimizer.zero_grad(set_to_none=True) does, without its profiler record: 15 us a step.)
+        for p in self._params:
+            p.grad = None
 
     def _rebuild(self, params: set) -> None:
         store = pyro.get_param_store()
@@ -52,7 +60,14 @@ class GroupedOptim(PyroOptim):
             elif names[p] in self._pending_state:
                 optimizer.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and v.dim() else v
                                       for k, v in self._pending_state.pop(names[p]).items()}
-        self.optimizer, self._names = optimizer, names
+        self.optimizer, self._names, self._params = optimizer, names, frozenset(names)
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of every parameter from now on (a schedule sets it at the start of each epoch)."""
+        self.pt_optim_args["lr"] = lr
+        if self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
 
     def get_state(self) -> dict:
         state = dict(self._pending_state)

@@ -87,6 +87,10 @@ def check_elbo_applies(elbo: str, sites: LatentSites, baseline: str = "none") ->
     if elbo == "meanfield" and non_reparameterized:
         raise PyroVAEError(f"--elbo meanfield needs every latent site reparameterized, but "
                            f"{_describe(non_reparameterized, sites)} is not; use --elbo enum or --elbo tracegraph")
+    if elbo == "iwae" and sites.score_function:
+        raise PyroVAEError(f"--elbo iwae needs every latent reparameterized or summed out, but "
+                           f"{_describe(sites.score_function, sites)} is sampled without a reparameterization; "
+                           "mark it infer={'enumerate': 'parallel'}, or use --elbo enum or --elbo tracegraph")
     if baseline != "none" and elbo != "tracegraph":
         raise PyroVAEError(f"--baseline {baseline} is for --elbo tracegraph, whose score-function gradients it "
                            f"reduces; --elbo {elbo} has no baselines")

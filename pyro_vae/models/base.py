@@ -42,6 +42,29 @@ def one_hot_labels(y, batch_size: int, num_classes: int, device) -> torch.Tensor
     return torch.nn.functional.one_hot(y, num_classes).to(torch.get_default_dtype())
 
 
+#: pixel means are clamped to [OUTPUT_BIAS_CLAMP, 1 - OUTPUT_BIAS_CLAMP] before the logit, so that pixels that are
+#: never (or always) on in the training data get a finite bias
+OUTPUT_BIAS_CLAMP = 1e-4
+
+
+@torch.no_grad()
+def init_output_bias(structure: nn.Module, images: torch.Tensor) -> int:
+    """Set the output bias of every Bernoulli decoder in ``structure`` to the log-odds of the training pixels'
+    means, logit(clamp(mean x)), so that the first decoded images are the average image rather than grey
+    (a common start, e.g. in Burda et al.'s IWAE code). Returns how many decoders were set."""
+    from pyro_vae.networks import BernoulliDecoder
+
+    decoders = [m for m in structure.modules() if isinstance(m, BernoulliDecoder)]
+    if not decoders:
+        return 0
+    means = images.double().mean(0).clamp(OUTPUT_BIAS_CLAMP, 1 - OUTPUT_BIAS_CLAMP)
+    for decoder in decoders:
+        bias = decoder.output_layer.bias
+        if bias.shape == means.shape:
+            bias.copy_(torch.logit(means).to(bias))
+    return len(decoders)
+
+
 class LatentStructure(nn.Module):
     """Base class: subclasses define ``model`` and ``guide``; see the module docstring for the contract."""
 

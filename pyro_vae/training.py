@@ -41,7 +41,8 @@ JIT_WARMUP_CALLS = 4
 #: ELBOs that the built-in structures train JIT-compiled unless --no-jit. Not enum: JitTraceEnum_ELBO was
 #: 4% slower than TraceEnum_ELBO on the default GMVAE (benchmarks/gmvae_enum_vs_pytorch.py), its compiled
 #: backward doing more than the Python it saves; it pays only on small networks (--jit).
-JIT_BY_DEFAULT = ("trace",)
+#: IWAE is: JIT-compiled 1.06x a hand-written IWAE loop, eager 1.23x (K = 5, idle machine, svi_vs_pytorch.py).
+JIT_BY_DEFAULT = ("trace", "iwae")
 
 
 @dataclass

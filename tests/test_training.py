@@ -56,6 +56,7 @@ def test_jit_is_the_default_for_built_in_structures_with_trace_elbo():
     assert not TrainConfig(elbo="meanfield").uses_jit()
     assert not TrainConfig(model="my_model.py:MyVAE").uses_jit()
     assert not TrainConfig(jit=False).uses_jit() and TrainConfig(elbo="meanfield", jit=True).uses_jit()
+    assert TrainConfig(elbo="iwae").uses_jit() and not TrainConfig(elbo="iwae", model="my_model.py:MyVAE").uses_jit()
 
 
 def test_compiling_draws_no_random_numbers_and_leaves_no_gradients(tmp_path):

@@ -5,8 +5,6 @@ import csv
 import io
 import json
 import math
-import os
-import pickle
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -22,13 +20,17 @@ from pyro_vae.data import (Dataset, check_dataset, iterate_batches, load_dataset
                            semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.files import (FileSystemError, atomic_write, check_can_create_dir, load_checkpoint_file,  # noqa: F401
+                            os_error_sentence, remove_if_empty, run_lock, save_checkpoint, write_text)
 from pyro_vae.inference import ELBOS, make_elbo, optim
 from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.inference.schedules import check_schedule, learning_rate
 from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, BASELINES, check_elbo_applies, latent_sites,
                                       neural_baselines, with_baselines)
-from pyro_vae.models import MODELS, LatentStructure, build_model
+from pyro_vae.models import (MODELS, STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec,
+                             read_structure_source)
 from pyro_vae.models.base import init_output_bias
+from pyro_vae.networks import ACTIVATIONS
 
 CHECKPOINT = "checkpoint.pt"
 BEST_CHECKPOINT = "best.pt"  # the model of the epoch with the highest validation ELBO so far
@@ -90,8 +92,19 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "num_particles", "z_dim"):
             if getattr(self, name) < 1:
                 raise PyroVAEError(f"{name.replace('_', '-')} must be a positive whole number, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise PyroVAEError(f"the learning rate must be positive, got {self.lr}")
+        check_seed(self.seed)
+        for name, option in (("lr", "--lr (the learning rate)"), ("adam_eps", "--adam-eps"),
+                             ("clip_norm", "--clip-norm")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise PyroVAEError(f"{option} must be a positive, finite number, got {value}")
+        if self.subset is not None and self.subset < 1:
+            raise PyroVAEError(f"--subset must be a positive number of images, got {self.subset}")
+        if self.activation not in ACTIVATIONS:
+            raise PyroVAEError(f"unknown activation {self.activation!r}; choose one of {', '.join(sorted(ACTIVATIONS))}")
+        resolve_device(self.device)
+        if not is_file_spec(self.model):  # a file's structure checks its options when it is built
+            check_model_options(self.model, self.model_kwargs(1))
         if self.kl_warmup < 0:
             raise PyroVAEError(f"--kl-warmup is a number of epochs and cannot be negative, got {self.kl_warmup}")
         if self.optimizer not in OPTIMIZERS:
@@ -103,8 +116,6 @@ class TrainConfig:
         if self.num_labelled is not None and self.num_labelled < 1:
             raise PyroVAEError(f"--num-labelled must be a positive number of images, got {self.num_labelled}")
         check_schedule(self.lr_schedule, self.lr_gamma, self.lr_step, self.lr_patience)
-        if not self.adam_eps > 0:
-            raise PyroVAEError(f"--adam-eps must be positive, got {self.adam_eps}")
         if self.patience is not None and self.patience < 1:
             raise PyroVAEError(f"--patience is a number of epochs and must be positive, got {self.patience}")
         if self.elbo == "iwae" and self.kl_warmup:
@@ -149,23 +160,32 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+#: seeds go to numpy too, which takes 0 <= seed < 2**32
+MAX_SEED = 2 ** 32 - 1
+
+
+def check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise PyroVAEError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+
+
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PyroVAEError("--device cuda was asked for, but no CUDA GPU is available here; use --device cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise PyroVAEError(f"unknown device {name!r}; choose cpu or cuda")
+    """``cpu``, ``cuda`` or ``cuda:N``, checked against the GPUs this machine has."""
+    kind, _, index = str(name).partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise PyroVAEError(f"unknown device {name!r}; choose cpu, cuda or cuda:N")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise PyroVAEError(f"--device {name} was asked for, but no CUDA GPU is available here; use --device cpu")
+        if index and int(index) >= count:
+            raise PyroVAEError(f"--device {name} was asked for, but this machine has {count} GPU(s): cuda:0 to "
+                               f"cuda:{count - 1}")
     return torch.device(name)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file and rename it, so a crash never leaves half a file at ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_json(data, path: Path) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -174,7 +194,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
     writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(path, lambda tmp: tmp.write_text(text.getvalue()))
+    write_text(path, text.getvalue())
 
 
 def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", subset: Optional[int] = None) -> Dataset:
@@ -187,13 +207,10 @@ def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", 
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint with ``weights_only=True`` (tensors and plain data only) and check its format."""
+    """Load a checkpoint (checksum checked, ``weights_only=True``: tensors and plain data only) and check its format."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; is this a run directory written by 'pyro-vae train'?")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
-        raise CheckpointError(f"the checkpoint {path} is corrupt or unreadable ({type(err).__name__})") from None
+    checkpoint = load_checkpoint_file(path)  # checks the SHA-256 written with it
     if not isinstance(checkpoint, dict) or tuple(checkpoint.get("format", ())) != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pyro-vae checkpoint of format {CHECKPOINT_FORMAT}")
     return checkpoint
@@ -220,7 +237,14 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu",
     if checkpoint["kind"] == "best":  # how far the run went, for describe_checkpoint
         checkpoint["epochs_trained"] = _epochs_trained(Path(run_dir), checkpoint["epoch"])
     config = TrainConfig.from_dict(checkpoint["config"])
-    model = build_model(config.model, **checkpoint["model_config"])
+    if is_file_spec(config.model) and not checkpoint.get("structure_source"):
+        # a run written before runs kept their structure's source: the file must still be where it was
+        path = config.model.rpartition(":")[0]
+        if not Path(path).is_file():
+            raise CheckpointError(f"the run {run_dir} was trained with the structure in {path}, which is not found "
+                                  "from here; this run predates runs that keep their structure, so start from "
+                                  "the folder it was trained in")
+    model = build_model(config.model, structure_source=checkpoint.get("structure_source"), **checkpoint["model_config"])
     _load_model_state(model, checkpoint, path)
     return model.to(resolve_device(device)), config, checkpoint
 
@@ -284,7 +308,9 @@ class Trainer:
         if not self.dataset.is_binary:
             raise PyroVAEError(f"the {config.dataset} images are grey-scale but the likelihood is Bernoulli; "
                                "pass --binarize dynamic (re-sampled every batch) or --binarize static")
-        self.model = build_model(config.model, **config.model_kwargs(self.dataset.train.images.shape[1]))
+        self.structure_source = self._structure_source(config)
+        self.model = build_model(config.model, structure_source=self.structure_source,
+                                 **config.model_kwargs(self.dataset.train.images.shape[1]))
         self.model.to(self.device)
         if self.model.needs_labels and self.dataset.train.labels is None:
             raise PyroVAEError(f"the {config.model} model needs labelled images, and {config.dataset} has no training "
@@ -333,6 +359,24 @@ class Trainer:
             if config.epochs < self.epoch:
                 raise CheckpointError(f"the run in {self.run_dir} is already at epoch {self.epoch}; "
                                       f"--epochs {config.epochs} would train nothing, ask for more epochs")
+
+    def _structure_source(self, config: TrainConfig) -> Optional[dict]:
+        """For a structure from a file, its source: the copy saved in the checkpoint when resuming (so an edited
+        or deleted file changes nothing), else the file as it is now. None for a built-in structure."""
+        if not is_file_spec(config.model):
+            return None
+        saved = self.checkpoint.get("structure_source") if self.checkpoint is not None else None
+        if saved is None:
+            return read_structure_source(config.model)
+        try:
+            current = read_structure_source(config.model)["sha256"]
+        except PyroVAEError:
+            current = None
+        if current != saved["sha256"]:
+            state = "is gone" if current is None else "has changed"
+            self.log(f"note: {saved['file']} {state} since this run started; resuming with the copy saved in the "
+                     f"run ({self.run_dir / STRUCTURE_FILE}, SHA-256 {saved['sha256'][:12]})")
+        return saved
 
     @property
     def steps_per_epoch(self) -> int:
@@ -453,7 +497,7 @@ class Trainer:
 
     def _restore(self, checkpoint: dict) -> None:
         _load_model_state(self.model, checkpoint, self.run_dir / CHECKPOINT)
-        self.optimizer.set_state(checkpoint["optim_state"])
+        self.optimizer.set_state(self._checked_optimizer_state(checkpoint.get("optim_state")))
         torch.set_rng_state(checkpoint["rng_state"])
         if self.device.type == "cuda" and "cuda_rng_state" in checkpoint:
             torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], self.device)
@@ -463,6 +507,22 @@ class Trainer:
         self.epoch = int(checkpoint["epoch"])
         self.step = int(checkpoint["step"])
         self.history = list(checkpoint["history"])
+
+    def _checked_optimizer_state(self, state) -> dict:
+        """The checkpoint's optimizer state, after checking it fits the parameters (shape of every moment)."""
+        path = self.run_dir / CHECKPOINT
+        if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+            raise CheckpointError(f"the checkpoint {path} has no readable optimizer state")
+        store = pyro.get_param_store()
+        for name, moments in state.items():
+            if name not in store:
+                continue  # a parameter made on the first step (e.g. a baseline); nothing to compare yet
+            shape = tuple(store[name].shape)
+            for key, value in moments.items():
+                if torch.is_tensor(value) and value.dim() and tuple(value.shape) != shape:
+                    raise CheckpointError(f"the optimizer state in {path} does not match the model: {key} of "
+                                          f"{name} has shape {tuple(value.shape)}, the parameter {shape}")
+        return state
 
     def best_epoch(self) -> Optional[dict]:
         """The metrics row of the epoch with the highest validation ELBO so far (the first of equals)."""
@@ -480,8 +540,9 @@ class Trainer:
         ``checkpoint.pt``, so that a crash between the two leaves a best no older than the last checkpoint's."""
         best = {"format": list(CHECKPOINT_FORMAT), "kind": "best", "config": asdict(self.config),
                 "model_config": self.model.config(), "epoch": self.epoch, "step": self.step,
-                "valid_elbo": self.history[-1]["valid_elbo"], "model_state": self.model.state_dict()}
-        atomic_write(self.run_dir / BEST_CHECKPOINT, lambda tmp: torch.save(best, tmp))
+                "valid_elbo": self.history[-1]["valid_elbo"], "model_state": self.model.state_dict(),
+                "structure_source": self.structure_source}
+        save_checkpoint(best, self.run_dir / BEST_CHECKPOINT)
 
     def load_best(self) -> Optional[dict]:
         """Put the best epoch's parameters into ``self.model`` (for evaluation after training); returns its
@@ -505,15 +566,19 @@ class Trainer:
             "rng_state": torch.get_rng_state(),
             "history": self.history,
             "baseline_averages": self._baseline_averages(),
+            "structure_source": self.structure_source,
         }
         if self.baseline_networks is not None:
             checkpoint["baseline_networks"] = self.baseline_networks.state_dict()
         if self.device.type == "cuda":
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
-        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(checkpoint, tmp))
+        save_checkpoint(checkpoint, self.run_dir / CHECKPOINT)
         lines = "".join(json.dumps(row) + "\n" for row in self.history)
-        atomic_write(self.run_dir / METRICS, lambda tmp: tmp.write_text(lines))
+        write_text(self.run_dir / METRICS, lines)
         write_json(asdict(self.config), self.run_dir / CONFIG)
+        if self.structure_source is not None and not (self.run_dir / STRUCTURE_FILE).is_file():
+            # for people to read; loading uses the checksummed copy inside the checkpoint
+            write_text(self.run_dir / STRUCTURE_FILE, self.structure_source["text"])
 
     def batches(self, split: str, *, shuffle: bool = False, generator: Optional[torch.Generator] = None):
         binarize = self.dataset.binarize if split == "train" else "none"
@@ -531,8 +596,29 @@ class Trainer:
                                   plate_nesting=self.max_plate_nesting)
 
     def fit(self) -> list[dict]:
-        """Train up to ``config.epochs``, checkpointing each epoch; returns the per-epoch metrics."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Train up to ``config.epochs``, checkpointing each epoch; returns the per-epoch metrics.
+
+        The run directory is locked meanwhile (:func:`pyro_vae.files.run_lock`): a second process training
+        into it gets one sentence instead of silently overwriting this run's checkpoints. A fresh run that
+        fails before its first checkpoint leaves no empty run directory behind.
+        """
+        created = not self.run_dir.exists()
+        check_can_create_dir(self.run_dir, "the run directory")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise FileSystemError(os_error_sentence(err, "create the run directory", self.run_dir)) from None
+        try:
+            with run_lock(self.run_dir):
+                if self.checkpoint is None and self.epoch == 0 and any(self.run_dir.iterdir()):
+                    raise PyroVAEError(f"the run directory {self.run_dir} was filled by another process meanwhile; "
+                                       "pass --resume to continue it, or choose another --name or --run-dir")
+                return self._fit()
+        finally:
+            if created:
+                remove_if_empty(self.run_dir)
+
+    def _fit(self) -> list[dict]:
         config = self.config
         n_train = self.images_per_epoch
         steps_per_epoch = self.steps_per_epoch
@@ -618,7 +704,21 @@ class Trainer:
 
     def _divergence_message(self, loss: float, step: int) -> str:
         where = f"the loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}, batch {step})"
-        if self.epoch == 0:
-            return f"{where}; no checkpoint had been written yet; try a smaller --lr"
-        return (f"{where}; the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}; "
-                "try a smaller --lr")
+        kept = ("no checkpoint had been written yet" if self.epoch == 0 else
+                f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}")
+        return f"{where}; {kept}; {self._divergence_causes()}"
+
+    def _divergence_causes(self) -> str:
+        """What may have made the loss non-finite, from this run's settings."""
+        config = self.config
+        causes = []
+        if self.structure_source is not None:
+            causes.append(f"the structure in {self.structure_source['file']} producing NaN or Inf (check its model "
+                          "and guide)")
+        beta = config.model_options.get("beta")
+        if beta is not None and beta > 1:
+            causes.append(f"a large KL weight (beta {beta:g})")
+        if config.optimizer == "clipped-adam" and config.clip_norm > 100:
+            causes.append(f"a loose --clip-norm {config.clip_norm:g}")
+        causes.append(f"a learning rate too large for this model (--lr {config.lr:g}: try a smaller one)")
+        return "possible causes: " + "; ".join(causes)

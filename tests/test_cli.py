@@ -25,7 +25,7 @@ def test_train_one_short_epoch_then_evaluate_and_sample(cli, tmp_path):
     assert code == 0 and "over 20 images" in out
     assert json.loads((run / "evaluation-test-K3-subset20.json").read_text())["images"] == 20
     code, _, err = cli("evaluate", run, "--subset", 0)
-    assert_one_sentence_error(code, err, "--subset must be a positive number")
+    assert_one_sentence_error(code, err, "--subset must be a positive whole number")
     code, out, _ = cli("sample", run, "--num", 6, "--out", tmp_path / "six.png")
     assert code == 0 and (tmp_path / "six.png").stat().st_size > 0
 
@@ -80,7 +80,7 @@ def test_corrupt_checkpoint_on_resume_loses_nothing(cli, tmp_path):
     (run / CHECKPOINT).write_bytes(b"not a checkpoint")
     metrics = (run / METRICS).read_text()
     code, _, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress")
-    assert_one_sentence_error(code, err, "corrupt or unreadable")
+    assert_one_sentence_error(code, err, "not a pyro-vae checkpoint")
     assert (run / CHECKPOINT).read_bytes() == b"not a checkpoint"
     assert (run / METRICS).read_text() == metrics
 

@@ -267,7 +267,7 @@ def test_evaluate_and_sample_say_which_checkpoint_they_use(cli, tmp_path, monkey
     (["--lr-schedule", "step", "--lr-gamma", "2"], "--lr-gamma is the factor"),
     (["--lr-step", "0"], "--lr-step is a number of epochs"),
     (["--patience", "0"], "--patience is a number of epochs"),
-    (["--adam-eps", "-1"], "--adam-eps must be positive"),
+    (["--adam-eps", "-1"], "--adam-eps must be a positive, finite number"),
     (["--elbo", "iwae", "--kl-warmup", "3"], "drop --kl-warmup"),
 ])
 def test_bad_recipe_options_get_one_sentence_before_training(cli, tmp_path, options, message):

@@ -1,30 +1,85 @@
-"""The ``pyro-vae`` command line: ``pyro-vae COMMAND --help`` explains each command."""
+"""The ``pyro-vae`` command line: ``pyro-vae COMMAND --help`` explains each command.
+
+Every mistake a user can make ends the same way: one line ``pyro-vae COMMAND: error: <sentence>`` on stderr
+and exit status 2, before any long work starts and without touching files already written. That covers
+argparse's own errors (reduced to one line), :class:`~pyro_vae.errors.PyroVAEError` raised anywhere, and
+file-system errors (read-only, full disk, permissions), which name the path and the cause.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Optional, Sequence
 
-from pyro_vae.errors import PyroVAEError
+#: options whose value is a comma-separated list that may start with "-" (``--betas -1,2``): argparse
+#: would take such a value for an option; they are glued to their option (``--betas=-1,2``) before parsing,
+#: so that the value's own check says what is wrong with it
+LIST_OPTIONS = ("--betas", "--sample-sizes", "--temperatures", "--hidden-dims", "--estimators")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line: ``pyro-vae train: error: ... (see pyro-vae train --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to an option's help unless the help already says its default or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "(default" in (action.help or "") or action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from pyro_vae.cli import estimators, runs
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pyro-vae",
         description="Variational autoencoders written as Pyro programs: train with SVI, evaluate "
                     "(ELBO and importance-sampled log-likelihood), sample, and compare gradient estimators.",
         epilog="Run 'pyro-vae COMMAND --help' for the options of a command.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     runs.add_subcommands(subparsers)
     estimators.add_subcommands(subparsers)
     return parser
 
 
+def glue_list_values(argv: Sequence[str]) -> list[str]:
+    """``["--betas", "-1,2"]`` -> ``["--betas=-1,2"]`` for the options in :data:`LIST_OPTIONS`."""
+    argv, glued, i = list(argv), [], 0
+    while i < len(argv):
+        if argv[i] in LIST_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "--":
+            glued.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            glued.append(argv[i])
+            i += 1
+    return glued
+
+
+def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
+    from pyro_vae.files import UncheckedCheckpointWarning
+
+    if issubclass(category, UncheckedCheckpointWarning):
+        print(f"pyro-vae: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+_show_warning = warnings.showwarning
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    from pyro_vae.errors import PyroVAEError
+    from pyro_vae.files import os_error_sentence
+
+    args = build_parser().parse_args(glue_list_values(sys.argv[1:] if argv is None else [str(a) for a in argv]))
+    warnings.showwarning = _one_line_warnings
     try:
         return args.handler(args)
     except PyroVAEError as err:
@@ -32,10 +87,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         message = str(err).strip().splitlines()[0]
         print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file-system error that no check foresaw: still one sentence naming the path
+        print(f"pyro-vae {args.command}: error: {os_error_sentence(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"pyro-vae {args.command}: interrupted; the last completed epoch's checkpoint is kept",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = _show_warning
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from pyro_vae.cli import HelpFormatter
 from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
 from pyro_vae.data import BINARIZE_MODES, DATASETS, iterate_batches
 from pyro_vae.errors import PyroVAEError
@@ -22,11 +23,13 @@ from pyro_vae.inference.discrete import check_exact_gradient_exists, estimator_e
 from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERATURES, ESTIMATORS, check_positive,
                                            concrete_name, estimator_spec)
 from pyro_vae.inference.toy import SAMPLE_SIZES, TOY_ESTIMATORS, toy_table
-from pyro_vae.models import MODELS, build_model
+from pyro_vae.models import MODELS
 from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plots.estimators import (plot_estimator_errors, plot_gradient_statistics, plot_toy_variances,
                                        plot_training_curves)
-from pyro_vae.training import TrainConfig, Trainer, load_run_data, load_trained_model, write_csv, write_json
+from pyro_vae.files import check_can_create_dir
+from pyro_vae.training import (TrainConfig, Trainer, check_seed, load_run_data, load_trained_model, write_csv,
+                               write_json)
 
 TOY_FILES = ("reparam_toy.csv", "reparam_toy.json", "reparam_toy.png")
 COMPARISON_FILES = ("gradient_statistics.csv", "training_curves.csv", "comparison.json",
@@ -71,8 +74,9 @@ def _estimator_names(text: str) -> list[str]:
 
 
 def _output_dir(out: str, names: Sequence[str]) -> Path:
-    """Refuse, before any work, to overwrite earlier results."""
+    """Refuse, before any work, to overwrite earlier results or to write where nothing can be written."""
     out_dir = Path(out)
+    check_can_create_dir(out_dir, "--out")
     existing = [name for name in names if (out_dir / name).exists()]
     if existing:
         raise PyroVAEError(f"{out_dir / existing[0]} already exists; choose another --out or remove the old results")
@@ -123,6 +127,21 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """The options compare-estimators and discrete-estimators share, checked before any work."""
+    check_seed(args.seed)
+    if not 0 < args.lr < float("inf"):
+        raise PyroVAEError(f"--lr must be a positive, finite number, got {args.lr}")
+    if args.run_dir is not None and not Path(args.run_dir).is_dir():
+        raise PyroVAEError(f"--run-dir {args.run_dir} is not a run directory"
+                           + (" (it is a file)" if Path(args.run_dir).exists() else " (no such folder)"))
+    if args.run_dir is None:
+        config = TrainConfig(model=args.model, z_dim=args.z_dim, hidden_dims=args.hidden_dims,
+                             activation=args.activation, model_options=dict(args.model_option or []),
+                             subset=args.subset, lr=args.lr, seed=args.seed)
+        config.validate()
+
+
 def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] = None) -> tuple:
     """The data, the freshly initialised structure, and a trained one: loaded from --run-dir (with its data
     settings), or trained here for --train-epochs with the structure's default ELBO from that same
@@ -134,7 +153,7 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
         pyro.set_rng_seed(args.seed)
         if check:
             check(trained, dataset)
-        fresh = build_model(config.model, **trained.config())
+        fresh = type(trained)(**trained.config())  # the run's structure, from the source its checkpoint keeps
         with torch.no_grad():  # the run's own starting point, data-dependent initialisation included
             fresh.initialize(dataset.train.images, torch.Generator().manual_seed(config.seed))
         return dataset, {"fresh": fresh, "trained": trained}
@@ -159,6 +178,7 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
 
 
 def compare_estimators_command(args: argparse.Namespace) -> int:
+    _check_common(args)
     check_repeats(args.repeats)
     for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset"),
                           (args.eval_every, "--eval-every")):
@@ -203,6 +223,7 @@ def _data_batch(dataset, batch_size: int, with_labels: bool) -> tuple:
 
 
 def discrete_estimators_command(args: argparse.Namespace) -> int:
+    _check_common(args)
     check_repeats(args.repeats)
     for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset")):
         check_positive(value, option)
@@ -270,7 +291,7 @@ def _add_model_options(parser: argparse.ArgumentParser, *, default_model: str, t
 
 
 def add_subcommands(subparsers) -> None:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
     toy = subparsers.add_parser(
         "reparam-toy", formatter_class=formatter,
         help="score function against reparameterization on d/dtheta E[x^2], x ~ N(theta, 1)",

@@ -11,8 +11,10 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from pyro_vae.cli import HelpFormatter
 from pyro_vae.data import BINARIZE_MODES, DATASETS, Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.files import check_can_create_dir, check_can_write_file, remove_if_empty, run_lock
 from pyro_vae.evaluation import classification_accuracy, evaluate_model
 from pyro_vae.inference import ELBOS
 from pyro_vae.inference.elbos import ELBO_HELP
@@ -23,8 +25,8 @@ from pyro_vae.networks import ACTIVATIONS
 from pyro_vae.plots.training import plot_images, write_run_pictures
 from pyro_vae.sweeps import beta_sweep
 from pyro_vae.training import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, EVAL_BATCH_SIZE, METRICS, OPTIMIZERS,
-                               TrainConfig, Trainer, describe_checkpoint, load_checkpoint, load_run_data,
-                               load_trained_model, write_json)
+                               TrainConfig, Trainer, check_seed, describe_checkpoint, load_checkpoint, load_run_data,
+                               load_trained_model, resolve_device, write_json)
 
 DEFAULTS = TrainConfig()
 
@@ -155,8 +157,10 @@ def _evaluation_batches(model, dataset, split: str) -> list[tuple]:
     return list(iterate_batches(data, EVAL_BATCH_SIZE, with_labels=model.needs_labels))
 
 
-def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_progress: bool = True,
+def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool = True,
               extra: dict | None = None) -> dict:
+    """The test ELBO and NLL (and accuracy, for classifiers) of ``model`` on ``split``; writes nothing, so that
+    the caller prints the figures before it tries to save them."""
     batches = _evaluation_batches(model, dataset, split)
     disable = None if show_progress else True  # None: tqdm shows the bar on a terminal only
 
@@ -171,7 +175,6 @@ def _evaluate(model, dataset, split: str, num_samples: int, out: Path, show_prog
         result["accuracy"] = classification_accuracy(model, dataset.split(split))
     result["seconds"] = round(time.perf_counter() - start, 1)
     result.update(extra or {})
-    write_json(result, out)
     return result
 
 
@@ -181,13 +184,35 @@ def _accuracy_text(result: dict) -> str:
     return f"; classification accuracy {100 * result['accuracy']:.2f} % ({result['images']} labelled images)"
 
 
+def check_positive_int(value, option: str) -> None:
+    if value is not None and value < 1:
+        raise PyroVAEError(f"{option} must be a positive whole number, got {value}")
+
+
 def train_command(args: argparse.Namespace) -> int:
+    check_positive_int(args.eval_samples, "--eval-samples")
     given = _given_options(args)
     run_dir = _run_dir(args)
     if args.resume:  # options left out keep the checkpoint's values
         config = replace(TrainConfig.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"]), **given)
     else:
         config = TrainConfig(**given)
+        if run_dir.exists() and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise PyroVAEError(f"the run directory {run_dir} already exists; pass --resume to continue it, "
+                               "or choose another --name or --run-dir")
+    config.validate()  # every option, before the data are loaded
+    check_can_create_dir(run_dir, "the run directory")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(run_dir):
+            return _train(args, config, run_dir)
+    finally:
+        if created:
+            remove_if_empty(run_dir)  # a run that failed before its first epoch leaves nothing behind
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> int:
     trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None)
     elbo = type(trainer.elbo).__name__
     labelled = trainer.dataset.labelled
@@ -200,74 +225,119 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"evaluating the best epoch, {best['epoch']} of {trainer.epoch} (validation ELBO "
               f"{best['valid_elbo']:.2f}; the last epoch's model stays in {CHECKPOINT})")
     model.eval()
-    result = _evaluate(model, trainer.dataset, "test", args.eval_samples, run_dir / "evaluation.json",
-                       show_progress=not args.no_progress,
+    result = _evaluate(model, trainer.dataset, "test", args.eval_samples, show_progress=not args.no_progress,
                        extra={"checkpoint": "best" if best is not None else "last",
                               "epoch": best["epoch"] if best is not None else trainer.epoch})
-    pictures = write_run_pictures(model, trainer.dataset, history, run_dir, seed=trainer.config.seed)
     print(f"test ELBO {result['elbo']:.2f} nats/image; test NLL (K={args.eval_samples}) "
           f"{result['nll']:.2f} nats/image" + _accuracy_text(result))
+    write_json(result, run_dir / "evaluation.json")
+    pictures = write_run_pictures(model, trainer.dataset, history, run_dir, seed=trainer.config.seed)
     print(f"run:      {run_dir}  (checkpoint {CHECKPOINT}, resume with --run-dir {run_dir} --resume)")
     print(f"metrics:  {run_dir / METRICS}, {run_dir / 'evaluation.json'}")
     print("pictures: " + ", ".join(str(p) for p in pictures))
     return 0
 
 
+def _check_run_dir(run_dir: str) -> Path:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise PyroVAEError(f"{run_dir} is not a run directory" + (" (it is a file)" if path.exists() else
+                                                                   " (no such folder)"))
+    return path
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
-    if args.subset is not None and args.subset < 1:
-        raise PyroVAEError(f"--subset must be a positive number of images, got {args.subset}")
-    model, config, checkpoint = load_trained_model(args.run_dir, args.device, which=args.checkpoint)
-    dataset = load_run_data(config, device=args.device, subset=args.subset)
-    pyro.set_rng_seed(args.seed)
-    part = f"-subset{args.subset}" if args.subset else ""
-    last = "-last" if checkpoint["kind"] == "last" and args.checkpoint == "last" else ""
-    out = Path(args.run_dir) / f"evaluation-{args.split}-K{args.num_samples}{part}{last}.json"
-    print(f"evaluating {describe_checkpoint(checkpoint)} of {args.run_dir}")
-    result = _evaluate(model, dataset, args.split, args.num_samples, out,
-                       extra={"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"]})
-    print(f"{args.split} ELBO {result['elbo']:.2f} nats/image; {args.split} NLL (K={args.num_samples}) "
-          f"{result['nll']:.2f} nats/image over {result['images']} images{_accuracy_text(result)}; written to {out}")
+    check_positive_int(args.subset, "--subset")
+    check_positive_int(args.num_samples, "--num-samples")
+    check_seed(args.seed)
+    resolve_device(args.device)
+    run_dir = _check_run_dir(args.run_dir)
+    if args.out:
+        out = Path(args.out)
+        check_can_write_file(out, "--out")
+    else:
+        part = f"-subset{args.subset}" if args.subset else ""
+        last = "-last" if args.checkpoint == "last" and (run_dir / BEST_CHECKPOINT).is_file() else ""
+        out = run_dir / f"evaluation-{args.split}-K{args.num_samples}{part}{last}.json"
+        try:
+            check_can_write_file(out, "the result")
+        except PyroVAEError as err:
+            raise PyroVAEError(f"{err}; pass --out FILE to write the result elsewhere") from None
+    with run_lock(run_dir):
+        model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+        dataset = load_run_data(config, device=args.device, subset=args.subset)
+        pyro.set_rng_seed(args.seed)
+        print(f"evaluating {describe_checkpoint(checkpoint)} of {args.run_dir}")
+        result = _evaluate(model, dataset, args.split, args.num_samples,
+                           extra={"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"]})
+        # printed first, so that a failed write loses no figure
+        print(f"{args.split} ELBO {result['elbo']:.2f} nats/image; {args.split} NLL (K={args.num_samples}) "
+              f"{result['nll']:.2f} nats/image over {result['images']} images{_accuracy_text(result)}")
+        write_json(result, out)
+        print(f"written to {out}")
     return 0
 
 
+#: the picture formats ``sample --out`` writes (by the file's suffix)
+PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def sample_command(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise PyroVAEError(f"--num must be positive, got {args.num}")
-    out = Path(args.out) if args.out else Path(args.run_dir) / "generated.png"
-    if not out.parent.is_dir():
-        raise PyroVAEError(f"the folder {out.parent} does not exist")
-    model, _, checkpoint = load_trained_model(args.run_dir, args.device, which=args.checkpoint)
-    print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
-    pyro.set_rng_seed(args.seed)
-    if model.needs_labels and args.label is None:
-        raise PyroVAEError("this model is conditional: choose the digit with --label 0-9")
-    if args.label is not None and not (model.needs_labels or model.semi_supervised):
-        raise PyroVAEError("--label is for models that take a label, such as cvae and ss-vae; this one does not")
-    per_value = None if args.label is not None else model.generate_per_value(args.nrow)
-    if per_value is not None:
-        site, images = per_value
-        plot_images(images, out, nrow=args.nrow, title=f"row k: {site} = k, {args.nrow} draws each")
-        print(f"wrote {args.nrow} samples for each of the {len(images) // args.nrow} values of {site!r} to {out}")
-        return 0
-    conditioning = () if args.label is None else (torch.full((args.num,), args.label, dtype=torch.long),)
-    title = f"{args.num} samples from the prior" + (f" of digit {args.label}" if conditioning else "")
-    plot_images(model.generate(args.num, *conditioning), out, nrow=args.nrow, title=title)
+    check_positive_int(args.num, "--num")
+    check_positive_int(args.nrow, "--nrow")
+    check_seed(args.seed)
+    resolve_device(args.device)
+    run_dir = _check_run_dir(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "generated.png"
+    if out.is_dir():  # a folder: the picture goes inside it
+        out = out / "generated.png"
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise PyroVAEError(f"--out {args.out} must name a picture file ending in {', '.join(PICTURE_SUFFIXES)}")
+    check_can_write_file(out, "--out")
+    with run_lock(run_dir):
+        model, _, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+        print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
+        pyro.set_rng_seed(args.seed)
+        if model.needs_labels and args.label is None:
+            raise PyroVAEError("this model is conditional: choose the digit with --label 0-9")
+        if args.label is not None and not (model.needs_labels or model.semi_supervised):
+            raise PyroVAEError("--label is for models that take a label, such as cvae and ss-vae; this one does not")
+        num_classes = getattr(model, "num_classes", None)
+        if args.label is not None and num_classes is not None and not 0 <= args.label < num_classes:
+            raise PyroVAEError(f"--label must be a class from 0 to {num_classes - 1}, got {args.label}")
+        per_value = None if args.label is not None else model.generate_per_value(args.nrow)
+        if per_value is not None:
+            site, images = per_value
+            plot_images(images, out, nrow=args.nrow, title=f"row k: {site} = k, {args.nrow} draws each")
+            print(f"wrote {args.nrow} samples for each of the {len(images) // args.nrow} values of {site!r} to {out}")
+            return 0
+        conditioning = () if args.label is None else (torch.full((args.num,), args.label, dtype=torch.long),)
+        title = f"{args.num} samples from the prior" + (f" of digit {args.label}" if conditioning else "")
+        plot_images(model.generate(args.num, *conditioning), out, nrow=args.nrow, title=title)
     print(f"wrote {args.num} samples to {out}")
     return 0
 
 
 def _betas(text: str) -> list[float]:
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        betas = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,1,4, got {text!r}")
+    if not betas or not all(0 <= beta < float("inf") for beta in betas):
+        raise argparse.ArgumentTypeError(f"betas weight the KL term and must be finite numbers >= 0, got {text!r}")
+    return betas
 
 
 def beta_sweep_command(args: argparse.Namespace) -> int:
+    if args.beta is not None:
+        raise PyroVAEError("beta-sweep trains one model per value of --betas; drop --beta (use --betas "
+                           f"{args.beta:g} for that value alone)")
     given = _given_options(args)
     if given.get("model", "beta-vae") != "beta-vae":
         raise PyroVAEError("beta-sweep always trains --model beta-vae; drop --model")
+    TrainConfig(**{**given, "model": "beta-vae"}).validate()
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
+    check_can_create_dir(out_dir, "--out-dir")
     rows = beta_sweep(args.betas, TrainConfig(**given), out_dir, progress=False if args.no_progress else None)
     print(f"{'beta':>6} {'rate':>8} {'distortion':>11} {'ELBO':>9}")
     for row in rows:
@@ -277,7 +347,7 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(subparsers) -> None:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
     train = subparsers.add_parser(
         "train", help="train a VAE with SVI, then evaluate it and draw its pictures",
         description="Train a latent structure with pyro.infer.SVI. Each epoch writes metrics.jsonl and a checkpoint "
@@ -321,7 +391,10 @@ def add_subcommands(subparsers) -> None:
     evaluate.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
                           help=f"which model of the run: the epoch with the highest validation ELBO ({BEST_CHECKPOINT}) "
                                f"or the last epoch trained ({CHECKPOINT}); runs without {BEST_CHECKPOINT} use the last")
-    evaluate.add_argument("--device", default="cpu", help="cpu or cuda")
+    evaluate.add_argument("--out", metavar="FILE",
+                          help="where to write the result as JSON, e.g. for a run in a read-only folder (default: "
+                               "RUN_DIR/evaluation-SPLIT-KK[-subsetN][-last].json)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed for the samples")
     evaluate.set_defaults(handler=evaluate_command)
 
@@ -333,10 +406,11 @@ def add_subcommands(subparsers) -> None:
     sample.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
     sample.add_argument("--num", type=int, default=64, help="how many images")
     sample.add_argument("--nrow", type=int, default=8, help="images per row")
-    sample.add_argument("--out", help="PNG file to write (default: RUN_DIR/generated.png)")
+    sample.add_argument("--out", help="picture to write (.png, .pdf or .svg), or a folder to write generated.png into "
+                                      "(default: RUN_DIR/generated.png)")
     sample.add_argument("--label", type=int, help="for a model that takes a label (cvae, ss-vae): the digit to draw")
     sample.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
                         help=f"the best epoch's model ({BEST_CHECKPOINT}) or the last one ({CHECKPOINT})")
-    sample.add_argument("--device", default="cpu", help="cpu or cuda")
+    sample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.set_defaults(handler=sample_command)

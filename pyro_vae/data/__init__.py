@@ -139,6 +139,11 @@ def split_labelled(name: str, release: Split) -> Dataset:
     return Dataset(name, train=train, valid=valid, test=test)
 
 
+def _one_line(err: BaseException) -> str:
+    """torchvision's download errors span several lines (one per mirror tried); the command line prints one."""
+    return " ".join(str(err).split())
+
+
 def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
     """Grey-scale MNIST through torchvision; the last sixth of the training digits (10,000) is the validation split."""
     if data_dir is None:
@@ -150,9 +155,9 @@ def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
         test = MNIST(data_dir, train=False, download=download)
     except RuntimeError as err:
         hint = "" if download else "; add --download to fetch it (needs internet)"
-        raise PyroVAEError(f"MNIST was not found in {data_dir!r}{hint} ({err})") from None
+        raise PyroVAEError(f"MNIST was not found in {data_dir!r}{hint} ({_one_line(err)})") from None
     except OSError as err:
-        raise PyroVAEError(f"MNIST could not be downloaded into {data_dir!r}: {err}") from None
+        raise PyroVAEError(f"MNIST could not be downloaded into {data_dir!r}: {_one_line(err)}") from None
 
     def as_split(ds, rows=slice(None)) -> Split:
         images = ds.data[rows].reshape(-1, X_DIM).float() / 255.0

@@ -1,10 +1,12 @@
 """Latent structures, one file each, and a registry that builds them by name or from a user's file."""
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import inspect
 import sys
+import types
 from pathlib import Path
+from typing import Optional
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure
@@ -31,28 +33,86 @@ MODELS: dict[str, type[LatentStructure]] = {
 }
 
 
-def load_structure_class(spec: str) -> type[LatentStructure]:
-    """``path/to/file.py:ClassName`` -> the class, imported from the file without touching the library."""
+#: where a run keeps the source of a structure from a file (and the checkpoint keeps it too, with its SHA-256)
+STRUCTURE_FILE = "structure.py"
+
+
+def is_file_spec(name: str) -> bool:
+    """Whether ``--model`` names a structure in a file (``path/to/file.py:ClassName``) rather than a built-in one."""
+    return name.endswith(".py") or ".py:" in name
+
+
+def read_structure_source(spec: str) -> dict:
+    """The source of the structure file named by ``spec``: ``{"spec", "file", "class", "sha256", "text"}``.
+
+    Saved in the checkpoint of a run, so the run keeps the structure it was trained with wherever it is
+    evaluated, sampled or resumed, even after the file is edited or deleted.
+    """
+    if ":" not in spec or spec.endswith(".py"):
+        raise PyroVAEError(f"name the class too: --model {spec.split(':')[0]}:ClassName")
     path_text, _, class_name = spec.rpartition(":")
     path = Path(path_text)
     if not path.is_file():
         raise PyroVAEError(f"no such file {path_text!r} for --model {spec}")
-    module_name = f"pyro_vae_user_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PyroVAEError(f"cannot read the structure file {path_text}: {getattr(err, 'strerror', None) or err}") from None
+    return {"spec": spec, "file": path_text, "class": class_name, "text": text,
+            "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _class_from_source(source: dict) -> type[LatentStructure]:
+    """Execute a structure file's source as a module of its own and return the class it names."""
+    file, class_name = source["file"], source["class"]
+    module_name = f"pyro_vae_user_{Path(file).stem}_{source['sha256'][:12]}".replace("-", "_")
+    module = sys.modules.get(module_name)
+    if module is None:
+        module = types.ModuleType(module_name)
+        module.__file__ = file
+        try:
+            code = compile(source["text"], file, "exec")
+        except SyntaxError as err:
+            raise PyroVAEError(f"the structure file {file} has a syntax error at line {err.lineno}: {err.msg}") from None
+        sys.modules[module_name] = module
+        try:
+            exec(code, module.__dict__)
+        except Exception as err:  # the user's module failed while being imported: say what and where
+            del sys.modules[module_name]
+            line = _user_line(err, file)
+            raise PyroVAEError(f"the structure file {file} raised {type(err).__name__} while being loaded{line}: "
+                               f"{_first_line(err)}") from None
     cls = getattr(module, class_name, None)
     if not (inspect.isclass(cls) and issubclass(cls, LatentStructure)):
-        raise PyroVAEError(f"{path_text} defines no LatentStructure subclass named {class_name!r}")
+        raise PyroVAEError(f"{file} defines no LatentStructure subclass named {class_name!r}")
     return cls
 
 
-def model_class(name: str) -> type[LatentStructure]:
-    if name.endswith(".py") or ".py:" in name:
-        if ":" not in name or name.endswith(".py"):
-            raise PyroVAEError(f"name the class too: --model {name.split(':')[0]}:ClassName")
-        return load_structure_class(name)
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _user_line(err: BaseException, file: str) -> str:
+    """" (line N)" of the innermost frame of ``err`` in the user's ``file``, or ""."""
+    tb, line = err.__traceback__, ""
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == file:
+            line = f" (line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return line
+
+
+def load_structure_class(spec: str) -> type[LatentStructure]:
+    """``path/to/file.py:ClassName`` -> the class, imported from the file without touching the library."""
+    return _class_from_source(read_structure_source(spec))
+
+
+def model_class(name: str, structure_source: Optional[dict] = None) -> type[LatentStructure]:
+    """The class of a registered structure, or of one from a file: from ``structure_source`` (the copy a run
+    saved) when given, else from the file itself."""
+    if is_file_spec(name):
+        return _class_from_source(structure_source) if structure_source else load_structure_class(name)
     try:
         return MODELS[name]
     except KeyError:
@@ -60,18 +120,38 @@ def model_class(name: str) -> type[LatentStructure]:
                            "or give path/to/file.py:ClassName") from None
 
 
-def build_model(name: str, **kwargs) -> LatentStructure:
-    """Build the structure ``name`` (registered, or ``file.py:ClassName``) with constructor arguments ``kwargs``."""
-    cls = model_class(name)
+def check_model_options(name: str, options: dict, structure_source: Optional[dict] = None) -> type[LatentStructure]:
+    """Refuse options the structure ``name`` does not take, or values it does not accept, with a sentence
+    naming the option; returns the structure's class."""
+    cls = model_class(name, structure_source)
     accepted = inspect.signature(cls.__init__).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    unknown = [key for key in kwargs if key not in accepted and not takes_any]
+    unknown = [key for key in options if key not in accepted and not takes_any]
     if unknown:
         raise PyroVAEError(f"model {name!r} has no option {unknown[0]!r}; its options are "
                            f"{', '.join(p for p in accepted if p != 'self')}")
-    return cls(**kwargs)
+    cls.check_options(options)
+    return cls
 
 
-__all__ = ["LatentStructure", "MODELS", "build_model", "model_class", "VAE", "BetaVAE", "CVAE",
+def build_model(name: str, *, structure_source: Optional[dict] = None, **kwargs) -> LatentStructure:
+    """Build the structure ``name`` (registered, or ``file.py:ClassName``) with constructor arguments ``kwargs``,
+    after the structure has checked them (:meth:`LatentStructure.check_options`)."""
+    cls = check_model_options(name, kwargs, structure_source)
+    # A structure's own mistakes in its constructor stay tracebacks; a user's file gets one sentence.
+    expected = Exception if is_file_spec(name) else (ValueError, TypeError)
+    try:
+        return cls(**kwargs)
+    except PyroVAEError:
+        raise
+    except expected as err:
+        where = _user_line(err, name.rpartition(":")[0]) if is_file_spec(name) else ""
+        raise PyroVAEError(f"model {name!r} could not be built with the options "
+                           f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k != 'x_dim')}: "
+                           f"{type(err).__name__}{where}: {_first_line(err)}") from None
+
+
+__all__ = ["LatentStructure", "MODELS", "STRUCTURE_FILE", "build_model", "check_model_options", "model_class", "is_file_spec",
+           "read_structure_source", "VAE", "BetaVAE", "CVAE",
            "HierarchicalVAE", "MixturePriorVAE",
            "BernoulliMixture", "GMVAE", "SSVAE", "VampPriorVAE"]

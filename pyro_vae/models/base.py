@@ -12,6 +12,10 @@ generation and reconstruction below) uses only these two programs through Pyro's
 """
 from __future__ import annotations
 
+import collections.abc
+import inspect
+import math
+import typing
 from typing import Any, Optional
 
 import torch
@@ -65,6 +69,46 @@ def init_output_bias(structure: nn.Module, images: torch.Tensor) -> int:
     return len(decoders)
 
 
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def finite_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _accepts(predicate, value) -> bool:
+    try:
+        return bool(predicate(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _option_rule(name: str, annotation, default) -> Optional[tuple]:
+    """The rule that :meth:`LatentStructure.check_options` applies to an option without an explicit one."""
+    kind = annotation
+    if typing.get_origin(kind) is typing.Union:  # Optional[int] and the like: the first non-None type
+        args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        kind = args[0] if args else None
+    if kind is None or kind is inspect.Parameter.empty:
+        kind = type(default) if default is not inspect.Parameter.empty and default is not None else None
+    origin = typing.get_origin(kind) or kind
+    if kind is bool:
+        return (lambda v: isinstance(v, bool), "true or false (True, False)")
+    if kind is int:
+        if name.startswith("num_") or name.endswith("_dim"):
+            return (lambda v: _is_whole(v) and v >= 1, "a positive whole number")
+        return (_is_whole, "a whole number")
+    if kind is float:
+        return (finite_number, "a finite number")
+    if kind is str:
+        return (lambda v: isinstance(v, str), "text")
+    if name.endswith("_dims") and isinstance(origin, type) and issubclass(origin, (list, tuple, collections.abc.Sequence)):
+        return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_whole(x) and x >= 1 for x in v),
+                "a list of positive whole numbers such as [100,100]")
+    return None
+
+
 class LatentStructure(nn.Module):
     """Base class: subclasses define ``model`` and ``guide``; see the module docstring for the contract."""
 
@@ -78,6 +122,31 @@ class LatentStructure(nn.Module):
     #: The ELBO ``pyro-vae train`` uses when ``--elbo`` is not given: "enum" for structures whose discrete
     #: sites are marked for enumeration (``infer={"enumerate": "parallel"}``), so they are summed out exactly.
     default_elbo = "trace"
+    #: Rules for model options beyond what :meth:`check_options` derives from the constructor's signature:
+    #: ``{"option": (predicate, "what it accepts")}``, e.g. ``{"aux_weight": (lambda v: v >= 0, "a number >= 0")}``.
+    option_rules: dict = {}
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse, with a sentence naming the option and what it accepts, a constructor argument of the wrong
+        type or range, before the structure is built.
+
+        The rule of an option is ``option_rules[name]`` if given, else derived from its annotation (or its
+        default's type): an ``int`` must be a whole number, and a positive one if its name starts with
+        ``num_`` or ends with ``_dim``; a ``float`` a finite number; a ``bool`` true or false; a ``str`` text;
+        a sequence named ``*_dims`` positive whole numbers. Structures from files get the same checks.
+        """
+        parameters = inspect.signature(cls.__init__).parameters
+        try:
+            hints = typing.get_type_hints(cls.__init__)
+        except Exception:  # an annotation that cannot be evaluated: fall back on the defaults' types
+            hints = {}
+        for name, value in options.items():
+            if name not in parameters:
+                continue
+            rule = cls.option_rules.get(name) or _option_rule(name, hints.get(name), parameters[name].default)
+            if rule is not None and not _accepts(rule[0], value):
+                raise PyroVAEError(f"the model option {name} of {cls.__name__} must be {rule[1]}, got {value!r}")
 
     def __init__(self, x_dim: int):
         super().__init__()

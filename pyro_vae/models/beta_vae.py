@@ -15,10 +15,13 @@ import pyro.distributions as dist
 from pyro import poutine
 
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
 
 
 class BetaVAE(VAE):
+    option_rules = {"beta": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0 (0 drops the KL term)")}
+
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", beta: float = 1.0):
         super().__init__(x_dim, z_dim, hidden_dims, activation)

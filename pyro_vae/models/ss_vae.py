@@ -19,7 +19,7 @@ import torch
 from pyro import poutine
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.models.base import LatentStructure, one_hot_labels, positive_int
+from pyro_vae.models.base import LatentStructure, finite_number, one_hot_labels, positive_int
 from pyro_vae.networks import BernoulliDecoder, GaussianMLP, concat, mlp
 
 
@@ -27,6 +27,7 @@ class SSVAE(LatentStructure):
     code_site = "z"
     default_elbo = "enum"
     semi_supervised = True
+    option_rules = {"aux_weight": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_classes: int = 10, aux_weight: float = 46.0):

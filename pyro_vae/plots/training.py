@@ -9,13 +9,19 @@ import torch
 from torchvision.utils import make_grid
 
 from pyro_vae.data import IMAGE_SHAPE
+from pyro_vae.files import atomic_write
 from pyro_vae.inference.sites import latent_sites
 
 
 def save_figure(fig, path: Path) -> Path:
+    """Save ``fig`` atomically (a crash or a full disk leaves the old picture, and no temporary file) and close it;
+    the format follows the file's suffix (png by default)."""
+    path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:].lower() or "png"))
+    finally:
+        plt.close(fig)
     return path
 
 

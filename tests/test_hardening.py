@@ -1,0 +1,396 @@
+"""Runs hold up against damage, races and mistakes (issue 10).
+
+* every subcommand given bad values ends with exit 2, one line on stderr, no traceback, and the run
+  directory byte for byte as it was (a table of cases);
+* checkpoints carry a SHA-256: one flipped byte anywhere is refused, old checkpoints load with a warning;
+* the run directory is locked: a second process gets one sentence, a killed holder leaves no stale lock;
+* a run from a structure file is self-contained: it works from another folder after the file is deleted;
+* file-system failures (full disk, read-only targets) are one sentence, lose no figure, and leave no
+  temporary files.
+"""
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, assert_one_sentence_error, run_cli
+from pyro_vae.errors import CheckpointError
+from pyro_vae.files import UncheckedCheckpointWarning, read_checkpoint_payload, run_lock, save_checkpoint
+from pyro_vae.training import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "custom_structure.py"
+
+
+def tree_hash(folder: Path) -> dict:
+    """Every file under ``folder`` (hidden ones too) and the SHA-256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny trained run (1 epoch of 300 images), shared by the cases that must leave it unchanged."""
+    run = tmp_path_factory.mktemp("hardening") / "run"
+    assert run_cli("train", "--run-dir", run, *TINY) == 0
+    return run
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Paths for the cases: a plain file, a structure file with a syntax error, one that raises on import."""
+    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "syntax.py").write_text("class Broken(:\n    pass\n")
+    (tmp_path / "raises.py").write_text("import math\nVALUE = math.sqrt(-1)\n")
+    return tmp_path
+
+
+NEW = "{tmp}/new-run"  # a run directory that does not exist: it must still not exist afterwards
+RUN = "{run}"  # the trained run: it must be unchanged afterwards
+
+# (arguments, a fragment of the one-line error); {tmp}, {run} and {file} are filled in per case
+CASES = [
+    # train: wrong type, zero, negative, NaN, inf, missing path, file instead of directory
+    (["train", "--run-dir", NEW, "--epochs", "abc"], "invalid int value"),
+    (["train", "--run-dir", NEW, "--epochs", "0"], "epochs must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--epochs", "-1"], "epochs must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--batch-size", "0"], "batch-size must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--z-dim", "-2"], "z-dim must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--num-particles", "0"], "num-particles must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--lr", "nan"], "--lr (the learning rate) must be a positive, finite number"),
+    (["train", "--run-dir", NEW, "--lr", "inf"], "--lr (the learning rate) must be a positive, finite number"),
+    (["train", "--run-dir", NEW, "--lr", "0"], "--lr (the learning rate) must be a positive, finite number"),
+    (["train", "--run-dir", NEW, "--lr", "abc"], "invalid float value"),
+    (["train", "--run-dir", NEW, "--clip-norm", "-1"], "--clip-norm must be a positive, finite number"),
+    (["train", "--run-dir", NEW, "--clip-norm", "nan"], "--clip-norm must be a positive, finite number"),
+    (["train", "--run-dir", NEW, "--adam-eps", "0"], "--adam-eps must be a positive, finite number"),
+    (["train", "--run-dir", NEW, "--lr-schedule", "step", "--lr-gamma", "nan"], "--lr-gamma"),
+    (["train", "--run-dir", NEW, "--lr-schedule", "step", "--lr-gamma", "inf"], "--lr-gamma"),
+    (["train", "--run-dir", NEW, "--patience", "0"], "--patience"),
+    (["train", "--run-dir", NEW, "--kl-warmup", "-1"], "--kl-warmup"),
+    (["train", "--run-dir", NEW, "--seed", "-1"], "--seed must be a whole number from 0"),
+    (["train", "--run-dir", NEW, "--seed", str(2 ** 40)], "--seed must be a whole number from 0"),
+    (["train", "--run-dir", NEW, "--subset", "0"], "--subset must be a positive number of images"),
+    (["train", "--run-dir", NEW, "--eval-samples", "0"], "--eval-samples must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--hidden-dims", "0"], "layer widths must be positive"),
+    (["train", "--run-dir", NEW, "--hidden-dims", "-1,2"], "layer widths must be positive"),
+    (["train", "--run-dir", NEW, "--hidden-dims", "abc"], "expected comma-separated layer widths"),
+    (["train", "--run-dir", NEW, "--device", "cuda:7"], "--device cuda:7"),
+    (["train", "--run-dir", NEW, "--device", "tpu"], "unknown device 'tpu'"),
+    (["train", "--run-dir", NEW, "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/missing.py:Model"], "no such file"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/syntax.py:Broken"], "has a syntax error at line 1"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/raises.py:Model"], "raised ValueError while being loaded (line 2)"),
+    (["train", "--run-dir", NEW, "--model", "mixture-prior-vae", "--model-option", "num_components=abc"],
+     "num_components of MixturePriorVAE must be a positive whole number, got 'abc'"),
+    (["train", "--run-dir", NEW, "--model", "mixture-prior-vae", "--model-option", "num_components=0"],
+     "num_components of MixturePriorVAE must be a positive whole number, got 0"),
+    (["train", "--run-dir", NEW, "--model", "mixture-prior-vae", "--model-option", "num_components=-3"],
+     "num_components of MixturePriorVAE must be a positive whole number, got -3"),
+    (["train", "--run-dir", NEW, "--model", "hierarchical-vae", "--model-option", "z1_dim=2.5"],
+     "z1_dim of HierarchicalVAE must be a positive whole number, got 2.5"),
+    (["train", "--run-dir", NEW, "--model", "ss-vae", "--model-option", "aux_weight=nan"], "aux_weight"),
+    (["train", "--run-dir", NEW, "--model", "beta-vae", "--beta", "inf"], "beta of BetaVAE must be a finite number"),
+    (["train", "--run-dir", NEW, "--model-option", "no_such=1"], "has no option 'no_such'"),
+    (["train", "--run-dir", "{tmp}/a_file"], "is a file, not a directory"),
+    (["train", "--run-dir", "{tmp}/a_file/run"], "is a file, not a directory"),
+    (["train", "--run-dir", RUN], "already exists; pass --resume"),
+    (["train", "--run-dir", RUN, "--resume", "--z-dim", "3"], "was trained with z_dim=2"),
+    (["train", "--run-dir", RUN, "--resume", "--epochs", "2", "--lr", "inf"], "positive, finite number"),
+    (["train", "--run-dir", "{tmp}/nothing", "--resume"], "no checkpoint at"),
+    # evaluate
+    (["evaluate", "{tmp}/nothing"], "is not a run directory (no such folder)"),
+    (["evaluate", "{tmp}/a_file"], "is not a run directory (it is a file)"),
+    (["evaluate", RUN, "-K", "0"], "--num-samples must be a positive whole number"),
+    (["evaluate", RUN, "-K", "-5"], "--num-samples must be a positive whole number"),
+    (["evaluate", RUN, "-K", "nan"], "invalid int value"),
+    (["evaluate", RUN, "--subset", "0"], "--subset must be a positive whole number"),
+    (["evaluate", RUN, "--seed", "-1"], "--seed must be a whole number"),
+    (["evaluate", RUN, "--device", "cuda:3"], "--device cuda:3"),
+    (["evaluate", RUN, "--out", "{tmp}/missing/result.json"], "the folder {tmp}/missing does not exist"),
+    (["evaluate", RUN, "--out", "{tmp}"], "is a directory; name a file"),
+    (["evaluate", RUN, "--split", "nope"], "invalid choice: 'nope'"),
+    (["evaluate", RUN, "--checkpoint", "first"], "invalid choice: 'first'"),
+    # sample
+    (["sample", RUN, "--num", "0"], "--num must be a positive whole number"),
+    (["sample", RUN, "--nrow", "0"], "--nrow must be a positive whole number"),
+    (["sample", RUN, "--nrow", "-2"], "--nrow must be a positive whole number"),
+    (["sample", RUN, "--out", "{tmp}/x.pt"], "must name a picture file ending in .png"),
+    (["sample", RUN, "--out", "{tmp}/missing/x.png"], "the folder {tmp}/missing does not exist"),
+    (["sample", RUN, "--label", "3"], "--label is for models that take a label"),
+    (["sample", RUN, "--seed", "-1"], "--seed must be a whole number"),
+    (["sample", RUN, "--device", "cuda:0"], "--device cuda:0"),
+    (["sample", "{tmp}/a_file"], "is not a run directory (it is a file)"),
+    # beta-sweep
+    (["beta-sweep", "--out-dir", NEW, "--beta", "7"], "drop --beta"),
+    (["beta-sweep", "--out-dir", NEW, "--betas", "-1,2"], "betas weight the KL term and must be finite numbers >= 0"),
+    (["beta-sweep", "--out-dir", NEW, "--betas", "1,nan"], "betas weight the KL term and must be finite numbers >= 0"),
+    (["beta-sweep", "--out-dir", NEW, "--betas", "inf"], "betas weight the KL term and must be finite numbers >= 0"),
+    (["beta-sweep", "--out-dir", NEW, "--betas", "abc"], "expected comma-separated numbers"),
+    (["beta-sweep", "--out-dir", NEW, "--epochs", "0"], "epochs must be a positive whole number"),
+    (["beta-sweep", "--out-dir", "{tmp}/a_file"], "is a file, not a directory"),
+    (["beta-sweep", "--out-dir", NEW, "--model", "vae"], "always trains --model beta-vae"),
+    # compare-estimators and discrete-estimators
+    (["compare-estimators", "--out", NEW, "--batch-size", "0"], "--batch-size"),
+    (["compare-estimators", "--out", NEW, "--lr", "nan"], "--lr must be a positive, finite number"),
+    (["compare-estimators", "--out", NEW, "--seed", "-1"], "--seed must be a whole number"),
+    (["compare-estimators", "--out", NEW, "--train-steps", "-1"], "cannot be negative"),
+    (["compare-estimators", "--out", NEW, "--estimators", "nope"], "unknown estimator 'nope'"),
+    (["compare-estimators", "--out", NEW, "--run-dir", "{tmp}/nothing"], "is not a run directory (no such folder)"),
+    (["compare-estimators", "--out", NEW, "--run-dir", "{tmp}/a_file"], "is not a run directory (it is a file)"),
+    (["compare-estimators", "--out", "{tmp}/a_file"], "is a file, not a directory"),
+    (["compare-estimators", "--out", NEW, "--model-option", "num_components=0", "--model", "gmvae"],
+     "num_components of GMVAE must be a positive whole number"),
+    (["discrete-estimators", "--out", NEW, "--temperatures", "0"], "expected positive numbers"),
+    (["discrete-estimators", "--out", NEW, "--temperatures", "-1,2"], "expected positive numbers"),
+    (["discrete-estimators", "--out", NEW, "--sample-sizes", "-1"], "expected positive whole numbers"),
+    (["discrete-estimators", "--out", NEW, "--lr", "inf"], "--lr must be a positive, finite number"),
+    (["discrete-estimators", "--out", NEW, "--repeats", "1"], "at least 2 repeated gradient estimates"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_every_mistake_is_one_sentence_and_exit_2_and_changes_nothing(capsys, trained, files, argv, fragment):
+    fill = {"tmp": str(files), "run": str(trained)}
+    argv = [part.format(**fill) for part in argv]
+    before = tree_hash(trained)
+    try:
+        code = run_cli(*argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    out, err = capsys.readouterr()
+    assert_one_sentence_error(code, err, fragment.format(**fill))
+    assert tree_hash(trained) == before
+    assert not (files / "new-run").exists()
+
+
+# -- checksums --------------------------------------------------------------------------------------------
+
+def test_one_flipped_byte_anywhere_is_refused(trained, tmp_path, cli):
+    good = (trained / CHECKPOINT).read_bytes()
+    path = tmp_path / CHECKPOINT
+    for position in [0, 30, 90] + list(range(200, len(good), len(good) // 25)) + [len(good) - 1]:
+        damaged = bytearray(good)
+        damaged[position] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(CheckpointError, match="damaged|not a pyro-vae checkpoint"):
+            load_checkpoint(path)
+    path.write_bytes(good)
+    assert load_checkpoint(path)["epoch"] == 1
+    # the issue's case through the command line: 4096 bytes overwritten in the middle of a run's checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    damaged = bytearray(good)
+    middle = len(good) // 2
+    damaged[middle:middle + 4096] = os.urandom(len(damaged[middle:middle + 4096]))
+    (run / CHECKPOINT).write_bytes(bytes(damaged))
+    before = tree_hash(run)
+    for argv in (["train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress"],
+                 ["evaluate", run, "-K", 2, "--checkpoint", "last"]):
+        code, _, err = cli(*argv)
+        assert_one_sentence_error(code, err, "is damaged: its bytes do not match the SHA-256 checksum")
+    assert tree_hash(run) == before
+
+
+def test_checkpoints_without_a_checksum_are_read_with_a_warning(trained, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    payload = read_checkpoint_payload(run / BEST_CHECKPOINT)
+    (run / BEST_CHECKPOINT).write_bytes(payload)  # what pyro-vae wrote before checksums: torch.save alone
+    with pytest.warns(UncheckedCheckpointWarning, match="has no checksum"):
+        assert load_checkpoint(run / BEST_CHECKPOINT)["kind"] == "best"
+    code, out, err = cli("evaluate", run, "-K", 2, "--subset", 20)
+    assert code == 0, err
+    assert err.strip() == f"pyro-vae: warning: the checkpoint {run / BEST_CHECKPOINT} has no checksum (written by " \
+                          "an older pyro-vae); it is read, but damage to it cannot be detected"
+
+
+# -- the lock ---------------------------------------------------------------------------------------------
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from pyro_vae.files import run_lock
+    with run_lock(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(120)
+""")
+
+
+def test_a_second_process_gets_one_sentence_and_a_killed_one_leaves_no_lock(trained, cli):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(trained)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = tree_hash(trained)
+        for argv in (["train", "--run-dir", trained, "--resume", "--epochs", 2, "--no-progress"],
+                     ["evaluate", trained, "-K", 2], ["sample", trained, "--num", 4]):
+            code, _, err = cli(*argv)
+            assert_one_sentence_error(code, err, f"another pyro-vae process is training, evaluating or sampling "
+                                                 f"in {trained}")
+        assert tree_hash(trained) == before
+    finally:
+        holder.kill()  # like a crash: the kernel drops the lock with the process
+        holder.wait()
+    code, _, err = cli("evaluate", trained, "-K", 2, "--subset", 10, "--out", trained.parent / "after-kill.json")
+    assert code == 0, err
+
+
+def test_two_trainings_into_one_run_directory_one_refuses(tmp_path):
+    """The issue's race: two `train --run-dir runs/race` started together. One trains; the other ends with
+    one sentence (the lock if it came while the first trained, "already exists" if it came after)."""
+    run = tmp_path / "race"
+    args = ["train", "--run-dir", str(run), *map(str, TINY), "--epochs", "2"]
+    runs = [subprocess.Popen([sys.executable, "-m", "pyro_vae", *args, "--seed", str(seed)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            for seed in (0, 1)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    winner = [seed for seed, (code, _) in zip((0, 1), results) if code == 0][0]
+    _, err = [r for r in results if r[0] == 2][0]
+    assert_one_sentence_error(2, err)
+    assert "another pyro-vae process" in err or "already exists" in err or "filled by another process" in err, err
+    assert load_checkpoint(run / CHECKPOINT)["config"]["seed"] == winner
+
+
+# -- self-contained runs ----------------------------------------------------------------------------------
+
+def test_a_run_from_a_file_works_elsewhere_after_the_file_is_deleted(tmp_path, cli, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(EXAMPLE, work / "my_structure.py")
+    monkeypatch.chdir(work)
+    code, _, err = cli("train", "--model", "my_structure.py:LaplacePriorVAE", "--run-dir", "run", *TINY)
+    assert code == 0, err
+    run = work / "run"
+    assert (run / "structure.py").read_text() == EXAMPLE.read_text()
+    saved = load_checkpoint(run / CHECKPOINT)["structure_source"]
+    assert saved["sha256"] == hashlib.sha256(EXAMPLE.read_bytes()).hexdigest()
+    # the file is edited into one that no longer loads, then deleted; the run keeps its own copy
+    (work / "my_structure.py").write_text("raise RuntimeError('edited')\n")
+    code, out, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress")
+    assert code == 0, err
+    assert "my_structure.py has changed since this run started; resuming with the copy saved in the run" in err + out
+    (work / "my_structure.py").unlink()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = cli("evaluate", run, "-K", 3, "--subset", 20)
+    assert code == 0, err
+    code, _, err = cli("sample", run, "--num", 4, "--out", elsewhere / "s.png")
+    assert code == 0, err
+    assert (elsewhere / "s.png").is_file()
+    code, _, err = cli("compare-estimators", "--run-dir", run, "--estimators", "reparam", "--repeats", 3,
+                       "--baseline-warmup", 0, "--train-steps", 0, "--batch-size", 10, "--subset", 50,
+                       "--out", elsewhere / "compare", "--no-progress")
+    assert code == 0, err
+
+
+# -- file-system failures ---------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(trained, tmp_path, cli):
+    """The checkpoint's temporary file is a link to /dev/full, so writing it fails with a real ENOSPC."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    good = (run / CHECKPOINT).read_bytes()
+    (run / f".{CHECKPOINT}.tmp").symlink_to("/dev/full")
+    code, _, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress")
+    assert_one_sentence_error(code, err, f"cannot write {run / CHECKPOINT}: no space left on device")
+    assert (run / CHECKPOINT).read_bytes() == good
+    assert not list(run.glob(".*.tmp")) and not list(run.glob("*.tmp"))
+
+
+def test_an_evaluation_prints_its_figure_before_a_failed_write(trained, tmp_path, cli, monkeypatch):
+    import pyro_vae.files
+
+    def no_space(path, data, *, sync=False):
+        raise pyro_vae.files.FileSystemError(pyro_vae.files.os_error_sentence(
+            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "write", path))
+
+    monkeypatch.setattr(pyro_vae.files, "write_bytes", no_space)
+    out_file = tmp_path / "result.json"
+    code, out, err = cli("evaluate", trained, "-K", 2, "--subset", 10, "--out", out_file)
+    assert_one_sentence_error(code, err, f"cannot write {out_file}: no space left on device")
+    assert "test NLL (K=2)" in out and not out_file.exists()
+
+
+def test_read_only_targets_are_refused_before_any_work(trained, tmp_path, cli, monkeypatch):
+    """A read-only run (simulated: the sandbox runs as root, which ignores permissions) is refused before the
+    evaluation starts, with the way out; the same with real permissions where the tests do not run as root."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    if os.geteuid() == 0:
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (not mode & os.W_OK or Path(path) != run)
+                            and real_access(path, mode, **kw))
+    else:
+        run.chmod(0o555)
+    try:
+        before = tree_hash(run)
+        code, out, err = cli("evaluate", run, "-K", 2)
+        assert_one_sentence_error(code, err, f"cannot write {run}/evaluation-test-K2.json: ",
+                                  "pass --out FILE to write the result elsewhere")
+        assert out == ""  # refused before loading anything
+        code, _, err = cli("sample", run, "--num", 4)
+        assert_one_sentence_error(code, err, f"cannot write {run / 'generated.png'}: ")
+        code, _, err = cli("train", "--run-dir", run / "sub", *TINY)
+        assert_one_sentence_error(code, err, f"cannot write into {run} for the run directory")
+        assert tree_hash(run) == before
+        code, out, err = cli("evaluate", run, "-K", 2, "--subset", 10, "--out", tmp_path / "elsewhere.json")
+        assert code == 0, err
+        assert (tmp_path / "elsewhere.json").is_file()
+    finally:
+        run.chmod(0o755)
+
+
+def test_failed_fresh_runs_leave_no_empty_directory(tmp_path, cli, monkeypatch):
+    from pyro_vae.models import MODELS
+    from pyro_vae.models.vae import VAE
+
+    class Broken(VAE):
+        def model(self, x):
+            raise ValueError("broken model")
+
+    monkeypatch.setitem(MODELS, "broken", Broken)
+    with pytest.raises(ValueError):
+        run_cli("train", "--model", "broken", "--run-dir", tmp_path / "run", *TINY)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "sample", "beta-sweep", "reparam-toy",
+                                     "compare-estimators", "discrete-estimators"])
+def test_help_states_each_default_once(capsys, command):
+    with pytest.raises(SystemExit) as exit:
+        run_cli(command, "--help")
+    assert exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    options = text.split(" --")
+    assert "(default: None)" not in text
+    assert all(option.count("(default") <= 1 for option in options), [o for o in options if o.count("(default") > 1]
+
+
+def test_sample_out_a_folder_writes_inside_it_and_says_so(trained, tmp_path, cli):
+    code, out, err = cli("sample", trained, "--num", 4, "--out", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "generated.png").is_file() and f"to {tmp_path / 'generated.png'}" in out
+    assert not tmp_path.with_suffix(".png").exists()
+
+
+def test_an_optimizer_state_that_does_not_fit_the_model_is_refused(trained, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    checkpoint = load_checkpoint(run / CHECKPOINT)
+    name = next(iter(checkpoint["optim_state"]))
+    checkpoint["optim_state"][name]["exp_avg"] = torch.zeros(7, 7)
+    save_checkpoint(checkpoint, run / CHECKPOINT)
+    before = tree_hash(run)
+    code, _, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress")
+    assert_one_sentence_error(code, err, "the optimizer state in", f"does not match the model: exp_avg of {name} "
+                                                                   "has shape (7, 7)")
+    assert tree_hash(run) == before

@@ -394,3 +394,14 @@ def test_an_optimizer_state_that_does_not_fit_the_model_is_refused(trained, tmp_
     assert_one_sentence_error(code, err, "the optimizer state in", f"does not match the model: exp_avg of {name} "
                                                                    "has shape (7, 7)")
     assert tree_hash(run) == before
+
+
+@pytest.mark.parametrize("count, nrow", [(1, 8), (7, 3), (64, 8), (10, 10), (5, 8)])
+def test_image_grid_lays_tiles_out_as_torchvision_does(count, nrow):
+    from torchvision.utils import make_grid
+
+    from pyro_vae.plots.training import image_grid
+
+    images = torch.rand(count, 784)
+    expected = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
+    assert torch.equal(image_grid(images, nrow), expected)

@@ -15,10 +15,12 @@ errors as one sentence.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
 import io
+import json
 import os
 import pickle
 import warnings
@@ -84,6 +86,19 @@ def write_bytes(path: Path, data: bytes, *, sync: bool = False) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode())
+
+
+def write_json(data, path: Path) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows of plain values as CSV; the columns are every key in order of first appearance."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
 
 
 def save_checkpoint(data: dict, path: Path) -> None:

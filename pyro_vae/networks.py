@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyro_vae.catalog import ACTIVATION_NAMES, check_registry
+
 
 class GatedDense(nn.Module):
     """A gated dense layer, h = Linear_h(x) * sigmoid(Linear_g(x)): the hidden layer of the VampPrior paper's
@@ -27,6 +29,7 @@ class GatedDense(nn.Module):
 #: activation (its class takes the layer sizes); build networks with ``mlp`` and ``GaussianMLP``.
 GATED = "gated"
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, GATED: GatedDense}
+check_registry("activation", ACTIVATIONS, ACTIVATION_NAMES)
 
 
 def _check_activation(activation: str) -> None:

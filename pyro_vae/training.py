@@ -1,13 +1,11 @@
 """Training with SVI: the loop, the run directory, and checkpoints that resume a run exactly."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -16,159 +14,28 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
+from pyro_vae.catalog import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, CONFIG, METRICS,  # noqa: F401
+                              OPTIMIZER_NAMES, check_registry)
+from pyro_vae.config import JIT_BY_DEFAULT, MAX_SEED, TrainConfig, check_seed  # noqa: F401 (re-exported)
 from pyro_vae.data import (Dataset, check_dataset, iterate_batches, load_dataset, num_batches, semi_supervised,
                            semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import elbo_per_datapoint
 from pyro_vae.files import (FileSystemError, atomic_write, check_can_create_dir, load_checkpoint_file,  # noqa: F401
-                            os_error_sentence, remove_if_empty, run_lock, save_checkpoint, write_text)
-from pyro_vae.inference import ELBOS, make_elbo, optim
+                            os_error_sentence, remove_if_empty, run_lock, save_checkpoint, write_csv, write_json,
+                            write_text)
+from pyro_vae.inference import make_elbo, optim
 from pyro_vae.inference.scaling import scale_latents
-from pyro_vae.inference.schedules import check_schedule, learning_rate
-from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, BASELINES, check_elbo_applies, latent_sites,
-                                      neural_baselines, with_baselines)
-from pyro_vae.models import (MODELS, STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec,
-                             read_structure_source)
+from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, check_elbo_applies, latent_sites, neural_baselines,
+                                      with_baselines)
+from pyro_vae.models import STRUCTURE_FILE, LatentStructure, build_model, is_file_spec, read_structure_source
 from pyro_vae.models.base import init_output_bias
-from pyro_vae.networks import ACTIVATIONS
 
-CHECKPOINT = "checkpoint.pt"
-BEST_CHECKPOINT = "best.pt"  # the model of the epoch with the highest validation ELBO so far
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
 CHECKPOINT_FORMAT = ("pyro-vae-checkpoint", 1)
 OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
+check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
 EVAL_BATCH_SIZE = 1000
 JIT_WARMUP_CALLS = 4
-#: ELBOs that the built-in structures train JIT-compiled unless --no-jit. Not enum: JitTraceEnum_ELBO was
-#: 4% slower than TraceEnum_ELBO on the default GMVAE (benchmarks/gmvae_enum_vs_pytorch.py), its compiled
-#: backward doing more than the Python it saves; it pays only on small networks (--jit).
-#: IWAE is: JIT-compiled 1.06x a hand-written IWAE loop, eager 1.23x (K = 5, idle machine, svi_vs_pytorch.py).
-JIT_BY_DEFAULT = ("trace", "iwae")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; stored in its checkpoint and ``config.json``."""
-
-    dataset: str = "binarized-mnist"
-    data_dir: Optional[str] = None
-    download: bool = False
-    binarize: str = "none"
-    subset: Optional[int] = None
-    model: str = "vae"
-    z_dim: int = 50
-    hidden_dims: list = field(default_factory=lambda: [200, 200])
-    activation: str = "relu"
-    elbo: Optional[str] = None  # None: the structure's ``default_elbo`` ("enum" for the discrete structures)
-    baseline: str = "none"  # score-function baseline of --elbo tracegraph: none, average or neural
-    jit: Optional[bool] = None  # None: decided by ``uses_jit`` (on for built-in structures with Trace_ELBO)
-    validate_every_step: bool = False
-    num_particles: int = 1
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # see inference/schedules.py
-    lr_gamma: Optional[float] = None  # None: the schedule's default factor
-    lr_step: int = 100  # epochs between steps of --lr-schedule step
-    lr_patience: int = 10  # epochs without improvement before --lr-schedule plateau lowers the rate
-    adam_eps: float = 1e-8
-    patience: Optional[int] = None  # early stopping: epochs without a better validation ELBO; None: off
-    # decoder output bias = logit of the training pixels' means on a fresh run; off by default: it cost 5 to 7 nats
-    # of validation ELBO after 10 epochs of the default VAE (README, "The training recipe")
-    init_output_bias: bool = False
-    clip_norm: float = 10.0
-    batch_size: int = 100
-    epochs: int = 10
-    seed: int = 0
-    device: str = "cpu"
-    model_options: dict = field(default_factory=dict)
-    kl_warmup: int = 0
-    num_labelled: Optional[int] = None  # semi-supervised structures: labelled training images
-
-    #: fields that may change when a run is resumed; every other field must match the checkpoint
-    RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir", "jit", "validate_every_step", "patience")
-
-    def validate(self) -> None:
-        for name in ("batch_size", "epochs", "num_particles", "z_dim"):
-            if getattr(self, name) < 1:
-                raise PyroVAEError(f"{name.replace('_', '-')} must be a positive whole number, got {getattr(self, name)}")
-        check_seed(self.seed)
-        for name, option in (("lr", "--lr (the learning rate)"), ("adam_eps", "--adam-eps"),
-                             ("clip_norm", "--clip-norm")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise PyroVAEError(f"{option} must be a positive, finite number, got {value}")
-        if self.subset is not None and self.subset < 1:
-            raise PyroVAEError(f"--subset must be a positive number of images, got {self.subset}")
-        if self.activation not in ACTIVATIONS:
-            raise PyroVAEError(f"unknown activation {self.activation!r}; choose one of {', '.join(sorted(ACTIVATIONS))}")
-        resolve_device(self.device)
-        if not is_file_spec(self.model):  # a file's structure checks its options when it is built
-            check_model_options(self.model, self.model_kwargs(1))
-        if self.kl_warmup < 0:
-            raise PyroVAEError(f"--kl-warmup is a number of epochs and cannot be negative, got {self.kl_warmup}")
-        if self.optimizer not in OPTIMIZERS:
-            raise PyroVAEError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.elbo is not None and self.elbo not in ELBOS:
-            raise PyroVAEError(f"unknown ELBO {self.elbo!r}; choose one of {', '.join(ELBOS)}")
-        if self.baseline not in BASELINES:
-            raise PyroVAEError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
-        if self.num_labelled is not None and self.num_labelled < 1:
-            raise PyroVAEError(f"--num-labelled must be a positive number of images, got {self.num_labelled}")
-        check_schedule(self.lr_schedule, self.lr_gamma, self.lr_step, self.lr_patience)
-        if self.patience is not None and self.patience < 1:
-            raise PyroVAEError(f"--patience is a number of epochs and must be positive, got {self.patience}")
-        if self.elbo == "iwae" and self.kl_warmup:
-            raise PyroVAEError("--kl-warmup weights the KL term of the ELBO, which the IWAE bound does not have "
-                               "apart; drop --kl-warmup or train with another --elbo")
-
-    def learning_rate(self, epoch: int, history: list[dict]) -> float:
-        """The learning rate of ``epoch`` (1-based) given the metrics of the epochs before it."""
-        return learning_rate(self.lr_schedule, self.lr, epoch, gamma=self.lr_gamma, step=self.lr_step,
-                             patience=self.lr_patience, valid_elbos=[row["valid_elbo"] for row in history])
-
-    def objective(self) -> str:
-        """The bound training maximises, as the metrics name it: "elbo" or "iwae-K"."""
-        return f"iwae-{self.num_particles}" if self.elbo_name() == "iwae" else "elbo"
-
-    def elbo_name(self) -> str:
-        """``elbo``, or when it is unset the structure's default (Trace_ELBO for structures from a file)."""
-        if self.elbo is not None:
-            return self.elbo
-        return MODELS[self.model].default_elbo if self.model in MODELS else "trace"
-
-    def uses_jit(self) -> bool:
-        """Whether training compiles the ELBO with Pyro's JIT (``JitTrace_ELBO``): ``jit`` when it is set.
-
-        Left unset, JIT is on for the built-in structures with ``--elbo trace``: the same estimator
-        without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py``). It stays off for
-        structures loaded from a file, whose Python control flow a trace would freeze, and for the other
-        ELBOs, whose JIT versions were slower than the plain ones on the default networks here
-        (``benchmarks/gmvae_enum_vs_pytorch.py`` for enum).
-        """
-        if self.jit is not None:
-            return self.jit
-        return self.elbo_name() in JIT_BY_DEFAULT and self.model in MODELS
-
-    def model_kwargs(self, x_dim: int) -> dict:
-        return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
-                "activation": self.activation, **self.model_options}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-#: seeds go to numpy too, which takes 0 <= seed < 2**32
-MAX_SEED = 2 ** 32 - 1
-
-
-def check_seed(seed) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise PyroVAEError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
-
-
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``, checked against the GPUs this machine has."""
     kind, _, index = str(name).partition(":")
@@ -182,19 +49,6 @@ def resolve_device(name: str) -> torch.device:
             raise PyroVAEError(f"--device {name} was asked for, but this machine has {count} GPU(s): cuda:0 to "
                                f"cuda:{count - 1}")
     return torch.device(name)
-
-
-def write_json(data, path: Path) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Rows of plain values as CSV; the columns are every key in order of first appearance."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, text.getvalue())
 
 
 def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", subset: Optional[int] = None) -> Dataset:
@@ -215,8 +69,6 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a pyro-vae checkpoint of format {CHECKPOINT_FORMAT}")
     return checkpoint
 
-
-CHECKPOINT_CHOICES = ("best", "last")
 
 
 def load_trained_model(run_dir: str | Path, device: str = "cpu",

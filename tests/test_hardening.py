@@ -405,3 +405,28 @@ def test_image_grid_lays_tiles_out_as_torchvision_does(count, nrow):
     images = torch.rand(count, 784)
     expected = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
     assert torch.equal(image_grid(images, nrow), expected)
+
+
+def test_the_parser_and_help_need_neither_torch_nor_pyro():
+    """--help and argparse's errors come at once: the parser is built from pyro_vae.catalog alone."""
+    code = textwrap.dedent("""
+        import sys
+        from pyro_vae.cli import build_parser
+        build_parser()
+        heavy = [name for name in ("torch", "pyro", "matplotlib", "torchvision", "numpy") if name in sys.modules]
+        print(",".join(heavy))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_the_catalog_matches_the_registries():
+    from pyro_vae import catalog
+    from pyro_vae.inference import toy
+    from pyro_vae.inference.estimators import ESTIMATORS
+    from pyro_vae.models import MODELS
+
+    assert tuple(MODELS) == catalog.MODEL_NAMES  # also checked when the registries are imported
+    assert {name: spec.summary for name, spec in ESTIMATORS.items()} == catalog.ESTIMATOR_SUMMARIES
+    assert tuple(toy.SAMPLE_SIZES) == catalog.TOY_SAMPLE_SIZES

@@ -3,40 +3,25 @@ reparameterization trick matters, and what to do where it does not exist."""
 from __future__ import annotations
 
 import argparse
-import copy
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import pyro
-import torch
-from tqdm.auto import tqdm
-
+from pyro_vae.catalog import (ACTIVATION_NAMES, BINARIZE_MODES, CONCRETE_TEMPERATURES, DATASETS, DEFAULT_ESTIMATORS,
+                              DISCRETE_BASE_ESTIMATORS, DISCRETE_SAMPLE_SIZES, ESTIMATOR_SUMMARIES, MODEL_NAMES,
+                              TOY_SAMPLE_SIZES, concrete_name, is_estimator_name)
 from pyro_vae.cli import HelpFormatter
 from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
-from pyro_vae.data import BINARIZE_MODES, DATASETS, iterate_batches
+from pyro_vae.config import TrainConfig, check_seed
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.comparison import DEFAULT_ESTIMATORS, check_repeats, compare_estimators
-from pyro_vae.inference.discrete import SAMPLE_SIZES as DISCRETE_SAMPLE_SIZES
-from pyro_vae.inference.discrete import check_exact_gradient_exists, estimator_errors
-from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERATURES, ESTIMATORS, check_positive,
-                                           concrete_name, estimator_spec)
-from pyro_vae.inference.toy import SAMPLE_SIZES, TOY_ESTIMATORS, toy_table
-from pyro_vae.models import MODELS
-from pyro_vae.networks import ACTIVATIONS
-from pyro_vae.plots.estimators import (plot_estimator_errors, plot_gradient_statistics, plot_toy_variances,
-                                       plot_training_curves)
-from pyro_vae.files import check_can_create_dir
-from pyro_vae.training import (TrainConfig, Trainer, check_seed, load_run_data, load_trained_model, write_csv,
-                               write_json)
+from pyro_vae.files import check_can_create_dir, write_csv, write_json
+
+# Only names above: torch, Pyro and matplotlib are imported by the commands when they run (see cli/runs.py).
 
 TOY_FILES = ("reparam_toy.csv", "reparam_toy.json", "reparam_toy.png")
 COMPARISON_FILES = ("gradient_statistics.csv", "training_curves.csv", "comparison.json",
                     "gradient_statistics.png", "training_curves.png")
 DISCRETE_FILES = ("discrete_estimators.csv", "discrete_estimators.json", "discrete_estimators.png")
-#: the estimators of ``discrete-estimators`` besides the Concrete ones, which --temperatures names
-DISCRETE_BASE_ESTIMATORS = ("enum", "score", "score-avg-baseline", "score-nn-baseline")
 NOT_APPLICABLE_COLUMN = ("not_applicable", "not applicable because", "s")
 
 
@@ -63,13 +48,11 @@ def _positive_floats(text: str) -> list[float]:
 def _estimator_names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
-        raise argparse.ArgumentTypeError(f"no estimator in {text!r}; choose among {', '.join(ESTIMATORS)}")
+        raise argparse.ArgumentTypeError(f"no estimator in {text!r}; choose among {', '.join(ESTIMATOR_SUMMARIES)}")
     for name in names:
-        try:
-            estimator_spec(name)
-        except PyroVAEError as err:
-            raise argparse.ArgumentTypeError(f"unknown estimator {name!r}; choose among {', '.join(ESTIMATORS)} "
-                                             "(concrete-T for any temperature T > 0)") from err
+        if not is_estimator_name(name):
+            raise argparse.ArgumentTypeError(f"unknown estimator {name!r}; choose among "
+                                             f"{', '.join(ESTIMATOR_SUMMARIES)} (concrete-T for any temperature T > 0)")
     return names
 
 
@@ -85,6 +68,8 @@ def _output_dir(out: str, names: Sequence[str]) -> Path:
 
 def _progress(args: argparse.Namespace):
     """A tqdm bar factory ``(description, total) -> wrapper``, or None with --no-progress."""
+    from tqdm.auto import tqdm
+
     if args.no_progress:
         return None
     return lambda description, total: (lambda it: tqdm(it, desc=description, total=total, leave=False))
@@ -103,6 +88,12 @@ def _print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) 
 
 
 def reparam_toy_command(args: argparse.Namespace) -> int:
+    import pyro
+    from tqdm.auto import tqdm
+
+    from pyro_vae.inference.toy import TOY_ESTIMATORS, toy_table
+    from pyro_vae.plots.estimators import plot_toy_variances
+
     out_dir = _output_dir(args.out, TOY_FILES)
     pyro.set_rng_seed(args.seed)
     start = time.perf_counter()
@@ -147,6 +138,15 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
     settings), or trained here for --train-epochs with the structure's default ELBO from that same
     initialisation (--train-epochs 0, where ``args.allow_untrained``: no trained one). ``check(structure,
     dataset)`` runs on the fresh structure before any training."""
+    import copy
+    import tempfile
+
+    import pyro
+    import torch
+
+    from pyro_vae.inference.estimators import check_positive
+    from pyro_vae.training import Trainer, load_run_data, load_trained_model
+
     if args.run_dir:
         trained, config, _ = load_trained_model(args.run_dir)
         dataset = load_run_data(config, subset=args.subset)
@@ -178,6 +178,10 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
 
 
 def compare_estimators_command(args: argparse.Namespace) -> int:
+    from pyro_vae.inference.comparison import check_repeats, compare_estimators
+    from pyro_vae.inference.estimators import check_positive
+    from pyro_vae.plots.estimators import plot_gradient_statistics, plot_training_curves
+
     _check_common(args)
     check_repeats(args.repeats)
     for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset"),
@@ -219,10 +223,19 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
 
 
 def _data_batch(dataset, batch_size: int, with_labels: bool) -> tuple:
+    from pyro_vae.data import iterate_batches
+
     return next(iterate_batches(dataset.train, batch_size, binarize=dataset.binarize, with_labels=with_labels))
 
 
 def discrete_estimators_command(args: argparse.Namespace) -> int:
+    import pyro
+
+    from pyro_vae.inference.comparison import check_repeats
+    from pyro_vae.inference.discrete import check_exact_gradient_exists, estimator_errors
+    from pyro_vae.inference.estimators import BASELINE_LR_FACTOR, check_positive
+    from pyro_vae.plots.estimators import plot_estimator_errors
+
     _check_common(args)
     check_repeats(args.repeats)
     for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset")):
@@ -274,14 +287,14 @@ def _add_model_options(parser: argparse.ArgumentParser, *, default_model: str, t
                                          "('pyro-vae train') instead of training one here")
     model.add_argument("--train-epochs", type=int, default=train_epochs, help=train_help)
     model.add_argument("--model", default=default_model,
-                       help=f"without --run-dir: one of {', '.join(sorted(MODELS))}, "
+                       help=f"without --run-dir: one of {', '.join(sorted(MODEL_NAMES))}, "
                             "or your own as path/to/file.py:ClassName")
     model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
                        help="without --run-dir: a constructor argument of the model; repeat for several")
     model.add_argument("--z-dim", type=int, default=50, help="without --run-dir: latent dimensions")
     model.add_argument("--hidden-dims", type=parse_hidden_dims, default="200,200",
                        help="without --run-dir: hidden widths, comma-separated")
-    model.add_argument("--activation", choices=sorted(ACTIVATIONS), default="relu", help="without --run-dir")
+    model.add_argument("--activation", choices=sorted(ACTIVATION_NAMES), default="relu", help="without --run-dir")
     model.add_argument("--dataset", choices=[name for name in DATASETS if name != "mnist"], default="binarized-mnist",
                        help="without --run-dir: a data set shipped with the package (binarized-mnist-labelled for "
                             "models that need labels)")
@@ -302,7 +315,7 @@ def add_subcommands(subparsers) -> None:
                     "(CSV, JSON) and a log-log plot of variance against N.")
     toy.add_argument("--theta", type=float, default=2.0, help="the location θ of q")
     toy.add_argument("--repeats", "-R", type=int, default=1000, help="repeated estimates per N")
-    toy.add_argument("--sample-sizes", type=_positive_ints, default=",".join(map(str, SAMPLE_SIZES)),
+    toy.add_argument("--sample-sizes", type=_positive_ints, default=",".join(map(str, TOY_SAMPLE_SIZES)),
                      help="comma-separated sample sizes N")
     toy.add_argument("--seed", type=int, default=0, help="random seed")
     toy.add_argument("--out", default="runs/reparam-toy", help="folder for reparam_toy.{csv,json,png}")
@@ -320,7 +333,7 @@ def add_subcommands(subparsers) -> None:
                     "not apply to the model's latent sites (a pathwise one on a discrete site, enumeration without "
                     "a site marked for it, the relaxation without a one-hot site) is listed as not applicable, "
                     "with the reason. Estimators: "
-                    + "; ".join(f"{name}: {spec.summary}" for name, spec in ESTIMATORS.items()) + ".")
+                    + "; ".join(f"{name}: {summary}" for name, summary in ESTIMATOR_SUMMARIES.items()) + ".")
     _add_model_options(compare, default_model="vae", train_epochs=3,
                        train_help="without --run-dir: epochs of training (the structure's default ELBO) for the "
                                   "trained model")
@@ -353,7 +366,7 @@ def add_subcommands(subparsers) -> None:
                     "mean squared error E||estimate - exact||^2 = bias^2 + variance. Unbiased estimators' MSE falls "
                     "as 1/N; the Concrete relaxation's levels off at its bias^2, which shrinks as the temperature "
                     "falls while its variance grows. Estimators: " + "; ".join(
-                        f"{name}: {ESTIMATORS[name].summary}" for name in DISCRETE_BASE_ESTIMATORS)
+                        f"{name}: {ESTIMATOR_SUMMARIES[name]}" for name in DISCRETE_BASE_ESTIMATORS)
                     + "; concrete-T for each --temperatures T: one-hot sites relaxed by the Gumbel-softmax at "
                     "temperature T, with the exact categorical KL (TraceMeanField_ELBO; biased, less as T falls). "
                     "Writes "

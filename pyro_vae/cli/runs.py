@@ -7,27 +7,16 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-import pyro
-import torch
-from tqdm.auto import tqdm
-
+from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINARIZE_MODES, CHECKPOINT,
+                              CHECKPOINT_CHOICES, DATASETS, ELBO_HELP, ELBO_NAMES, ENUM_MODELS, METRICS, MODEL_NAMES,
+                              OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES)
 from pyro_vae.cli import HelpFormatter
-from pyro_vae.data import BINARIZE_MODES, DATASETS, Split, iterate_batches
+from pyro_vae.config import TrainConfig, check_seed
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.files import check_can_create_dir, check_can_write_file, remove_if_empty, run_lock
-from pyro_vae.evaluation import classification_accuracy, evaluate_model
-from pyro_vae.inference import ELBOS
-from pyro_vae.inference.elbos import ELBO_HELP
-from pyro_vae.inference.schedules import SCHEDULE_HELP, SCHEDULES
-from pyro_vae.inference.sites import BASELINES
-from pyro_vae.models import MODELS
-from pyro_vae.networks import ACTIVATIONS
-from pyro_vae.plots.training import plot_images, write_run_pictures
-from pyro_vae.sweeps import beta_sweep
-from pyro_vae.training import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, EVAL_BATCH_SIZE, METRICS, OPTIMIZERS,
-                               TrainConfig, Trainer, check_seed, describe_checkpoint, load_checkpoint, load_run_data,
-                               load_trained_model, resolve_device, write_json)
 
+# Only names above: torch, Pyro and matplotlib are imported by the commands when they run, so that the
+# parser, --help and argparse's errors come at once.
 DEFAULTS = TrainConfig()
 
 
@@ -59,7 +48,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                            "binarized-mnist-labelled, the 50,000 training images are the unlabelled set, and the "
                            "test split is its 2,000 held-out labelled images")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", help=f"latent structure: one of {', '.join(sorted(MODELS))}, or your own as "
+    model.add_argument("--model", help=f"latent structure: one of {', '.join(sorted(MODEL_NAMES))}, or your own as "
                                        f"path/to/file.py:ClassName (default: {d.model})")
     model.add_argument("--beta", type=float, help="KL weight of --model beta-vae (default: 1)")
     model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
@@ -69,11 +58,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--hidden-dims", type=parse_hidden_dims,
                        help=f"encoder hidden widths, comma-separated; the decoder mirrors them "
                             f"(default: {','.join(map(str, d.hidden_dims))})")
-    model.add_argument("--activation", choices=sorted(ACTIVATIONS), help=f"hidden activation (default: {d.activation})")
+    model.add_argument("--activation", choices=sorted(ACTIVATION_NAMES), help=f"hidden activation (default: {d.activation})")
     training = parser.add_argument_group("training")
-    training.add_argument("--elbo", choices=sorted(ELBOS),
+    training.add_argument("--elbo", choices=sorted(ELBO_NAMES),
                           help=f"{ELBO_HELP}. Default: the structure's own, enum for "
-                               f"{', '.join(n for n, c in sorted(MODELS.items()) if c.default_elbo == 'enum')} "
+                               f"{', '.join(sorted(ENUM_MODELS))} "
                                "and trace for the others")
     training.add_argument("--baseline", choices=BASELINES,
                           help="with --elbo tracegraph: what is subtracted from the score function of discrete sites: "
@@ -95,7 +84,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--num-particles", type=int, metavar="K",
                           help=f"samples of z per image in each ELBO estimate, drawn in one vectorized pass; with "
                                f"--elbo iwae the K of the importance-weighted bound (default: {d.num_particles})")
-    training.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"(default: {d.optimizer})")
+    training.add_argument("--optimizer", choices=sorted(OPTIMIZER_NAMES), help=f"(default: {d.optimizer})")
     training.add_argument("--lr", type=float, help=f"learning rate (the starting one, with a schedule) (default: {d.lr})")
     training.add_argument("--lr-schedule", choices=SCHEDULES,
                           help=f"learning rate per epoch: {SCHEDULE_HELP} (default: {d.lr_schedule})")
@@ -150,6 +139,11 @@ def _run_dir(args: argparse.Namespace) -> Path:
 
 
 def _evaluation_batches(model, dataset, split: str) -> list[tuple]:
+    import torch
+
+    from pyro_vae.data import Split, iterate_batches
+    from pyro_vae.training import EVAL_BATCH_SIZE
+
     data = dataset.split(split)
     if split == "train" and dataset.binarize == "dynamic":  # valid and test were sampled once at loading
         generator = torch.Generator(data.images.device).manual_seed(0)
@@ -161,6 +155,11 @@ def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool 
               extra: dict | None = None) -> dict:
     """The test ELBO and NLL (and accuracy, for classifiers) of ``model`` on ``split``; writes nothing, so that
     the caller prints the figures before it tries to save them."""
+    from tqdm.auto import tqdm
+
+    from pyro_vae.evaluation import classification_accuracy, evaluate_model
+    from pyro_vae.models import MODELS
+
     batches = _evaluation_batches(model, dataset, split)
     disable = None if show_progress else True  # None: tqdm shows the bar on a terminal only
 
@@ -190,6 +189,8 @@ def check_positive_int(value, option: str) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from pyro_vae.training import load_checkpoint
+
     check_positive_int(args.eval_samples, "--eval-samples")
     given = _given_options(args)
     run_dir = _run_dir(args)
@@ -213,6 +214,10 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> int:
+    from pyro_vae.files import write_json
+    from pyro_vae.plots.training import write_run_pictures
+    from pyro_vae.training import Trainer
+
     trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None)
     elbo = type(trainer.elbo).__name__
     labelled = trainer.dataset.labelled
@@ -247,6 +252,10 @@ def _check_run_dir(run_dir: str) -> Path:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    import pyro
+
+    from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device, write_json
+
     check_positive_int(args.subset, "--subset")
     check_positive_int(args.num_samples, "--num-samples")
     check_seed(args.seed)
@@ -283,6 +292,12 @@ PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def sample_command(args: argparse.Namespace) -> int:
+    import pyro
+    import torch
+
+    from pyro_vae.plots.training import plot_images
+    from pyro_vae.training import describe_checkpoint, load_trained_model, resolve_device
+
     check_positive_int(args.num, "--num")
     check_positive_int(args.nrow, "--nrow")
     check_seed(args.seed)
@@ -329,6 +344,8 @@ def _betas(text: str) -> list[float]:
 
 
 def beta_sweep_command(args: argparse.Namespace) -> int:
+    from pyro_vae.sweeps import beta_sweep
+
     if args.beta is not None:
         raise PyroVAEError("beta-sweep trains one model per value of --betas; drop --beta (use --betas "
                            f"{args.beta:g} for that value alone)")

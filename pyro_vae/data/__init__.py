@@ -18,15 +18,14 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from pyro_vae.catalog import BINARIZE_MODES, DATASETS  # noqa: F401 (re-exported)
 from pyro_vae.errors import InvalidDataError, PyroVAEError
 
 IMAGE_SHAPE = (28, 28)
 X_DIM = 28 * 28
-DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist")
 #: The labelled offline data sets are one labelled release split once, always the same way, into these parts.
 LABELLED_SPLIT = (7000, 1000, 2000)
 LABELLED_SPLIT_SEED = 20111111
-BINARIZE_MODES = ("none", "dynamic", "static")
 
 
 @dataclass

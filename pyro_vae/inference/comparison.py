@@ -20,6 +20,7 @@ import pyro
 import torch
 from pyro.infer import SVI
 
+from pyro_vae import catalog
 from pyro_vae.data import Dataset, Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import elbo_per_datapoint
@@ -28,6 +29,7 @@ from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estim
 from pyro_vae.models import LatentStructure
 
 DEFAULT_ESTIMATORS = tuple(ESTIMATORS)
+assert DEFAULT_ESTIMATORS == catalog.DEFAULT_ESTIMATORS
 EVAL_BATCH_SIZE = 1000
 
 #: ``progress(description, total)`` returns a wrapper for a loop (e.g. a tqdm bar), or None for no bar

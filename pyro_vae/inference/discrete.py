@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 import pyro
 import torch
 
+from pyro_vae.catalog import DISCRETE_SAMPLE_SIZES
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERATURES, Estimator, applicability,
                                            check_positive, concrete_name, estimator_spec, latent_sites,
@@ -27,7 +28,7 @@ from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERAT
 
 DISCRETE_ESTIMATORS = ("enum", "score", "score-avg-baseline", "score-nn-baseline",
                        *(concrete_name(t) for t in CONCRETE_TEMPERATURES))
-SAMPLE_SIZES = (1, 4, 16, 64)
+SAMPLE_SIZES = DISCRETE_SAMPLE_SIZES
 
 #: ``progress(description, total)`` returns a wrapper for a loop (e.g. a tqdm bar), or None for no bar
 Progress = Callable[[str, int], Callable]

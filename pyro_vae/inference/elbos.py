@@ -7,6 +7,7 @@ from typing import Optional
 from pyro.infer import (ELBO, JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO, JitTraceMeanField_ELBO,
                         Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO)
 
+from pyro_vae.catalog import ELBO_HELP, ELBO_NAMES, check_registry  # noqa: F401 (ELBO_HELP re-exported)
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.iwae import IWAE_ELBO
 
@@ -19,12 +20,7 @@ ELBOS = {
     "iwae": (IWAE_ELBO, IWAE_ELBO),  # importance-weighted bound with K = num_particles; IWAE_ELBO(jit=True) compiles
 }
 
-ELBO_HELP = ("'trace' is Trace_ELBO (Monte Carlo KL); 'meanfield' TraceMeanField_ELBO (analytic KL; every latent "
-             "must be reparameterized); 'enum' TraceEnum_ELBO (discrete sites marked infer={'enumerate': "
-             "'parallel'} summed out exactly); 'tracegraph' TraceGraph_ELBO (score function for discrete sites, "
-             "Rao-Blackwellized, with --baseline); 'iwae' the importance-weighted bound of Burda et al. 2016 with K = "
-             "--num-particles samples per image (log-mean-exp of K weights; the ELBO at K = 1; enumerated sites "
-             "summed inside each weight)")
+check_registry("ELBO", ELBOS, ELBO_NAMES)
 
 
 def make_elbo(name: str = "trace", *, jit: bool = False, num_particles: int = 1,

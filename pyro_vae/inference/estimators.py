@@ -26,7 +26,6 @@ messengers, and the gradients are those Pyro's ELBO puts on the parameters.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional
@@ -41,6 +40,8 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import OneHotCategorical as TorchOneHotCategorical, kl_divergence, register_kl
 
+from pyro_vae.catalog import (CONCRETE_TEMPERATURES, ESTIMATOR_SUMMARIES, check_registry, concrete_name,  # noqa: F401
+                              concrete_summary, concrete_temperature)
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import max_plate_nesting
 from pyro_vae.inference.optim import GroupedOptim
@@ -63,44 +64,35 @@ class EstimatorSpec:
 
 
 def concrete_spec(temperature: float) -> EstimatorSpec:
-    return EstimatorSpec(f"TraceMeanField_ELBO, one-hot sites relaxed (Gumbel-softmax) at temperature {temperature:g}, "
-                         "exact categorical KL", TraceMeanField_ELBO, temperature=temperature)
+    return EstimatorSpec(concrete_summary(temperature), TraceMeanField_ELBO, temperature=temperature)
 
 
-def concrete_name(temperature: float) -> str:
-    return f"concrete-{temperature:g}"
-
-
-CONCRETE_TEMPERATURES = (1.0, 0.5, 0.1)
-
+_SUMMARY = ESTIMATOR_SUMMARIES
 ESTIMATORS: dict[str, EstimatorSpec] = {
-    "reparam": EstimatorSpec("Trace_ELBO, reparameterized latent sites", Trace_ELBO),
-    "score": EstimatorSpec("TraceGraph_ELBO, score function, no baseline", TraceGraph_ELBO, score_function=True),
-    "score-avg-baseline": EstimatorSpec("TraceGraph_ELBO, score function, decaying-average baseline",
-                                        TraceGraph_ELBO, score_function=True, baseline="average"),
-    "score-nn-baseline": EstimatorSpec("TraceGraph_ELBO, score function, decaying average + neural baseline",
-                                       TraceGraph_ELBO, score_function=True, baseline="neural"),
-    "meanfield": EstimatorSpec("TraceMeanField_ELBO, reparameterized, analytic KL", TraceMeanField_ELBO),
-    "iwae": EstimatorSpec("RenyiELBO(alpha=0), 5 particles: the importance-weighted bound", RenyiELBO,
-                          {"alpha": 0, "num_particles": 5, "vectorize_particles": True}),
-    "enum": EstimatorSpec("TraceEnum_ELBO, sites marked for enumeration summed out exactly", TraceEnum_ELBO),
+    "reparam": EstimatorSpec(_SUMMARY["reparam"], Trace_ELBO),
+    "score": EstimatorSpec(_SUMMARY["score"], TraceGraph_ELBO, score_function=True),
+    "score-avg-baseline": EstimatorSpec(_SUMMARY["score-avg-baseline"], TraceGraph_ELBO, score_function=True,
+                                        baseline="average"),
+    "score-nn-baseline": EstimatorSpec(_SUMMARY["score-nn-baseline"], TraceGraph_ELBO, score_function=True,
+                                       baseline="neural"),
+    "meanfield": EstimatorSpec(_SUMMARY["meanfield"], TraceMeanField_ELBO),
+    "iwae": EstimatorSpec(_SUMMARY["iwae"], RenyiELBO, {"alpha": 0, "num_particles": 5, "vectorize_particles": True}),
+    "enum": EstimatorSpec(_SUMMARY["enum"], TraceEnum_ELBO),
     **{concrete_name(t): concrete_spec(t) for t in CONCRETE_TEMPERATURES},
 }
+check_registry("estimator", ESTIMATORS, ESTIMATOR_SUMMARIES)
 
 
 def estimator_spec(name: str) -> EstimatorSpec:
     """The estimator ``name``: one of :data:`ESTIMATORS`, or ``concrete-T`` for any temperature T > 0."""
     if name in ESTIMATORS:
         return ESTIMATORS[name]
-    prefix, _, temperature = name.partition("-")
-    if prefix == "concrete":
-        try:
-            value = float(temperature)
-        except ValueError:
-            value = math.nan
-        if not 0 < value < math.inf:
-            raise PyroVAEError(f"the Concrete temperature in {name!r} must be a positive number, as in concrete-0.5")
-        return concrete_spec(value)
+    try:
+        temperature = concrete_temperature(name)
+    except ValueError as err:
+        raise PyroVAEError(str(err)) from None
+    if temperature is not None:
+        return concrete_spec(temperature)
     raise PyroVAEError(f"unknown gradient estimator {name!r}; choose among {', '.join(ESTIMATORS)} "
                        "(concrete-T for any temperature T > 0)")
 

@@ -20,16 +20,13 @@ from typing import Optional, Sequence
 
 import torch
 
+from pyro_vae.catalog import SCHEDULE_HELP, SCHEDULES  # noqa: F401 (re-exported)
 from pyro_vae.errors import PyroVAEError
 
-SCHEDULES = ("constant", "iwae", "step", "exponential", "plateau")
 #: ``gamma`` of each schedule when ``--lr-gamma`` is not given
 DEFAULT_GAMMA = {"step": 0.5, "exponential": 0.99, "plateau": 0.5}
 IWAE_STAGES = 8
 
-SCHEDULE_HELP = ("'constant'; 'iwae', the IWAE paper's 8 stages of 3^i epochs at lr * 10^(-i/7) (3,280 epochs); "
-                 "'step', lr * gamma every --lr-step epochs; 'exponential', lr * gamma^(epoch - 1); 'plateau', "
-                 "lr * gamma when the validation ELBO has not improved for --lr-patience epochs")
 
 
 def check_schedule(name: str, gamma: Optional[float], step: int, patience: int) -> None:

@@ -12,10 +12,10 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from pyro_vae.catalog import BASELINES  # noqa: F401 (re-exported)
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.networks import mlp
 
-BASELINES = ("none", "average", "neural")
 AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"  # TraceGraph_ELBO's name for the decaying average
 
 

@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 from typing import Optional
 
+from pyro_vae.catalog import ENUM_MODELS, MODEL_NAMES, check_registry, is_file_spec
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure
 from pyro_vae.models.bernoulli_mixture import BernoulliMixture
@@ -31,15 +32,12 @@ MODELS: dict[str, type[LatentStructure]] = {
     "ss-vae": SSVAE,
     "vampprior": VampPriorVAE,
 }
+check_registry("model", MODELS, MODEL_NAMES)
+check_registry("enumerating model", [n for n, c in MODELS.items() if c.default_elbo == "enum"], ENUM_MODELS)
 
 
 #: where a run keeps the source of a structure from a file (and the checkpoint keeps it too, with its SHA-256)
 STRUCTURE_FILE = "structure.py"
-
-
-def is_file_spec(name: str) -> bool:
-    """Whether ``--model`` names a structure in a file (``path/to/file.py:ClassName``) rather than a built-in one."""
-    return name.endswith(".py") or ".py:" in name
 
 
 def read_structure_source(spec: str) -> dict:

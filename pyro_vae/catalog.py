@@ -1,0 +1,105 @@
+"""The names the library offers (data sets, structures, ELBOs, schedules, estimators, files), without torch.
+
+The command line builds its parser from this module alone, so ``pyro-vae COMMAND --help`` and argparse's
+own errors come at once instead of after importing torch, Pyro and matplotlib (seconds on a small
+machine). The registries that implement these names (``models.MODELS``, ``inference.ELBOS``,
+``networks.ACTIVATIONS``, ``inference.estimators.ESTIMATORS``, ``training.OPTIMIZERS``) are checked
+against them when they are imported, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import math
+
+DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist")
+BINARIZE_MODES = ("none", "dynamic", "static")
+
+MODEL_NAMES = ("vae", "beta-vae", "cvae", "hierarchical-vae", "mixture-prior-vae", "bernoulli-mixture", "gmvae",
+               "ss-vae", "vampprior")
+#: the structures whose ``default_elbo`` is "enum" (their discrete sites are summed out exactly)
+ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae")
+
+ACTIVATION_NAMES = ("relu", "softplus", "tanh", "gated")
+OPTIMIZER_NAMES = ("adam", "clipped-adam")
+BASELINES = ("none", "average", "neural")
+
+ELBO_NAMES = ("trace", "meanfield", "enum", "tracegraph", "iwae")
+ELBO_HELP = ("'trace' is Trace_ELBO (Monte Carlo KL); 'meanfield' TraceMeanField_ELBO (analytic KL; every latent "
+             "must be reparameterized); 'enum' TraceEnum_ELBO (discrete sites marked infer={'enumerate': "
+             "'parallel'} summed out exactly); 'tracegraph' TraceGraph_ELBO (score function for discrete sites, "
+             "Rao-Blackwellized, with --baseline); 'iwae' the importance-weighted bound of Burda et al. 2016 with K = "
+             "--num-particles samples per image (log-mean-exp of K weights; the ELBO at K = 1; enumerated sites "
+             "summed inside each weight)")
+
+SCHEDULES = ("constant", "iwae", "step", "exponential", "plateau")
+SCHEDULE_HELP = ("'constant'; 'iwae', the IWAE paper's 8 stages of 3^i epochs at lr * 10^(-i/7) (3,280 epochs); "
+                 "'step', lr * gamma every --lr-step epochs; 'exponential', lr * gamma^(epoch - 1); 'plateau', "
+                 "lr * gamma when the validation ELBO has not improved for --lr-patience epochs")
+
+CHECKPOINT = "checkpoint.pt"
+BEST_CHECKPOINT = "best.pt"  # the model of the epoch with the highest validation ELBO so far
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+CHECKPOINT_CHOICES = ("best", "last")
+
+#: gradient estimators of compare-estimators and discrete-estimators: name -> what it is
+CONCRETE_TEMPERATURES = (1.0, 0.5, 0.1)
+
+
+def concrete_name(temperature: float) -> str:
+    return f"concrete-{temperature:g}"
+
+
+def concrete_summary(temperature: float) -> str:
+    return (f"TraceMeanField_ELBO, one-hot sites relaxed (Gumbel-softmax) at temperature {temperature:g}, "
+            "exact categorical KL")
+
+
+ESTIMATOR_SUMMARIES = {
+    "reparam": "Trace_ELBO, reparameterized latent sites",
+    "score": "TraceGraph_ELBO, score function, no baseline",
+    "score-avg-baseline": "TraceGraph_ELBO, score function, decaying-average baseline",
+    "score-nn-baseline": "TraceGraph_ELBO, score function, decaying average + neural baseline",
+    "meanfield": "TraceMeanField_ELBO, reparameterized, analytic KL",
+    "iwae": "RenyiELBO(alpha=0), 5 particles: the importance-weighted bound",
+    "enum": "TraceEnum_ELBO, sites marked for enumeration summed out exactly",
+    **{concrete_name(t): concrete_summary(t) for t in CONCRETE_TEMPERATURES},
+}
+DEFAULT_ESTIMATORS = tuple(ESTIMATOR_SUMMARIES)
+#: the estimators of ``discrete-estimators`` besides the Concrete ones, which --temperatures names
+DISCRETE_BASE_ESTIMATORS = ("enum", "score", "score-avg-baseline", "score-nn-baseline")
+DISCRETE_SAMPLE_SIZES = (1, 4, 16, 64)
+#: the sample sizes N of reparam-toy (inference/toy.py)
+TOY_SAMPLE_SIZES = (10, 100, 1000, 10_000, 100_000)
+
+
+def concrete_temperature(name: str) -> float | None:
+    """T of an estimator named ``concrete-T`` (T > 0 finite); None for other names; ValueError for a bad T."""
+    prefix, _, temperature = name.partition("-")
+    if prefix != "concrete":
+        return None
+    try:
+        value = float(temperature)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(f"the Concrete temperature in {name!r} must be a positive number, as in concrete-0.5")
+    return value
+
+
+def is_estimator_name(name: str) -> bool:
+    """Whether ``name`` is a known estimator or ``concrete-T`` for a temperature T > 0."""
+    try:
+        return name in ESTIMATOR_SUMMARIES or concrete_temperature(name) is not None
+    except ValueError:
+        return False
+
+
+def is_file_spec(name: str) -> bool:
+    """Whether ``--model`` names a structure in a file (``path/to/file.py:ClassName``) rather than a built-in one."""
+    return name.endswith(".py") or ".py:" in name
+
+
+def check_registry(kind: str, registry, names) -> None:
+    """Raise at import if a registry and this catalog offer different names (a developer's mistake)."""
+    if tuple(registry) != tuple(names):
+        raise AssertionError(f"the {kind} registry {tuple(registry)} and pyro_vae.catalog {tuple(names)} differ")

@@ -72,7 +72,9 @@ def _progress(args: argparse.Namespace):
 
     if args.no_progress:
         return None
-    return lambda description, total: (lambda it: tqdm(it, desc=description, total=total, leave=False))
+    # disable=None: the bars show on a terminal only, never in a log file (as train's)
+    return lambda description, total: (lambda it: tqdm(it, desc=description, total=total, leave=False,
+                                                       disable=None))
 
 
 def _print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:
@@ -91,14 +93,21 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
     import pyro
     from tqdm.auto import tqdm
 
-    from pyro_vae.inference.toy import TOY_ESTIMATORS, toy_table
+    from pyro_vae.inference.toy import TOY_ESTIMATORS, check_toy_table, estimated_seconds, toy_table
     from pyro_vae.plots.estimators import plot_toy_variances
 
+    check_toy_table(args.theta, args.repeats, args.sample_sizes)
+    check_seed(args.seed)
     out_dir = _output_dir(args.out, TOY_FILES)
+    expected = estimated_seconds(args.repeats, args.sample_sizes)
+    if expected > 60:
+        print(f"R x sum(N) = {args.repeats * sum(args.sample_sizes):.3g} samples per estimator: about "
+              f"{expected / 60:.0f} minutes on one core here (memory stays bounded); Ctrl-C stops it", flush=True)
     pyro.set_rng_seed(args.seed)
     start = time.perf_counter()
     rows = toy_table(args.theta, args.repeats, args.sample_sizes,
-                     progress=None if args.no_progress else lambda jobs: tqdm(jobs, desc="N, estimator", leave=False))
+                     progress=None if args.no_progress else
+                     lambda jobs: tqdm(jobs, desc="N, estimator", leave=False, disable=None))
     seconds = time.perf_counter() - start
     columns = [("num_samples", "N", "d")]
     for name in TOY_ESTIMATORS:
@@ -314,7 +323,10 @@ def add_subcommands(subparsers) -> None:
                     "variance of each, next to the analytic variances (θ⁴ + 14θ² + 15)/N and 4/N. Writes a table "
                     "(CSV, JSON) and a log-log plot of variance against N.")
     toy.add_argument("--theta", type=float, default=2.0, help="the location θ of q")
-    toy.add_argument("--repeats", "-R", type=int, default=1000, help="repeated estimates per N")
+    toy.add_argument("--repeats", "-R", type=int, default=1000,
+                     help="repeated estimates per N (at least 2). The work is R x sum(N) samples per estimator, done "
+                          "in passes of at most 2 million, so memory stays bounded (about 1.5 GB) however large R "
+                          "and N are; the expected time is printed first when it exceeds a minute")
     toy.add_argument("--sample-sizes", type=_positive_ints, default=",".join(map(str, TOY_SAMPLE_SIZES)),
                      help="comma-separated sample sizes N")
     toy.add_argument("--seed", type=int, default=0, help="random seed")

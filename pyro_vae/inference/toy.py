@@ -21,6 +21,9 @@ copy gets its own gradient, and Pyro's ``vectorize_particles`` draws the N sampl
 """
 from __future__ import annotations
 
+import ctypes
+import math
+import os
 from typing import Callable, Iterable, Optional, Sequence
 
 import pyro
@@ -28,13 +31,16 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
+from pyro_vae.catalog import TOY_SAMPLE_SIZES
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.estimators import Estimator, check_positive
 
 TOY_ESTIMATORS = ("score", "reparam")
-SAMPLE_SIZES = (10, 100, 1000, 10_000, 100_000)
+SAMPLE_SIZES = TOY_SAMPLE_SIZES
 #: samples x repeats per vectorized pass (float64): the process stays under 2 GB
 MAX_ELEMENTS = 2 ** 21
+#: the resident memory (MB) above which freed heap memory is handed back after a pass (see release_freed_memory)
+TRIM_ABOVE_MB = 1536
 
 
 def model(theta: torch.Tensor) -> None:
@@ -59,6 +65,30 @@ def _check(estimator: str, num_samples: int, num_repeats: int) -> None:
     check_positive(num_repeats, "the number of repeats R")
 
 
+def check_toy_table(theta: float, num_repeats: int, sample_sizes: Sequence[int]) -> None:
+    """One sentence for settings that cannot give a table: a theta that is not a finite number, fewer than two
+    repeats (a variance needs two estimates), no sample size or one that is not a positive whole number."""
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta):
+        raise PyroVAEError(f"--theta, the location of q, must be a finite number, got {theta}")
+    check_positive(num_repeats, "--repeats")
+    if num_repeats < 2:
+        raise PyroVAEError(f"--repeats must be at least 2: a variance needs two estimates, got {num_repeats}")
+    if not sample_sizes:
+        raise PyroVAEError("give at least one sample size N (--sample-sizes)")
+    for n in sample_sizes:
+        check_positive(n, "every sample size N")
+
+
+#: samples of x per second, both estimators together, measured on one core of the 2-core CPU sandbox under
+#: load (R = 2000, N = 100,000: 4e8 samples in 52 s); for the up-front estimate of how long a table takes
+SAMPLES_PER_SECOND = 7e6
+
+
+def estimated_seconds(num_repeats: int, sample_sizes: Sequence[int]) -> float:
+    """About how long :func:`toy_table` takes here: R x sum(N) samples for each of the two estimators."""
+    return len(TOY_ESTIMATORS) * num_repeats * sum(sample_sizes) / SAMPLES_PER_SECOND
+
+
 def gradient_estimates(theta: float, estimator: str, num_samples: int, num_repeats: int) -> torch.Tensor:
     """``num_repeats`` independent estimates of d/dtheta E_q[x^2], each the average over ``num_samples``
     samples, from Pyro's ELBO: a float64 tensor of shape (num_repeats,)."""
@@ -73,7 +103,44 @@ def gradient_estimates(theta: float, estimator: str, num_samples: int, num_repea
                               vectorize_particles=True, max_plate_nesting=1)
             bound.elbo.loss_and_grads(bound.model, bound.guide, values)
             estimates.append(pyro.param("theta").grad.detach().clone())
+        release_freed_memory()
     return torch.cat(estimates)
+
+
+def release_freed_memory() -> None:
+    """Give heap memory freed by the passes so far back to the operating system once the process holds more
+    than TRIM_ABOVE_MB.
+
+    Every pass allocates and frees tensors of MAX_ELEMENTS float64 numbers (16 MB each, dozens of them in
+    Pyro's traces and the backward pass); glibc keeps such freed blocks in the heap, fragmented, and the
+    process grew by about 0.35 MB per repeat at N = 100,000 (24 GB and the kernel's OOM killer for
+    ``--repeats 100000 --sample-sizes 100000``), with no tensor alive. ``malloc_trim(0)`` returns them. It
+    is not called after every pass because the next pass then faults its pages back in (twice the time);
+    above the threshold it is, so the resident memory stays under about TRIM_ABOVE_MB plus one pass,
+    whatever R and N are. Elsewhere than glibc on Linux, nothing to do.
+    """
+    if _LIBC is not None and resident_mb() > TRIM_ABOVE_MB:
+        _LIBC.malloc_trim(0)
+
+
+def resident_mb() -> float:
+    """This process's resident memory in MB (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _glibc():
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
 
 
 def analytic_variance(estimator: str, theta: float, num_samples: int = 1) -> float:
@@ -88,8 +155,10 @@ def toy_table(theta: float = 2.0, num_repeats: int = 1000, sample_sizes: Sequenc
     """One row per N: mean and variance over ``num_repeats`` estimates of each estimator, the analytic
     variances, and the ratio score / reparameterization (measured and analytic).
 
-    ``progress`` may wrap the loop over (N, estimator) pairs, e.g. ``tqdm``.
+    ``progress`` may wrap the loop over (N, estimator) pairs, e.g. ``tqdm``. Memory stays bounded whatever
+    R and N are (passes of at most MAX_ELEMENTS samples; see :func:`release_freed_memory`).
     """
+    check_toy_table(theta, num_repeats, sample_sizes)
     rows = {n: {"num_samples": n, "true_gradient": 2 * theta} for n in sample_sizes}
     jobs = [(n, name) for n in sample_sizes for name in TOY_ESTIMATORS]
     for n, name in (progress or iter)(jobs):

@@ -1,0 +1,123 @@
+"""Pixel likelihoods p(x | z) beyond the Bernoulli, each a correctly normalised distribution, and bits per dimension.
+
+Issue 11 (grey and colour data) builds its ``--likelihood`` option on these; they are usable now from a
+structure's own decoder. Pixels are floats in [0, 1]; 8-bit data are stored as ``k / 255`` for k in 0..255.
+
+* ``continuous-bernoulli``: Loaiza-Ganem & Cunningham (2019), the density on [0, 1] that the Bernoulli
+  log-likelihood of grey pixels is *not* (it lacks the normaliser C(lambda)); Pyro's ``ContinuousBernoulli``.
+* ``gaussian``: Normal(mu, sigma) with sigma learned (per pixel or shared); a density on the real line.
+* ``discretized-logistic``: the probability of the 8-bit value k is the mass a logistic(mu, s) puts on the
+  bin [k - 1/2, k + 1/2] / 255, the two edge bins taking the tails (PixelCNN++, Salimans et al. 2017); a
+  distribution over the 256 values, so its NLL is directly in nats of the discrete data.
+
+Bits per dimension of 8-bit data: a discrete likelihood's NLL in nats over D dimensions is NLL / (D ln 2).
+A continuous density on [0, 1] is compared after uniform dequantization, x = (k + u) / 256: then
+-log P(k) <= -log p(x) + D log 256, so its bits per dimension are NLL / (D ln 2) + 8 (:func:`bits_per_dim`).
+"""
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import TorchDistribution
+from torch.distributions import constraints
+from torch.nn.functional import logsigmoid, softplus
+
+#: the 8-bit grid: values k / LEVELS_MAX for k in 0..LEVELS_MAX
+LEVELS_MAX = 255
+
+
+class DiscretizedLogistic(TorchDistribution):
+    """P(x = k / 255) = F((x + 1/510 - loc) / scale) - F((x - 1/510 - loc) / scale) with F the logistic CDF,
+    F(+inf) = 1 for k = 255 and F(-inf) = 0 for k = 0, so the 256 probabilities sum to one exactly.
+
+    Computed in log space: log(F(u) - F(l)) = log F(u) + log(1 - F(l)) + log(1 - exp(l - u)), stable in both
+    tails; where a bin's mass underflows (below e^-30), the density at its centre times the bin width stands in.
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.interval(0.0, 1.0)  # the values k / 255; log_prob rounds to the nearest one
+    has_rsample = False
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args=None):
+        self.loc, self.scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
+        super().__init__(self.loc.shape, torch.Size(), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(DiscretizedLogistic, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
+        super(DiscretizedLogistic, new).__init__(batch_shape, torch.Size(), validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        k = torch.round(value * LEVELS_MAX)
+        x = k / LEVELS_MAX
+        half_bin = 0.5 / LEVELS_MAX
+        inv_scale = 1.0 / self.scale
+        upper = (x + half_bin - self.loc) * inv_scale
+        lower = (x - half_bin - self.loc) * inv_scale
+        log_cdf_upper = logsigmoid(upper)  # log F(upper)
+        log_sf_lower = logsigmoid(-lower)  # log (1 - F(lower))
+        # log (F(upper) - F(lower)) for the inner bins, stable in both tails:
+        # sigmoid(u) - sigmoid(l) = sigmoid(u) sigmoid(-l) (1 - exp(l - u))
+        log_mass = log_cdf_upper + log_sf_lower + torch.log(-torch.expm1(lower - upper))
+        centre = (x - self.loc) * inv_scale
+        log_density = centre - 2 * softplus(centre) - torch.log(self.scale) + math.log(2 * half_bin)
+        inner = torch.where(torch.isfinite(log_mass) & (log_mass > -30), log_mass, log_density)
+        return torch.where(k <= 0, log_cdf_upper, torch.where(k >= LEVELS_MAX, log_sf_lower, inner))
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
+            x = self.loc.expand(shape) + self.scale.expand(shape) * (torch.log(u) - torch.log1p(-u))
+            return (torch.round(x.clamp(0, 1) * LEVELS_MAX) / LEVELS_MAX)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The logistic's location, clamped to [0, 1] (the distribution's own mean is near it for small scales)."""
+        return self.loc.clamp(0, 1)
+
+
+def continuous_bernoulli(logits: torch.Tensor) -> dist.ContinuousBernoulli:
+    """p(x) = C(lambda) lambda^x (1 - lambda)^(1 - x) on [0, 1], lambda = sigmoid(logits)."""
+    return dist.ContinuousBernoulli(logits=logits)
+
+
+def gaussian(loc: torch.Tensor, scale: torch.Tensor) -> dist.Normal:
+    return dist.Normal(loc, scale)
+
+
+def discretized_logistic(loc: torch.Tensor, scale: torch.Tensor) -> DiscretizedLogistic:
+    return DiscretizedLogistic(loc, scale)
+
+
+#: name -> whether the likelihood is a distribution over the 256 values of 8-bit data (else a density on [0, 1]
+#: or the real line, compared in bits per dimension after uniform dequantization)
+DISCRETE_LIKELIHOODS = {"bernoulli": True, "continuous-bernoulli": False, "gaussian": False,
+                        "discretized-logistic": True}
+
+
+def bits_per_dim(nll_nats: float, num_dims: int, *, dequantized: bool, levels: int = LEVELS_MAX + 1) -> float:
+    """Bits per dimension from an NLL in nats per image over ``num_dims`` dimensions.
+
+    ``dequantized``: the NLL is that of a density on [0, 1] evaluated at x = (k + u) / levels; the discrete
+    data's NLL is then at most NLL + D log(levels) nats (the bins' width 1/levels per dimension), which adds
+    log2(levels) = 8 bits per dimension for 8-bit data.
+    """
+    if num_dims < 1:
+        raise ValueError(f"the number of dimensions must be positive, got {num_dims}")
+    correction = num_dims * math.log(levels) if dequantized else 0.0
+    return (nll_nats + correction) / (num_dims * math.log(2))
+
+
+def dequantize(images: torch.Tensor, generator: torch.Generator | None = None, levels: int = LEVELS_MAX + 1) -> torch.Tensor:
+    """8-bit images stored as k / 255 -> (k + u) / levels with u ~ Uniform(0, 1): uniform dequantization."""
+    k = torch.round(images * LEVELS_MAX)
+    u = torch.rand(images.shape, generator=generator, dtype=images.dtype, device=images.device)
+    return (k + u) / levels

@@ -1,0 +1,89 @@
+"""Pixel likelihoods sum (or integrate) to one over their support; bits per dimension (issue 11)."""
+import math
+
+import pytest
+import torch
+
+from pyro_vae.likelihoods import (LEVELS_MAX, DiscretizedLogistic, bits_per_dim, continuous_bernoulli, dequantize,
+                                  gaussian)
+
+GRID = torch.arange(LEVELS_MAX + 1, dtype=torch.float64) / LEVELS_MAX
+
+
+@pytest.mark.parametrize("loc", [-0.5, 0.0, 0.3, 0.5, 1.0, 1.7])
+@pytest.mark.parametrize("scale", [1e-4, 1e-2, 0.1, 1.0, 30.0])
+def test_the_discretized_logistic_sums_to_one_over_the_256_values(loc, scale):
+    d = DiscretizedLogistic(torch.tensor(loc, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64))
+    probabilities = d.log_prob(GRID).exp()
+    assert torch.isfinite(probabilities).all()
+    assert probabilities.sum().item() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_the_discretized_logistic_is_the_logistic_mass_of_each_bin():
+    loc, scale = 0.4, 0.05
+    d = DiscretizedLogistic(torch.tensor(loc, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64))
+    cdf = lambda t: 1 / (1 + math.exp(-(t - loc) / scale))  # noqa: E731
+    for k in (0, 1, 100, 102, 254, 255):
+        x = k / 255
+        upper = 1.0 if k == 255 else cdf(x + 0.5 / 255)
+        lower = 0.0 if k == 0 else cdf(x - 0.5 / 255)
+        assert d.log_prob(torch.tensor(x, dtype=torch.float64)).exp().item() == pytest.approx(upper - lower, rel=1e-9)
+
+
+def test_discretized_logistic_samples_are_8_bit_values_with_the_right_frequencies():
+    torch.manual_seed(0)
+    d = DiscretizedLogistic(torch.full((200_000,), 0.5, dtype=torch.float64), torch.tensor(0.02, dtype=torch.float64))
+    samples = d.sample()
+    k = torch.round(samples * 255)
+    assert torch.equal(samples, k / 255) and samples.min() >= 0 and samples.max() <= 1
+    counts = torch.bincount(k.long(), minlength=256).double() / len(samples)
+    expected = DiscretizedLogistic(torch.tensor(0.5, dtype=torch.float64),
+                                   torch.tensor(0.02, dtype=torch.float64)).log_prob(GRID).exp()
+    assert (counts - expected).abs().max().item() < 0.005  # about 5 standard errors of the largest bin
+
+
+def _integral(log_density, lower, upper, points=200_001):
+    x = torch.linspace(lower, upper, points, dtype=torch.float64)
+    return torch.trapezoid(log_density(x).exp(), x).item()
+
+
+@pytest.mark.parametrize("logit", [-6.0, -1.0, 0.0, 0.05, 2.5])
+def test_the_continuous_bernoulli_integrates_to_one_on_the_unit_interval(logit):
+    d = continuous_bernoulli(torch.tensor(logit, dtype=torch.float64))
+    assert _integral(d.log_prob, 0.0, 1.0) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_bernoulli_log_likelihood_of_grey_pixels_is_not_a_density():
+    """Why the continuous Bernoulli exists: x log p + (1 - x) log(1 - p) integrates to less than one."""
+    p = torch.tensor(0.7, dtype=torch.float64)
+    assert _integral(lambda x: x * p.log() + (1 - x) * (1 - p).log(), 0.0, 1.0) < 0.9
+
+
+@pytest.mark.parametrize("loc, scale", [(0.5, 0.1), (0.0, 1.0), (0.9, 0.01)])
+def test_the_gaussian_integrates_to_one(loc, scale):
+    d = gaussian(torch.tensor(loc, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64))
+    assert _integral(d.log_prob, loc - 12 * scale, loc + 12 * scale) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_bits_per_dimension():
+    assert bits_per_dim(784 * math.log(2), 784, dequantized=False) == pytest.approx(1.0)
+    # a dequantized density: + log2(256) = 8 bits per dimension
+    assert bits_per_dim(0.0, 3072, dequantized=True) == pytest.approx(8.0)
+    assert bits_per_dim(-1000.0, 784, dequantized=True) == pytest.approx(-1000 / (784 * math.log(2)) + 8)
+    with pytest.raises(ValueError):
+        bits_per_dim(1.0, 0, dequantized=False)
+
+
+def test_dequantization_stays_in_each_value_s_bin():
+    k = torch.arange(256, dtype=torch.float64).repeat(40)
+    x = dequantize(k / 255, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.floor(x * 256), k)
+
+
+def test_the_discretized_logistic_has_finite_exact_gradients():
+    """A decoder learns loc and scale through log_prob: its gradients agree with finite differences, edges
+    and inner bins alike, also where a bin's mass is far in a tail."""
+    values = torch.tensor([0.0, 3 / 255, 0.5, 1.0, 254 / 255], dtype=torch.float64)
+    loc = torch.tensor([0.2, 0.0, 0.45, 0.3, 1.0], dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([0.1, 0.01, 0.03, 0.2, 0.001], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda m, s: DiscretizedLogistic(m, s).log_prob(values), (loc, scale))

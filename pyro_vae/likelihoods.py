@@ -20,9 +20,12 @@ import math
 
 import pyro.distributions as dist
 import torch
+from torch import nn
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 from torch.nn.functional import logsigmoid, softplus
+
+from pyro_vae.errors import PyroVAEError
 
 #: the 8-bit grid: values k / LEVELS_MAX for k in 0..LEVELS_MAX
 LEVELS_MAX = 255
@@ -101,6 +104,62 @@ def discretized_logistic(loc: torch.Tensor, scale: torch.Tensor) -> DiscretizedL
 #: or the real line, compared in bits per dimension after uniform dequantization)
 DISCRETE_LIKELIHOODS = {"bernoulli": True, "continuous-bernoulli": False, "gaussian": False,
                         "discretized-logistic": True}
+LIKELIHOODS = tuple(DISCRETE_LIKELIHOODS)
+#: the smallest scale of the Gaussian and the logistic (a scale that may shrink to 0 makes the density unbounded)
+MIN_SCALE = 1e-3
+
+
+class PixelLikelihood(nn.Module):
+    """The decoder's outputs -> p(x | z) over the ``x_dim`` pixels of an image, as one event.
+
+    A structure's decoder emits ``params_per_pixel * x_dim`` numbers per image and its model writes
+    ``pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)``; the batch and any leading particle or
+    enumeration dimensions pass through. ``bernoulli`` and ``continuous-bernoulli`` take logits; ``gaussian``
+    takes (loc, raw scale) per pixel, or with ``shared_scale`` a loc per pixel and one learned scale;
+    ``discretized-logistic`` takes (loc, raw scale) per pixel. Scales are softplus(raw) + MIN_SCALE.
+    """
+
+    def __init__(self, name: str, x_dim: int, shared_scale: bool = False):
+        super().__init__()
+        if name not in DISCRETE_LIKELIHOODS:
+            raise PyroVAEError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if shared_scale and name != "gaussian":
+            raise PyroVAEError(f"a shared scale is an option of the gaussian likelihood, not of {name}")
+        self.name, self.x_dim, self.shared_scale = name, x_dim, shared_scale
+        two = name == "discretized-logistic" or (name == "gaussian" and not shared_scale)
+        self.params_per_pixel = 2 if two else 1
+        self.raw_scale = nn.Parameter(torch.zeros(())) if shared_scale else None
+
+    @property
+    def binary_only(self) -> bool:
+        return self.name == "bernoulli"
+
+    @property
+    def discrete(self) -> bool:
+        return DISCRETE_LIKELIHOODS[self.name]
+
+    def _split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw = (outputs[..., :self.x_dim], outputs[..., self.x_dim:]) if self.params_per_pixel == 2 else \
+            (outputs, self.raw_scale.expand(outputs.shape))
+        return loc, softplus(raw) + MIN_SCALE
+
+    def forward(self, outputs: torch.Tensor) -> dist.TorchDistribution:
+        if outputs.shape[-1] != self.params_per_pixel * self.x_dim:
+            raise PyroVAEError(f"the {self.name} likelihood of {self.x_dim} pixels takes "
+                               f"{self.params_per_pixel * self.x_dim} decoder outputs, got {outputs.shape[-1]}")
+        if self.name == "bernoulli":
+            pixels = dist.Bernoulli(logits=outputs)
+        elif self.name == "continuous-bernoulli":
+            pixels = dist.ContinuousBernoulli(logits=outputs)
+        elif self.name == "gaussian":
+            pixels = dist.Normal(*self._split(outputs))
+        else:
+            pixels = DiscretizedLogistic(*self._split(outputs))
+        return pixels.to_event(1)
+
+    def mean(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The images to show for decoder outputs: the mean of p(x | z), clamped to [0, 1]."""
+        return self.forward(outputs).base_dist.mean.clamp(0, 1)
 
 
 def bits_per_dim(nll_nats: float, num_dims: int, *, dequantized: bool, levels: int = LEVELS_MAX + 1) -> float:

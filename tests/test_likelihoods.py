@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from pyro_vae.errors import PyroVAEError
 from pyro_vae.likelihoods import (LEVELS_MAX, DiscretizedLogistic, bits_per_dim, continuous_bernoulli, dequantize,
                                   gaussian)
 
@@ -87,3 +88,39 @@ def test_the_discretized_logistic_has_finite_exact_gradients():
     loc = torch.tensor([0.2, 0.0, 0.45, 0.3, 1.0], dtype=torch.float64, requires_grad=True)
     scale = torch.tensor([0.1, 0.01, 0.03, 0.2, 0.001], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda m, s: DiscretizedLogistic(m, s).log_prob(values), (loc, scale))
+
+
+def test_pixel_likelihoods_are_one_event_over_the_image_and_take_the_decoder_outputs():
+    from pyro_vae.likelihoods import PixelLikelihood
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 6)
+    logits = torch.randn(5, 6)
+    bernoulli = PixelLikelihood("bernoulli", 6)
+    binary = torch.bernoulli(x)
+    assert torch.allclose(bernoulli(logits).log_prob(binary),
+                          torch.distributions.Bernoulli(logits=logits).log_prob(binary).sum(-1))
+    gaussian = PixelLikelihood("gaussian", 6)
+    outputs = torch.randn(3, 5, 12)  # a particle dimension in front
+    d = gaussian(outputs)
+    assert d.batch_shape == (3, 5) and d.event_shape == (6,)
+    scale = torch.nn.functional.softplus(outputs[..., 6:]) + 1e-3
+    assert torch.allclose(d.log_prob(x), torch.distributions.Normal(outputs[..., :6], scale).log_prob(x).sum(-1))
+    shared = PixelLikelihood("gaussian", 6, shared_scale=True)
+    assert shared.params_per_pixel == 1 and len(list(shared.parameters())) == 1
+    assert shared(logits).log_prob(x).shape == (5,)
+    with pytest.raises(PyroVAEError, match="takes 12 decoder outputs, got 6"):
+        gaussian(logits)
+    with pytest.raises(PyroVAEError, match="unknown likelihood .poisson."):
+        PixelLikelihood("poisson", 6)
+
+
+def test_the_discretized_logistic_image_likelihood_sums_to_one_over_all_two_pixel_images():
+    """Two pixels, 256 x 256 possible images: the probabilities of all of them add up to one."""
+    from pyro_vae.likelihoods import PixelLikelihood
+
+    likelihood = PixelLikelihood("discretized-logistic", 2)
+    outputs = torch.tensor([0.3, 0.8, -2.0, -4.0], dtype=torch.float64)  # locs, raw scales
+    a, b = torch.meshgrid(GRID, GRID, indexing="ij")
+    images = torch.stack([a.reshape(-1), b.reshape(-1)], -1)
+    assert likelihood(outputs).log_prob(images).exp().sum().item() == pytest.approx(1.0, abs=1e-9)

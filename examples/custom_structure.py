@@ -13,7 +13,12 @@ command line work on it without knowing what it is:
 The contract (see pyro_vae/models/base.py): subclass LatentStructure (here: VAE, to reuse its encoder,
 decoder and guide); write model(x, ...) and guide(x, ...) with the observation site "x" and every
 per-image site inside pyro.plate("data", batch_size); accept the keyword arguments x_dim, z_dim,
-hidden_dims, activation; return them from config().
+hidden_dims, activation; return them from config(). Because it inherits the VAE's constructor, which takes
+image_shape, likelihood and net, and its model observes x through self.observe, this file also trains on
+grey or colour images with any --likelihood and --net conv:
+
+    pyro-vae train --model examples/custom_structure.py:LaplacePriorVAE --dataset mnist-test-release \
+        --likelihood continuous-bernoulli --net conv --epochs 5 --name laplace-conv
 """
 from __future__ import annotations
 
@@ -30,12 +35,11 @@ class LaplacePriorVAE(VAE):
     """The VAE's encoder, decoder and guide, with p(z) = prod_i Laplace(z_i; 0, 1): only the model changes."""
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)  # (N, x_dim), whether the batch came flat or as images (N, C, H, W)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Laplace(x.new_zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+            self.observe(self.decoder(z), x)  # pyro.sample("x", p(x | z), obs=x) with the run's --likelihood
 
 
 def main(argv=None) -> dict:

@@ -10,13 +10,33 @@ from __future__ import annotations
 
 import math
 
-DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist")
+DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist", "fashion-mnist", "kmnist",
+            "cifar10")
+#: the DATASETS that torchvision reads from --data-dir (--download fetches them)
+TORCHVISION_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10")
+
+
+def is_dataset_path(name: str) -> bool:
+    """Whether ``--dataset`` names the user's own images (a path) rather than a data set of :data:`DATASETS`."""
+    return name not in DATASETS
+
+
 BINARIZE_MODES = ("none", "dynamic", "static")
 
 MODEL_NAMES = ("vae", "beta-vae", "cvae", "hierarchical-vae", "mixture-prior-vae", "bernoulli-mixture", "gmvae",
                "ss-vae", "vampprior")
 #: the structures whose ``default_elbo`` is "enum" (their discrete sites are summed out exactly)
 ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae")
+
+#: pixel likelihoods p(x | z) (``--likelihood``; pyro_vae/likelihoods.py) and networks (``--net``)
+LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared", "discretized-logistic")
+LIKELIHOOD_HELP = ("'bernoulli' for binary pixels; 'continuous-bernoulli' (Loaiza-Ganem & Cunningham 2019), a "
+                   "density on [0, 1]; 'gaussian' with a learned scale per pixel, 'gaussian-shared' with one scale "
+                   "for all; 'discretized-logistic', a distribution over the 256 values of 8-bit pixels. The "
+                   "continuous ones train and are evaluated on uniformly dequantized 8-bit data")
+NET_NAMES = ("mlp", "conv")
+NET_HELP = ("'mlp': fully connected networks of --hidden-dims; 'conv': convolutional encoder and decoder (32-64 "
+            "channels, kernel 4, stride 2, for 28x28 and 32x32; 32-32-64-64 for 64x64 and up, Burgess et al. 2018)")
 
 ACTIVATION_NAMES = ("relu", "softplus", "tanh", "gated")
 OPTIMIZER_NAMES = ("adam", "clipped-adam")

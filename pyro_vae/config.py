@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from pathlib import Path
+from typing import Optional, Sequence
 
-from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, ELBO_NAMES, ENUM_MODELS, MODEL_NAMES, OPTIMIZER_NAMES,
-                              is_file_spec)
+from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, DATASETS, ELBO_NAMES, ENUM_MODELS, LIKELIHOOD_NAMES,
+                              MODEL_NAMES, NET_NAMES, OPTIMIZER_NAMES, is_dataset_path, is_file_spec)
 from pyro_vae.errors import PyroVAEError
 
 #: ELBOs that the built-in structures train JIT-compiled unless --no-jit. Not enum: JitTraceEnum_ELBO was
@@ -26,6 +27,9 @@ class TrainConfig:
     download: bool = False
     binarize: str = "none"
     subset: Optional[int] = None
+    image_size: Optional[int] = None  # --dataset PATH: resize every image to N x N
+    likelihood: str = "bernoulli"  # p(x | z) of the pixels, see pyro_vae/likelihoods.py
+    net: str = "mlp"  # the structure's networks: mlp or conv
     model: str = "vae"
     z_dim: int = 50
     hidden_dims: list = field(default_factory=lambda: [200, 200])
@@ -65,11 +69,26 @@ class TrainConfig:
         check_seed(self.seed)
         for name, option in (("lr", "--lr (the learning rate)"), ("adam_eps", "--adam-eps"),
                              ("clip_norm", "--clip-norm")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise PyroVAEError(f"{option} must be a positive, finite number, got {value}")
+            check_positive_finite(getattr(self, name), option)
         if self.subset is not None and self.subset < 1:
             raise PyroVAEError(f"--subset must be a positive number of images, got {self.subset}")
+        if is_dataset_path(self.dataset) and not Path(self.dataset).exists():
+            raise PyroVAEError(f"unknown data set {self.dataset!r}: no such file or folder, and not one of "
+                               f"{', '.join(DATASETS)}")
+        if self.image_size is not None:
+            check_positive(self.image_size, "--image-size")
+            if not is_dataset_path(self.dataset):
+                raise PyroVAEError(f"--image-size resizes your own images (--dataset PATH); {self.dataset} keeps its size")
+        if self.likelihood not in LIKELIHOOD_NAMES:
+            raise PyroVAEError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOOD_NAMES)}")
+        if self.net not in NET_NAMES:
+            raise PyroVAEError(f"unknown network {self.net!r}; choose one of {', '.join(NET_NAMES)}")
+        if self.init_output_bias and (self.likelihood != "bernoulli" or self.net != "mlp"):
+            raise PyroVAEError("--init-output-bias sets the logits of an MLP's Bernoulli pixels to the data's log-odds; "
+                               "it applies to --likelihood bernoulli with --net mlp only")
+        if self.likelihood != "bernoulli" and self.binarize != "none":
+            raise PyroVAEError(f"--binarize makes binary pixels for the Bernoulli likelihood; the {self.likelihood} "
+                               "likelihood models grey pixels as they are: drop --binarize")
         if self.activation not in ACTIVATION_NAMES:
             raise PyroVAEError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATION_NAMES)}")
         from pyro_vae.inference.schedules import check_schedule
@@ -78,7 +97,7 @@ class TrainConfig:
 
         resolve_device(self.device)
         if not is_file_spec(self.model):  # a file's structure checks its options when it is built
-            check_model_options(self.model, self.model_kwargs(1))
+            check_model_options(self.model, self.model_kwargs())
         if self.kl_warmup < 0:
             raise PyroVAEError(f"--kl-warmup is a number of epochs and cannot be negative, got {self.kl_warmup}")
         if self.optimizer not in OPTIMIZER_NAMES:
@@ -126,9 +145,11 @@ class TrainConfig:
             return self.jit
         return self.elbo_name() in JIT_BY_DEFAULT and self.model in MODEL_NAMES
 
-    def model_kwargs(self, x_dim: int) -> dict:
-        return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
-                "activation": self.activation, **self.model_options}
+    def model_kwargs(self, image_shape: Sequence[int] = (1, 28, 28)) -> dict:
+        """The structure's constructor arguments for images of ``image_shape`` (C, H, W)."""
+        return {"x_dim": math.prod(image_shape), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+                "activation": self.activation, "image_shape": list(image_shape), "likelihood": self.likelihood,
+                "net": self.net, **self.model_options}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -143,3 +164,18 @@ MAX_SEED = 2 ** 32 - 1
 def check_seed(seed) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise PyroVAEError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed}")
+
+
+def check_positive(value, what: str, *, optional: bool = False) -> None:
+    """Refuse anything but a whole number >= 1 with one sentence naming ``what``; with ``optional``, None
+    (an option left unset) passes too."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PyroVAEError(f"{what} must be a positive whole number, got {value!r}")
+
+
+def check_positive_finite(value, what: str) -> None:
+    """Refuse anything but a number > 0 and < inf (a learning rate, an epsilon) with one sentence."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise PyroVAEError(f"{what} must be a positive, finite number, got {value}")

@@ -234,3 +234,25 @@ def remove_if_empty(path: Path) -> None:
     """Remove ``path`` if it is an empty directory (what a run that failed before its first epoch leaves)."""
     with contextlib.suppress(OSError):
         path.rmdir()
+
+
+@contextlib.contextmanager
+def locked_run_dir(path: str | os.PathLike, option: str = "the run directory") -> Iterator[Path]:
+    """Create the run directory ``path`` if needed and hold its lock (:func:`run_lock`) inside the block.
+
+    Refuses, with one sentence, a directory that cannot be created; a directory this call created and that
+    is still empty when the block ends (a run that failed before its first checkpoint) is removed again.
+    """
+    path = Path(path)
+    check_can_create_dir(path, option)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FileSystemError(os_error_sentence(err, f"create {option}", path)) from None
+    try:
+        with run_lock(path):
+            yield path
+    finally:
+        if created:
+            remove_if_empty(path)

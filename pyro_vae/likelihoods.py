@@ -25,6 +25,7 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 from torch.nn.functional import logsigmoid, softplus
 
+from pyro_vae.catalog import LIKELIHOOD_NAMES, check_registry
 from pyro_vae.errors import PyroVAEError
 
 #: the 8-bit grid: values k / LEVELS_MAX for k in 0..LEVELS_MAX
@@ -87,26 +88,28 @@ class DiscretizedLogistic(TorchDistribution):
         return self.loc.clamp(0, 1)
 
 
-def continuous_bernoulli(logits: torch.Tensor) -> dist.ContinuousBernoulli:
-    """p(x) = C(lambda) lambda^x (1 - lambda)^(1 - x) on [0, 1], lambda = sigmoid(logits)."""
-    return dist.ContinuousBernoulli(logits=logits)
-
-
-def gaussian(loc: torch.Tensor, scale: torch.Tensor) -> dist.Normal:
-    return dist.Normal(loc, scale)
-
-
-def discretized_logistic(loc: torch.Tensor, scale: torch.Tensor) -> DiscretizedLogistic:
-    return DiscretizedLogistic(loc, scale)
-
-
 #: name -> whether the likelihood is a distribution over the 256 values of 8-bit data (else a density on [0, 1]
 #: or the real line, compared in bits per dimension after uniform dequantization)
 DISCRETE_LIKELIHOODS = {"bernoulli": True, "continuous-bernoulli": False, "gaussian": False,
-                        "discretized-logistic": True}
+                        "gaussian-shared": False, "discretized-logistic": True}
 LIKELIHOODS = tuple(DISCRETE_LIKELIHOODS)
+check_registry("likelihood", LIKELIHOODS, LIKELIHOOD_NAMES)
 #: the smallest scale of the Gaussian and the logistic (a scale that may shrink to 0 makes the density unbounded)
 MIN_SCALE = 1e-3
+
+
+BINARY_ONLY = ("the Bernoulli likelihood needs binary pixels (0 or 1); binarize the data first (--binarize dynamic "
+               "or static), or choose a likelihood for grey pixels (--likelihood continuous-bernoulli, gaussian or "
+               "discretized-logistic)")
+#: how far a pixel may sit from the 8-bit grid k / 255 and still count as on it (float32 rounding of k / 255)
+GRID_TOLERANCE = 1e-4
+
+
+def on_8bit_grid(images: torch.Tensor) -> bool:
+    """Whether every value is k / 255 for a whole k in 0..255 (up to float rounding)."""
+    scaled = images * LEVELS_MAX
+    return bool(((scaled - scaled.round()).abs() <= GRID_TOLERANCE * LEVELS_MAX).all()
+                and (images >= 0).all() and (images <= 1).all())
 
 
 class PixelLikelihood(nn.Module):
@@ -115,7 +118,8 @@ class PixelLikelihood(nn.Module):
     A structure's decoder emits ``params_per_pixel * x_dim`` numbers per image and its model writes
     ``pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)``; the batch and any leading particle or
     enumeration dimensions pass through. ``bernoulli`` and ``continuous-bernoulli`` take logits; ``gaussian``
-    takes (loc, raw scale) per pixel, or with ``shared_scale`` a loc per pixel and one learned scale;
+    takes (loc, raw scale) per pixel, or with ``shared_scale`` (the name ``gaussian-shared``) a loc per pixel and
+    one learned scale for all pixels;
     ``discretized-logistic`` takes (loc, raw scale) per pixel. Scales are softplus(raw) + MIN_SCALE.
     """
 
@@ -123,6 +127,8 @@ class PixelLikelihood(nn.Module):
         super().__init__()
         if name not in DISCRETE_LIKELIHOODS:
             raise PyroVAEError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+        if name == "gaussian-shared":
+            name, shared_scale = "gaussian", True
         if shared_scale and name != "gaussian":
             raise PyroVAEError(f"a shared scale is an option of the gaussian likelihood, not of {name}")
         self.name, self.x_dim, self.shared_scale = name, x_dim, shared_scale
@@ -131,12 +137,32 @@ class PixelLikelihood(nn.Module):
         self.raw_scale = nn.Parameter(torch.zeros(())) if shared_scale else None
 
     @property
+    def spec(self) -> str:
+        """The name that rebuilds this likelihood (``--likelihood``): ``gaussian-shared`` for a shared scale."""
+        return "gaussian-shared" if self.shared_scale else self.name
+
+    @property
     def binary_only(self) -> bool:
         return self.name == "bernoulli"
 
     @property
     def discrete(self) -> bool:
         return DISCRETE_LIKELIHOODS[self.name]
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        """One sentence if some of the pixels ``x`` lie outside this likelihood's support, else None."""
+        if self.name == "bernoulli":
+            return None if bool(((x == 0) | (x == 1)).all()) else BINARY_ONLY
+        if not bool(torch.isfinite(x).all()):
+            return f"the {self.name} likelihood got NaN or Inf pixels"
+        if self.name == "gaussian":
+            return None
+        if bool((x < 0).any() | (x > 1).any()):
+            return f"the {self.name} likelihood needs pixels in [0, 1], got values from {x.min():g} to {x.max():g}"
+        if self.name == "discretized-logistic" and not on_8bit_grid(x):
+            return ("the discretized-logistic likelihood is a distribution over 8-bit values k / 255, and these pixels "
+                    "are not on that grid; choose --likelihood continuous-bernoulli or gaussian for them")
+        return None
 
     def _split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw = (outputs[..., :self.x_dim], outputs[..., self.x_dim:]) if self.params_per_pixel == 2 else \

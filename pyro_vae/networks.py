@@ -84,13 +84,15 @@ class GaussianMLP(nn.Module):
         self.scale = nn.Linear(width, out_dim)
         self.min_scale = min_scale
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.act(self.trunk(x))
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``extra`` features (a one-hot label, an enumerated cluster) join ``x`` first, as :func:`concat` does."""
+        h = self.act(self.trunk(concat(x, *extra) if extra else x))
         return self.loc(h), softplus(self.scale(h)) + self.min_scale
 
 
 class BernoulliDecoder(nn.Module):
-    """z -> logits of independent Bernoulli pixels."""
+    """z -> the pixels' likelihood parameters (``out_dim`` numbers): the logits of independent Bernoulli pixels
+    by default, or what :class:`~pyro_vae.likelihoods.PixelLikelihood` takes for another likelihood."""
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu"):
         super().__init__()

@@ -17,14 +17,15 @@ from tqdm.auto import tqdm
 from pyro_vae.catalog import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, CONFIG, METRICS,  # noqa: F401
                               OPTIMIZER_NAMES, check_registry)
 from pyro_vae.config import JIT_BY_DEFAULT, MAX_SEED, TrainConfig, check_seed  # noqa: F401 (re-exported)
-from pyro_vae.data import (Dataset, check_dataset, iterate_batches, load_dataset, num_batches, semi_supervised,
-                           semi_supervised_batches)
+from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, load_dataset, num_batches,
+                           redraw, semi_supervised, semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import elbo_per_datapoint
-from pyro_vae.files import (FileSystemError, atomic_write, check_can_create_dir, load_checkpoint_file,  # noqa: F401
-                            os_error_sentence, remove_if_empty, run_lock, save_checkpoint, write_csv, write_json,
+from pyro_vae.files import (FileSystemError, atomic_write, load_checkpoint_file, locked_run_dir,  # noqa: F401
+                            os_error_sentence, run_lock, save_checkpoint, write_csv, write_json,
                             write_text)
 from pyro_vae.inference import make_elbo, optim
+from pyro_vae.likelihoods import DISCRETE_LIKELIHOODS
 from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, check_elbo_applies, latent_sites, neural_baselines,
                                       with_baselines)
@@ -54,7 +55,10 @@ def resolve_device(name: str) -> torch.device:
 def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", subset: Optional[int] = None) -> Dataset:
     """The data set a run was (or will be) trained on, as its config says; ``subset`` overrides the config's."""
     dataset = load_dataset(config.dataset, data_dir=config.data_dir, download=config.download,
-                           binarize=config.binarize, subset=subset or config.subset, device=device, seed=config.seed)
+                           binarize=config.binarize, subset=subset or config.subset, device=device, seed=config.seed,
+                           image_size=config.image_size)
+    if dataset.eight_bit and not DISCRETE_LIKELIHOODS[config.likelihood]:
+        dequantize_dataset(dataset, seed=config.seed)
     if config.num_labelled is not None:
         dataset = semi_supervised(dataset, config.num_labelled, seed=config.seed)
     return dataset
@@ -157,12 +161,14 @@ class Trainer:
         if dataset is not None:
             check_dataset(dataset)
         self.dataset = dataset or load_run_data(config, device=self.device)
-        if not self.dataset.is_binary:
+        if config.likelihood == "bernoulli" and not self.dataset.is_binary:
             raise PyroVAEError(f"the {config.dataset} images are grey-scale but the likelihood is Bernoulli; "
-                               "pass --binarize dynamic (re-sampled every batch) or --binarize static")
+                               "pass --binarize dynamic (re-sampled every batch) or --binarize static, or choose "
+                               "--likelihood continuous-bernoulli, gaussian or discretized-logistic")
         self.structure_source = self._structure_source(config)
         self.model = build_model(config.model, structure_source=self.structure_source,
-                                 **config.model_kwargs(self.dataset.train.images.shape[1]))
+                                 **config.model_kwargs(self.dataset.image_shape))
+        self._check_support()
         self.model.to(self.device)
         if self.model.needs_labels and self.dataset.train.labels is None:
             raise PyroVAEError(f"the {config.model} model needs labelled images, and {config.dataset} has no training "
@@ -212,6 +218,19 @@ class Trainer:
                 raise CheckpointError(f"the run in {self.run_dir} is already at epoch {self.epoch}; "
                                       f"--epochs {config.epochs} would train nothing, ask for more epochs")
 
+    def _check_support(self) -> None:
+        """Refuse, before training, data outside the support of the structure's likelihood (pixels off the 8-bit
+        grid for the discretized logistic, say); training batches that are redrawn are checked as drawn."""
+        likelihood = getattr(self.model, "likelihood", None)
+        if likelihood is None or likelihood.name == "bernoulli":  # binary data were checked above
+            return
+        for name in ("train", "valid", "test"):
+            if name == "train" and self.dataset.binarize != "none":
+                continue
+            why = likelihood.support_error(self.dataset.split(name).images)
+            if why:
+                raise PyroVAEError(f"{why} (the {name} split of {self.config.dataset})")
+
     def _structure_source(self, config: TrainConfig) -> Optional[dict]:
         """For a structure from a file, its source: the copy saved in the checkpoint when resuming (so an edited
         or deleted file changes nothing), else the file as it is now. None for a built-in structure."""
@@ -243,7 +262,7 @@ class Trainer:
     def _example_batches(self) -> list[tuple]:
         """A training batch of each kind the programs will see: unlabelled and, if any, labelled.
 
-        Grey-scale images of a dynamically binarized data set are binarized with a generator of their own,
+        Grey-scale images of a dynamically binarized (or dequantized) data set are redrawn with a generator of their own,
         so that taking the examples draws nothing from the random state training will use.
         """
         size = self.config.batch_size
@@ -253,8 +272,7 @@ class Trainer:
         batches = []
         for split, with_labels in parts:
             x, *labels = next(iterate_batches(split, size, with_labels=with_labels))
-            if self.dataset.binarize == "dynamic":
-                x = torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(0))
+            x = redraw(x, self.dataset.binarize, torch.Generator(x.device).manual_seed(0))
             batches.append((x, *labels))
         return batches
 
@@ -454,21 +472,11 @@ class Trainer:
         into it gets one sentence instead of silently overwriting this run's checkpoints. A fresh run that
         fails before its first checkpoint leaves no empty run directory behind.
         """
-        created = not self.run_dir.exists()
-        check_can_create_dir(self.run_dir, "the run directory")
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise FileSystemError(os_error_sentence(err, "create the run directory", self.run_dir)) from None
-        try:
-            with run_lock(self.run_dir):
-                if self.checkpoint is None and self.epoch == 0 and any(self.run_dir.iterdir()):
-                    raise PyroVAEError(f"the run directory {self.run_dir} was filled by another process meanwhile; "
-                                       "pass --resume to continue it, or choose another --name or --run-dir")
-                return self._fit()
-        finally:
-            if created:
-                remove_if_empty(self.run_dir)
+        with locked_run_dir(self.run_dir):
+            if self.checkpoint is None and self.epoch == 0 and any(self.run_dir.iterdir()):
+                raise PyroVAEError(f"the run directory {self.run_dir} was filled by another process meanwhile; "
+                                   "pass --resume to continue it, or choose another --name or --run-dir")
+            return self._fit()
 
     def _fit(self) -> list[dict]:
         config = self.config

@@ -27,17 +27,23 @@ def batch(small_data):
     return small_data.test.images[:50]
 
 
-@pytest.fixture
-def mnist_dir(tmp_path):
-    """A torchvision MNIST folder built from the shipped official test release (no download)."""
-    raw = tmp_path / "MNIST" / "raw"
+def write_torchvision_mnist(root, folder: str = "MNIST"):
+    """The files torchvision's MNIST (or FashionMNIST, KMNIST: ``folder``) reads from ``root/folder/raw``, made
+    from the shipped official test release (no download); returns ``root``."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     for kind in ("images-idx3", "labels-idx1"):
         source = _package_file("mnist") / f"t10k-{kind}-ubyte.gz"
         for prefix in ("train", "t10k"):
             with gzip.open(source) as src, open(raw / f"{prefix}-{kind}-ubyte", "wb") as dst:
                 shutil.copyfileobj(src, dst)
-    return tmp_path
+    return root
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    """A torchvision MNIST folder built from the shipped official test release (no download)."""
+    return write_torchvision_mnist(tmp_path)
 
 
 def run_cli(*argv):

@@ -50,7 +50,7 @@ def test_help_explains_every_command(cli):
 
 def test_unknown_dataset_or_model_name(cli, tmp_path):
     code, _, err = cli("train", "--run-dir", tmp_path / "run", "--dataset", "cifar")
-    assert code == 2 and "invalid choice: 'cifar'" in err
+    assert_one_sentence_error(code, err, "unknown data set 'cifar': no such file or folder, and not one of")
     code, _, err = cli("train", "--run-dir", tmp_path / "run", "--model", "gan")
     assert_one_sentence_error(code, err, "unknown model 'gan'; choose one of")
     assert not (tmp_path / "run").exists()

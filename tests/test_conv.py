@@ -27,7 +27,7 @@ def test_the_64_pixel_network_is_burgess_et_al():
     convs = [m for m in encoder.convs if isinstance(m, torch.nn.Conv2d)]
     assert [m.out_channels for m in convs] == list(LARGE[0]) == [32, 32, 64, 64]
     assert all(m.kernel_size == (4, 4) and m.stride == (2, 2) for m in convs)
-    assert encoder.dense[1].in_features == 64 * 4 * 4 and encoder.dense[1].out_features == 256
+    assert encoder.dense[0].in_features == 64 * 4 * 4 and encoder.dense[0].out_features == 256
     assert conv_architecture(28, 28) == SMALL
 
 

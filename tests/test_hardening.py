@@ -415,6 +415,9 @@ def test_image_grid_lays_tiles_out_as_torchvision_does(count, nrow):
     images = torch.rand(count, 784)
     expected = make_grid(images.reshape(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=1.0)[0]
     assert torch.equal(image_grid(images, nrow), expected)
+    colour = torch.rand(count, 3 * 32 * 32)
+    expected = make_grid(colour.reshape(-1, 3, 32, 32), nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0)
+    assert torch.equal(image_grid(colour, nrow, image_shape=(3, 32, 32)), expected)
 
 
 def test_the_parser_and_help_need_neither_torch_nor_pyro():

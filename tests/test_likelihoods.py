@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.likelihoods import (LEVELS_MAX, DiscretizedLogistic, bits_per_dim, continuous_bernoulli, dequantize,
-                                  gaussian)
+from pyro_vae.likelihoods import LEVELS_MAX, DiscretizedLogistic, PixelLikelihood, bits_per_dim, dequantize
 
 GRID = torch.arange(LEVELS_MAX + 1, dtype=torch.float64) / LEVELS_MAX
 
@@ -48,10 +47,17 @@ def _integral(log_density, lower, upper, points=200_001):
     return torch.trapezoid(log_density(x).exp(), x).item()
 
 
+def _one_pixel(name, *outputs):
+    """p(x | z) of a one-pixel image from the decoder outputs ``outputs``, as a structure builds it, and its
+    log-density as a function of the pixel value."""
+    d = PixelLikelihood(name, 1).double()(torch.tensor([outputs], dtype=torch.float64))
+    return d, lambda x: d.log_prob(x.reshape(-1, 1))
+
+
 @pytest.mark.parametrize("logit", [-6.0, -1.0, 0.0, 0.05, 2.5])
 def test_the_continuous_bernoulli_integrates_to_one_on_the_unit_interval(logit):
-    d = continuous_bernoulli(torch.tensor(logit, dtype=torch.float64))
-    assert _integral(d.log_prob, 0.0, 1.0) == pytest.approx(1.0, abs=1e-6)
+    _, log_density = _one_pixel("continuous-bernoulli", logit)
+    assert _integral(log_density, 0.0, 1.0) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_the_bernoulli_log_likelihood_of_grey_pixels_is_not_a_density():
@@ -60,10 +66,11 @@ def test_the_bernoulli_log_likelihood_of_grey_pixels_is_not_a_density():
     assert _integral(lambda x: x * p.log() + (1 - x) * (1 - p).log(), 0.0, 1.0) < 0.9
 
 
-@pytest.mark.parametrize("loc, scale", [(0.5, 0.1), (0.0, 1.0), (0.9, 0.01)])
-def test_the_gaussian_integrates_to_one(loc, scale):
-    d = gaussian(torch.tensor(loc, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64))
-    assert _integral(d.log_prob, loc - 12 * scale, loc + 12 * scale) == pytest.approx(1.0, abs=1e-6)
+@pytest.mark.parametrize("loc, raw_scale", [(0.5, -2.0), (0.0, 0.5), (0.9, -4.6)])
+def test_the_gaussian_integrates_to_one(loc, raw_scale):
+    d, log_density = _one_pixel("gaussian", loc, raw_scale)
+    scale = d.base_dist.scale.item()
+    assert _integral(log_density, loc - 12 * scale, loc + 12 * scale) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_bits_per_dimension():

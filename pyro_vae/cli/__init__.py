@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 from typing import Optional, Sequence
+
+from pyro_vae.errors import PyroVAEError
 
 #: options whose value is a comma-separated list that may start with "-" (``--betas -1,2``): argparse
 #: would take such a value for an option; they are glued to their option (``--betas=-1,2``) before parsing,
@@ -49,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def existing_run_dir(run_dir: str, option: str = "") -> Path:
+    """The run directory a command reads, or one sentence: ``option`` (e.g. "--run-dir ") prefixes its name."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        why = "it is a file" if path.exists() else "no such folder"
+        raise PyroVAEError(f"{option}{run_dir} is not a run directory ({why})")
+    return path
+
+
 def glue_list_values(argv: Sequence[str]) -> list[str]:
     """``["--betas", "-1,2"]`` -> ``["--betas=-1,2"]`` for the options in :data:`LIST_OPTIONS`."""
     argv, glued, i = list(argv), [], 0
@@ -75,7 +87,6 @@ _show_warning = warnings.showwarning
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from pyro_vae.errors import PyroVAEError
     from pyro_vae.files import os_error_sentence
 
     args = build_parser().parse_args(glue_list_values(sys.argv[1:] if argv is None else [str(a) for a in argv]))

@@ -10,9 +10,9 @@ from typing import Callable, Optional, Sequence
 from pyro_vae.catalog import (ACTIVATION_NAMES, BINARIZE_MODES, CONCRETE_TEMPERATURES, DATASETS, DEFAULT_ESTIMATORS,
                               DISCRETE_BASE_ESTIMATORS, DISCRETE_SAMPLE_SIZES, ESTIMATOR_SUMMARIES, MODEL_NAMES,
                               TOY_SAMPLE_SIZES, concrete_name, is_estimator_name)
-from pyro_vae.cli import HelpFormatter
+from pyro_vae.cli import HelpFormatter, existing_run_dir
 from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
-from pyro_vae.config import TrainConfig, check_seed
+from pyro_vae.config import TrainConfig, check_positive, check_positive_finite, check_seed
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.files import check_can_create_dir, write_csv, write_json
 
@@ -130,11 +130,9 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
 def _check_common(args: argparse.Namespace) -> None:
     """The options compare-estimators and discrete-estimators share, checked before any work."""
     check_seed(args.seed)
-    if not 0 < args.lr < float("inf"):
-        raise PyroVAEError(f"--lr must be a positive, finite number, got {args.lr}")
-    if args.run_dir is not None and not Path(args.run_dir).is_dir():
-        raise PyroVAEError(f"--run-dir {args.run_dir} is not a run directory"
-                           + (" (it is a file)" if Path(args.run_dir).exists() else " (no such folder)"))
+    check_positive_finite(args.lr, "--lr")
+    if args.run_dir is not None:
+        existing_run_dir(args.run_dir, "--run-dir ")
     if args.run_dir is None:
         config = TrainConfig(model=args.model, z_dim=args.z_dim, hidden_dims=args.hidden_dims,
                              activation=args.activation, model_options=dict(args.model_option or []),
@@ -153,7 +151,6 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
     import pyro
     import torch
 
-    from pyro_vae.inference.estimators import check_positive
     from pyro_vae.training import Trainer, load_run_data, load_trained_model
 
     if args.run_dir:
@@ -188,7 +185,6 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
 
 def compare_estimators_command(args: argparse.Namespace) -> int:
     from pyro_vae.inference.comparison import check_repeats, compare_estimators
-    from pyro_vae.inference.estimators import check_positive
     from pyro_vae.plots.estimators import plot_gradient_statistics, plot_training_curves
 
     _check_common(args)
@@ -242,7 +238,7 @@ def discrete_estimators_command(args: argparse.Namespace) -> int:
 
     from pyro_vae.inference.comparison import check_repeats
     from pyro_vae.inference.discrete import check_exact_gradient_exists, estimator_errors
-    from pyro_vae.inference.estimators import BASELINE_LR_FACTOR, check_positive
+    from pyro_vae.inference.estimators import BASELINE_LR_FACTOR
     from pyro_vae.plots.estimators import plot_estimator_errors
 
     _check_common(args)

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import time
 from dataclasses import fields, replace
 from pathlib import Path
 
 from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINARIZE_MODES, CHECKPOINT,
-                              CHECKPOINT_CHOICES, DATASETS, ELBO_HELP, ELBO_NAMES, ENUM_MODELS, METRICS, MODEL_NAMES,
-                              OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES)
-from pyro_vae.cli import HelpFormatter
-from pyro_vae.config import TrainConfig, check_seed
+                              CHECKPOINT_CHOICES, DATASETS, ELBO_HELP, ELBO_NAMES, ENUM_MODELS, LIKELIHOOD_HELP,
+                              LIKELIHOOD_NAMES, METRICS, MODEL_NAMES, NET_HELP, NET_NAMES, OPTIMIZER_NAMES,
+                              SCHEDULE_HELP, SCHEDULES, TORCHVISION_NAMES)
+from pyro_vae.cli import HelpFormatter, existing_run_dir
+from pyro_vae.config import TrainConfig, check_positive, check_seed
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.files import check_can_create_dir, check_can_write_file, remove_if_empty, run_lock
+from pyro_vae.files import check_can_create_dir, check_can_write_file, locked_run_dir, run_lock
 
 # Only names above: torch, Pyro and matplotlib are imported by the commands when they run, so that the
 # parser, --help and argparse's errors come at once.
@@ -34,10 +36,19 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     """Options mirror TrainConfig; their default is None so that a resumed run can tell what was given."""
     d = DEFAULTS
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", choices=DATASETS, help=f"data set (default: {d.dataset}, shipped with the package)")
-    data.add_argument("--data-dir", help="where torchvision keeps MNIST (for --dataset mnist)")
+    data.add_argument("--dataset", metavar="NAME|PATH",
+                      help=f"data set: {', '.join(DATASETS[:3])} (shipped with the package), "
+                           f"{', '.join(TORCHVISION_NAMES)} (torchvision, from --data-dir), or your own images: a .npz "
+                           "(arrays train, optional valid / test and *_labels), a .npy array, or a folder of PNG / "
+                           "JPEG (sub-folders as labels); uint8 0..255 or floats in [0, 1], as (N, H, W), "
+                           "(N, H, W, C) or (N, C, H, W); without valid / test, 10 %% each are split off with --seed "
+                           f"(default: {d.dataset})")
+    data.add_argument("--image-size", type=int, metavar="N",
+                      help="resize your own images (--dataset PATH) to N x N; needed when a folder mixes sizes")
+    data.add_argument("--data-dir", help="where torchvision keeps its data sets (for --dataset "
+                                         f"{', '.join(TORCHVISION_NAMES)})")
     data.add_argument("--download", action="store_true", default=None,
-                      help="let torchvision download MNIST into --data-dir (needs internet)")
+                      help="let torchvision download the data set into --data-dir (needs internet)")
     data.add_argument("--binarize", choices=BINARIZE_MODES,
                       help="how grey-scale pixels become binary for the Bernoulli likelihood: 'dynamic' re-samples "
                            "every batch, 'static' samples once (default: none, for data that is already binary)")
@@ -59,6 +70,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                        help=f"encoder hidden widths, comma-separated; the decoder mirrors them "
                             f"(default: {','.join(map(str, d.hidden_dims))})")
     model.add_argument("--activation", choices=sorted(ACTIVATION_NAMES), help=f"hidden activation (default: {d.activation})")
+    model.add_argument("--likelihood", choices=LIKELIHOOD_NAMES,
+                       help=f"p(x | z) of the pixels: {LIKELIHOOD_HELP} (default: {d.likelihood})")
+    model.add_argument("--net", choices=NET_NAMES, help=f"{NET_HELP} (default: {d.net})")
     training = parser.add_argument_group("training")
     training.add_argument("--elbo", choices=sorted(ELBO_NAMES),
                           help=f"{ELBO_HELP}. Default: the structure's own, enum for "
@@ -141,13 +155,13 @@ def _run_dir(args: argparse.Namespace) -> Path:
 def _evaluation_batches(model, dataset, split: str) -> list[tuple]:
     import torch
 
-    from pyro_vae.data import Split, iterate_batches
+    from pyro_vae.data import Split, iterate_batches, redraw
     from pyro_vae.training import EVAL_BATCH_SIZE
 
     data = dataset.split(split)
-    if split == "train" and dataset.binarize == "dynamic":  # valid and test were sampled once at loading
+    if split == "train" and dataset.binarize != "none":  # valid and test were redrawn once at loading
         generator = torch.Generator(data.images.device).manual_seed(0)
-        data = Split(torch.bernoulli(data.images, generator=generator), data.labels)
+        data = Split(redraw(data.images, dataset.binarize, generator), data.labels)
     return list(iterate_batches(data, EVAL_BATCH_SIZE, with_labels=model.needs_labels))
 
 
@@ -158,6 +172,7 @@ def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool 
     from tqdm.auto import tqdm
 
     from pyro_vae.evaluation import classification_accuracy, evaluate_model
+    from pyro_vae.likelihoods import bits_per_dim
     from pyro_vae.models import MODELS
 
     batches = _evaluation_batches(model, dataset, split)
@@ -172,45 +187,41 @@ def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool 
                                                jit=type(model) in MODELS.values())}
     if model.can_classify and dataset.split(split).labels is not None:
         result["accuracy"] = classification_accuracy(model, dataset.split(split))
+    if dataset.eight_bit:
+        result["bits_per_dim"] = bits_per_dim(result["nll"], math.prod(dataset.image_shape),
+                                              dequantized=dataset.dequantized)
+        result["bits_per_dim_from"] = ("the NLL of the density on uniformly dequantized pixels (k + u) / 256, "
+                                       "+ log2 256 = 8 bits" if dataset.dequantized
+                                       else "the NLL of a distribution over the 256 pixel values")
     result["seconds"] = round(time.perf_counter() - start, 1)
     result.update(extra or {})
     return result
 
 
 def _accuracy_text(result: dict) -> str:
-    if "accuracy" not in result:
-        return ""
-    return f"; classification accuracy {100 * result['accuracy']:.2f} % ({result['images']} labelled images)"
-
-
-def check_positive_int(value, option: str) -> None:
-    if value is not None and value < 1:
-        raise PyroVAEError(f"{option} must be a positive whole number, got {value}")
+    """What an evaluation adds to its NLL line: bits per dimension (8-bit data) and accuracy (classifiers)."""
+    text = ""
+    if "bits_per_dim" in result:
+        how = "dequantized, + 8" if "dequantized" in result["bits_per_dim_from"] else "discrete"
+        text += f" = {result['bits_per_dim']:.4f} bits/dim ({how})"
+    if "accuracy" in result:
+        text += f"; classification accuracy {100 * result['accuracy']:.2f} % ({result['images']} labelled images)"
+    return text
 
 
 def train_command(args: argparse.Namespace) -> int:
     from pyro_vae.training import load_checkpoint
 
-    check_positive_int(args.eval_samples, "--eval-samples")
+    check_positive(args.eval_samples, "--eval-samples", optional=True)
     given = _given_options(args)
     run_dir = _run_dir(args)
     if args.resume:  # options left out keep the checkpoint's values
         config = replace(TrainConfig.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"]), **given)
     else:
-        config = TrainConfig(**given)
-        if run_dir.exists() and run_dir.is_dir() and any(run_dir.iterdir()):
-            raise PyroVAEError(f"the run directory {run_dir} already exists; pass --resume to continue it, "
-                               "or choose another --name or --run-dir")
+        config = TrainConfig(**given)  # the Trainer refuses a run directory that exists and is not empty
     config.validate()  # every option, before the data are loaded
-    check_can_create_dir(run_dir, "the run directory")
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with run_lock(run_dir):
-            return _train(args, config, run_dir)
-    finally:
-        if created:
-            remove_if_empty(run_dir)  # a run that failed before its first epoch leaves nothing behind
+    with locked_run_dir(run_dir):
+        return _train(args, config, run_dir)
 
 
 def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> int:
@@ -243,24 +254,16 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> int:
     return 0
 
 
-def _check_run_dir(run_dir: str) -> Path:
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise PyroVAEError(f"{run_dir} is not a run directory" + (" (it is a file)" if path.exists() else
-                                                                   " (no such folder)"))
-    return path
-
-
 def evaluate_command(args: argparse.Namespace) -> int:
     import pyro
 
     from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device, write_json
 
-    check_positive_int(args.subset, "--subset")
-    check_positive_int(args.num_samples, "--num-samples")
+    check_positive(args.subset, "--subset", optional=True)
+    check_positive(args.num_samples, "--num-samples", optional=True)
     check_seed(args.seed)
     resolve_device(args.device)
-    run_dir = _check_run_dir(args.run_dir)
+    run_dir = existing_run_dir(args.run_dir)
     if args.out:
         out = Path(args.out)
         check_can_write_file(out, "--out")
@@ -295,14 +298,14 @@ def sample_command(args: argparse.Namespace) -> int:
     import pyro
     import torch
 
-    from pyro_vae.plots.training import plot_images
+    from pyro_vae.plots.training import picture_shape, plot_images
     from pyro_vae.training import describe_checkpoint, load_trained_model, resolve_device
 
-    check_positive_int(args.num, "--num")
-    check_positive_int(args.nrow, "--nrow")
+    check_positive(args.num, "--num", optional=True)
+    check_positive(args.nrow, "--nrow", optional=True)
     check_seed(args.seed)
     resolve_device(args.device)
-    run_dir = _check_run_dir(args.run_dir)
+    run_dir = existing_run_dir(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "generated.png"
     if out.is_dir():  # a folder: the picture goes inside it
         out = out / "generated.png"
@@ -323,12 +326,14 @@ def sample_command(args: argparse.Namespace) -> int:
         per_value = None if args.label is not None else model.generate_per_value(args.nrow)
         if per_value is not None:
             site, images = per_value
-            plot_images(images, out, nrow=args.nrow, title=f"row k: {site} = k, {args.nrow} draws each")
+            plot_images(images, out, nrow=args.nrow, title=f"row k: {site} = k, {args.nrow} draws each",
+                        image_shape=picture_shape(model))
             print(f"wrote {args.nrow} samples for each of the {len(images) // args.nrow} values of {site!r} to {out}")
             return 0
         conditioning = () if args.label is None else (torch.full((args.num,), args.label, dtype=torch.long),)
         title = f"{args.num} samples from the prior" + (f" of digit {args.label}" if conditioning else "")
-        plot_images(model.generate(args.num, *conditioning), out, nrow=args.nrow, title=title)
+        plot_images(model.generate(args.num, *conditioning), out, nrow=args.nrow, title=title,
+                    image_shape=picture_shape(model))
     print(f"wrote {args.num} samples to {out}")
     return 0
 

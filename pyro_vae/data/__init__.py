@@ -5,11 +5,20 @@
 * ``binarized-mnist-labelled``: that labelled test split, shuffled once and split 7000 / 1000 / 2000
   into train / valid / held-out test, for models that need labels (the conditional VAE) offline.
 * ``mnist-test-release``: the official grey-scale MNIST test release (shipped), split the same way.
-* ``mnist``: the full grey-scale MNIST read by torchvision from ``--data-dir`` (``--download`` fetches it).
+* ``mnist``: the full grey-scale MNIST read by torchvision from ``--data-dir`` (``--download`` fetches it);
+  ``fashion-mnist``, ``kmnist`` and ``cifar10`` likewise (:data:`TORCHVISION_SETS`).
+* a path: your own images, a ``.npz``, a ``.npy`` or a folder of PNG / JPEG (:mod:`pyro_vae.data.files`).
+
+Splits hold images flat, (N, C * H * W), with :attr:`Dataset.image_shape` (C, H, W) beside them: every
+structure takes batches in that form (and image-shaped (N, C, H, W) ones too), and structure files written
+for 784-vectors keep working. 8-bit data (values k / 255) trained with a continuous likelihood are
+uniformly dequantized (:func:`dequantize_dataset`): training batches afresh at every pass, valid and test once.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,11 +27,13 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from pyro_vae.catalog import BINARIZE_MODES, DATASETS  # noqa: F401 (re-exported)
+from pyro_vae.catalog import (BINARIZE_MODES, DATASETS, TORCHVISION_NAMES, check_registry,  # noqa: F401 (re-exported)
+                              is_dataset_path)
 from pyro_vae.errors import InvalidDataError, PyroVAEError
 
 IMAGE_SHAPE = (28, 28)
 X_DIM = 28 * 28
+MNIST_SHAPE = (1, 28, 28)
 #: The labelled offline data sets are one labelled release split once, always the same way, into these parts.
 LABELLED_SPLIT = (7000, 1000, 2000)
 LABELLED_SPLIT_SEED = 20111111
@@ -30,7 +41,7 @@ LABELLED_SPLIT_SEED = 20111111
 
 @dataclass
 class Split:
-    """One split: images as a float tensor (N, 784) in [0, 1], and labels (N,) when known."""
+    """One split: images as a float tensor (N, C * H * W) in [0, 1], and labels (N,) when known."""
 
     images: torch.Tensor
     labels: Optional[torch.Tensor] = None
@@ -53,7 +64,9 @@ class Split:
 
 @dataclass
 class Dataset:
-    """Train / valid / test splits of one data set, plus how batches are binarized."""
+    """Train / valid / test splits of one data set, the shape of its images, and how training batches are
+    redrawn at every pass (``binarize``): "none", "dynamic" (a Bernoulli draw of each grey pixel) or
+    "dequantize" (uniform dequantization of 8-bit pixels, :func:`dequantize_dataset`)."""
 
     name: str
     train: Split
@@ -62,6 +75,13 @@ class Dataset:
     binarize: str = "none"
     #: for semi-supervised structures: the few labelled training images (``train`` then holds the unlabelled ones)
     labelled: Optional[Split] = None
+    image_shape: tuple = MNIST_SHAPE
+    #: whether the pixels are 8-bit values k / 255 (and not all 0 or 1): bits per dimension are then reported
+    eight_bit: bool = False
+    #: whether valid and test were dequantized (their NLL is that of a density; bits/dim add log2 256 = 8)
+    dequantized: bool = False
+    #: one line saying what was read, for data sets from a path
+    description: Optional[str] = None
 
     def split(self, name: str) -> Split:
         if name not in ("train", "valid", "test"):
@@ -77,10 +97,14 @@ def is_binary(images: torch.Tensor) -> bool:
     return bool(((images == 0) | (images == 1)).all())
 
 
-def check_images(images: torch.Tensor, what: str = "data") -> None:
-    """Refuse images that are not (N, 784) or that hold NaN/Inf or values outside [0, 1]."""
-    if images.dim() != 2 or images.shape[1] != X_DIM:
-        raise InvalidDataError(f"{what} has shape {tuple(images.shape)}; expected (N, {X_DIM}) flattened 28x28 images")
+def check_images(images: torch.Tensor, what: str = "data", image_shape: tuple = MNIST_SHAPE) -> None:
+    """Refuse images that are not (N, C * H * W) for ``image_shape`` or that hold NaN/Inf or values outside [0, 1]."""
+    x_dim = math.prod(image_shape)
+    if images.dim() != 2 or images.shape[1] != x_dim:
+        raise InvalidDataError(f"{what} has shape {tuple(images.shape)}; expected (N, {x_dim}) flattened "
+                               f"{' x '.join(map(str, image_shape))} images")
+    if len(images) == 0:
+        raise InvalidDataError(f"{what} is empty")
     if not torch.isfinite(images).all():
         raise InvalidDataError(f"{what} contains NaN or Inf values; clean the data before training")
     if images.min() < 0 or images.max() > 1:
@@ -89,7 +113,7 @@ def check_images(images: torch.Tensor, what: str = "data") -> None:
 
 def check_dataset(dataset: Dataset) -> None:
     for split_name in ("train", "valid", "test"):
-        check_images(dataset.split(split_name).images, f"the {split_name} split of {dataset.name}")
+        check_images(dataset.split(split_name).images, f"the {split_name} split of {dataset.name}", dataset.image_shape)
 
 
 def _package_file(name: str) -> Path:
@@ -143,33 +167,93 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
-    """Grey-scale MNIST through torchvision; the last sixth of the training digits (10,000) is the validation split."""
-    if data_dir is None:
-        raise PyroVAEError("the mnist data set needs --data-dir (where torchvision keeps MNIST); add --download to fetch it")
-    from torchvision.datasets import MNIST
+#: data sets torchvision reads from ``--data-dir`` (``--download`` fetches them): name -> (torchvision class,
+#: image shape, what the validation split is). Each keeps its test set; the last sixth of the training images
+#: (the last 10,000 of MNIST's 60,000, 8,333 of CIFAR-10's 50,000) is the validation split.
+TORCHVISION_SETS = {
+    "mnist": ("MNIST", MNIST_SHAPE),
+    "fashion-mnist": ("FashionMNIST", MNIST_SHAPE),
+    "kmnist": ("KMNIST", MNIST_SHAPE),
+    "cifar10": ("CIFAR10", (3, 32, 32)),
+}
+check_registry("torchvision data set", TORCHVISION_SETS, TORCHVISION_NAMES)
 
+
+def load_torchvision(name: str, data_dir: Optional[str], download: bool = False) -> Dataset:
+    """A data set of :data:`TORCHVISION_SETS` through torchvision, as 8-bit pixels k / 255."""
+    if data_dir is None:
+        raise PyroVAEError(f"the {name} data set needs --data-dir (where torchvision keeps it); add --download to "
+                           "fetch it")
+    import torchvision.datasets
+
+    class_name, shape = TORCHVISION_SETS[name]
+    reader = getattr(torchvision.datasets, class_name)
     try:
-        train = MNIST(data_dir, train=True, download=download)
-        test = MNIST(data_dir, train=False, download=download)
+        train = reader(data_dir, train=True, download=download)
+        test = reader(data_dir, train=False, download=download)
     except RuntimeError as err:
         hint = "" if download else "; add --download to fetch it (needs internet)"
-        raise PyroVAEError(f"MNIST was not found in {data_dir!r}{hint} ({_one_line(err)})") from None
+        raise PyroVAEError(f"{class_name} was not found in {data_dir!r}{hint} ({_one_line(err)})") from None
     except OSError as err:
-        raise PyroVAEError(f"MNIST could not be downloaded into {data_dir!r}: {_one_line(err)}") from None
+        raise PyroVAEError(f"{class_name} could not be read or downloaded into {data_dir!r}: {_one_line(err)}") from None
 
     def as_split(ds, rows=slice(None)) -> Split:
-        images = ds.data[rows].reshape(-1, X_DIM).float() / 255.0
-        return Split(images, ds.targets[rows].long())
+        pixels = torch.as_tensor(ds.data[rows])
+        if pixels.dim() == 4:  # CIFAR-10 keeps (N, H, W, C)
+            pixels = pixels.permute(0, 3, 1, 2)
+        return Split(pixels.reshape(len(pixels), -1).float() / 255.0, torch.as_tensor(ds.targets)[rows].long())
 
     n = len(train)
     num_valid = n // 6
-    return Dataset(
-        "mnist",
-        train=as_split(train, slice(0, n - num_valid)),
-        valid=as_split(train, slice(n - num_valid, n)),
-        test=as_split(test),
-    )
+    return Dataset(name, train=as_split(train, slice(0, n - num_valid)), valid=as_split(train, slice(n - num_valid, n)),
+                   test=as_split(test), image_shape=shape)
+
+
+def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
+    """Grey-scale MNIST through torchvision; the last sixth of the training digits (10,000) is the validation split."""
+    return load_torchvision("mnist", data_dir, download)
+
+
+def load_path(path: str, *, image_size: Optional[int] = None, seed: int = 0) -> Dataset:
+    """Your own images (:func:`pyro_vae.data.files.load_image_data`) as a data set of flat splits."""
+    from pyro_vae.data.files import load_image_data
+
+    data = load_image_data(path, image_size=image_size, seed=seed)
+    splits = [Split(part.images.reshape(len(part.images), -1), part.labels) for part in (data.train, data.valid, data.test)]
+    return Dataset(str(path), *splits, image_shape=data.image_shape, description=data.description)
+
+
+def is_8bit(images: torch.Tensor) -> bool:
+    """Whether every pixel is a value k / 255 (up to float rounding)."""
+    from pyro_vae.likelihoods import on_8bit_grid
+
+    return on_8bit_grid(images)
+
+
+def dequantize_dataset(dataset: Dataset, seed: int = 0) -> Dataset:
+    """Uniform dequantization of 8-bit data for a continuous likelihood: valid and test images become
+    (k + u) / 256 once (with ``seed``), training batches afresh at every pass (``binarize="dequantize"``)."""
+    from pyro_vae.likelihoods import dequantize
+
+    generator = torch.Generator().manual_seed(seed)
+    for name in ("valid", "test"):
+        split = dataset.split(name)
+        noisy = dequantize(split.images.cpu(), generator).to(split.images.device)
+        setattr(dataset, name, Split(noisy, split.labels))
+    dataset.binarize, dataset.dequantized = "dequantize", True
+    return dataset
+
+
+def redraw(x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A training batch as ``Dataset.binarize`` says: Bernoulli draws of its pixels ("dynamic"), uniformly
+    dequantized ("dequantize"), or as it is ("none")."""
+    if mode == "dynamic":
+        return torch.bernoulli(x, generator=generator)
+    if mode == "dequantize":
+        from pyro_vae.likelihoods import dequantize
+
+        return dequantize(x, generator)
+    return x
 
 
 def load_dataset(
@@ -181,15 +265,18 @@ def load_dataset(
     subset: Optional[int] = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    image_size: Optional[int] = None,
 ) -> Dataset:
     """Load a data set once as tensors on ``device``.
 
     ``binarize="dynamic"`` re-samples every training batch as Bernoulli(pixel intensity) and samples the
     valid and test images once (with ``seed``); ``"static"`` samples every image once.
-    ``subset`` keeps N evenly spaced images of each split, for quick runs.
+    ``subset`` keeps N evenly spaced images of each split, for quick runs. ``name`` may be a path to your own
+    images (``image_size`` resizes them; ``seed`` also draws their split when they come without one).
     """
-    if name not in DATASETS:
-        raise PyroVAEError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    if is_dataset_path(name) and not Path(name).exists():
+        raise PyroVAEError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or give a .npz or .npy "
+                           "file or a folder of images")
     if binarize not in BINARIZE_MODES:
         raise PyroVAEError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZE_MODES)}")
     if subset is not None and subset <= 0:
@@ -200,8 +287,10 @@ def load_dataset(
         dataset = split_labelled(name, load_binarized_mnist().test)
     elif name == "mnist-test-release":
         dataset = split_labelled(name, load_mnist_test_release())
+    elif name in TORCHVISION_SETS:
+        dataset = load_torchvision(name, data_dir, download)
     else:
-        dataset = load_mnist(data_dir, download)
+        dataset = load_path(name, image_size=image_size, seed=seed)
     check_dataset(dataset)
     for split_name in ("train", "valid", "test"):
         split = dataset.split(split_name).subset(subset)
@@ -212,6 +301,7 @@ def load_dataset(
             split = Split(torch.bernoulli(split.images, generator=generator), split.labels)
         setattr(dataset, split_name, split.to(device))
     dataset.binarize = "none" if binarize == "static" else binarize
+    dataset.eight_bit = binarize == "none" and not dataset.is_binary and is_8bit(dataset.train.images)
     return dataset
 
 
@@ -252,8 +342,7 @@ def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Da
         keep = torch.ones(len(pool), dtype=torch.bool, device=pool.images.device)
         keep[index] = False
         unlabelled = Split(pool.images[keep])
-    return Dataset(dataset.name, train=Split(unlabelled.images), valid=dataset.valid, test=test,
-                   binarize=dataset.binarize, labelled=labelled)
+    return dataclasses.replace(dataset, train=Split(unlabelled.images), test=test, labelled=labelled)
 
 
 def semi_supervised_batches(unlabelled: Split, labelled: Split, batch_size: int, *, generator: torch.Generator,
@@ -281,15 +370,14 @@ def iterate_batches(
     """Yield ``(x,)`` or ``(x, y)`` batches by indexing the tensors held in memory.
 
     Shuffling draws from ``generator`` (kept on the CPU so runs are reproducible on any device);
-    dynamic binarization draws from torch's global generator, whose state checkpoints save.
+    dynamic binarization and dequantization (``binarize``, see :func:`redraw`) draw from torch's global
+    generator, whose state checkpoints save.
     """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(split.images.device)
     for index in order.split(batch_size):
-        x = split.images[index]
-        if binarize == "dynamic":
-            x = torch.bernoulli(x)
+        x = redraw(split.images[index], binarize)
         if with_labels:
             if split.labels is None:
                 raise PyroVAEError("this split has no labels, but the model needs them")

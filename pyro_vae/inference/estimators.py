@@ -42,6 +42,7 @@ from torch.distributions import OneHotCategorical as TorchOneHotCategorical, kl_
 
 from pyro_vae.catalog import (CONCRETE_TEMPERATURES, ESTIMATOR_SUMMARIES, check_registry, concrete_name,  # noqa: F401
                               concrete_summary, concrete_temperature)
+from pyro_vae.config import check_positive  # noqa: F401 (re-exported: toy, comparison, discrete use it)
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import max_plate_nesting
 from pyro_vae.inference.optim import GroupedOptim
@@ -331,11 +332,6 @@ class GradientSamples:
     estimator: str
     samples: dict[str, torch.Tensor]
     seconds_per_gradient: float
-
-
-def check_positive(value: int, what: str) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise PyroVAEError(f"{what} must be a positive whole number, got {value!r}")
 
 
 def sample_gradients(estimator: Estimator, batch: tuple, num_repeats: int, *, baseline_warmup: int = 100,

@@ -118,10 +118,36 @@ def model_class(name: str, structure_source: Optional[dict] = None) -> type[Late
                            "or give path/to/file.py:ClassName") from None
 
 
+#: the base constructor's options (LatentStructure.__init__) that the trainer passes to every structure, with
+#: the command-line option that sets each and the value that a structure not taking it behaves as
+BASE_OPTIONS = {"image_shape": ("the image shape of --dataset", None), "likelihood": ("--likelihood", "bernoulli"),
+                "net": ("--net", "mlp")}
+
+
+def _fit_base_options(cls: type[LatentStructure], name: str, options: dict) -> dict:
+    """``options`` without the base options ``cls`` does not take (a structure file written before them), after
+    refusing any such option set to something else than what the structure does without it."""
+    accepted = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return options
+    fitted = dict(options)
+    for option, (flag, default) in BASE_OPTIONS.items():
+        if option in fitted and option not in accepted:
+            value = fitted.pop(option)
+            if option == "image_shape":
+                value = None if value is None or len(value) < 3 or list(value) == [1, 28, 28] else value
+            if value is not None and value != default:
+                advice = (f"give its __init__ an argument {option} and pass it on to LatentStructure.__init__"
+                          if is_file_spec(name) else f"it keeps {default!r}" if default else "it takes flat inputs")
+                raise PyroVAEError(f"the structure {name} does not take {flag} ({option}={value!r}); {advice}")
+    return fitted
+
+
 def check_model_options(name: str, options: dict, structure_source: Optional[dict] = None) -> type[LatentStructure]:
     """Refuse options the structure ``name`` does not take, or values it does not accept, with a sentence
     naming the option; returns the structure's class."""
     cls = model_class(name, structure_source)
+    options = _fit_base_options(cls, name, options)
     accepted = inspect.signature(cls.__init__).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     unknown = [key for key in options if key not in accepted and not takes_any]
@@ -136,6 +162,7 @@ def build_model(name: str, *, structure_source: Optional[dict] = None, **kwargs)
     """Build the structure ``name`` (registered, or ``file.py:ClassName``) with constructor arguments ``kwargs``,
     after the structure has checked them (:meth:`LatentStructure.check_options`)."""
     cls = check_model_options(name, kwargs, structure_source)
+    kwargs = _fit_base_options(cls, name, kwargs)
     # A structure's own mistakes in its constructor stay tracebacks; a user's file gets one sentence.
     expected = Exception if is_file_spec(name) else (ValueError, TypeError)
     try:

@@ -16,17 +16,25 @@ import collections.abc
 import inspect
 import math
 import typing
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import is_validation_enabled, site_is_subsample
 from torch import nn
 
+from pyro_vae.catalog import NET_NAMES
 from pyro_vae.data import is_binary
 from pyro_vae.errors import InvalidDataError, PyroVAEError
+from pyro_vae.likelihoods import BINARY_ONLY
 
 OBSERVATION_SITE = "x"
+
+
+def default_image_shape(x_dim: int) -> tuple:
+    """(1, 28, 28) for 784 inputs (MNIST, what every structure was first written for), else (x_dim,)."""
+    return (1, 28, 28) if x_dim == 28 * 28 else (x_dim,)
 
 
 def positive_int(name: str, value) -> int:
@@ -148,9 +156,76 @@ class LatentStructure(nn.Module):
             if rule is not None and not _accepts(rule[0], value):
                 raise PyroVAEError(f"the model option {name} of {cls.__name__} must be {rule[1]}, got {value!r}")
 
-    def __init__(self, x_dim: int):
+    def __init__(self, x_dim: int, *, image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli",
+                 net: str = "mlp"):
+        """``image_shape`` (C, H, W) of the ``x_dim`` pixels (default: 1 x 28 x 28 for 784, else flat),
+        ``likelihood`` the pixels' p(x | z) (:class:`~pyro_vae.likelihoods.PixelLikelihood`) and ``net`` the
+        networks :meth:`make_encoder`, :meth:`make_decoder` and :meth:`make_classifier` build: "mlp" or
+        "conv" (:mod:`pyro_vae.conv`)."""
         super().__init__()
+        from pyro_vae.likelihoods import PixelLikelihood
+
         self.x_dim = x_dim
+        self.image_shape = default_image_shape(x_dim) if image_shape is None else tuple(int(n) for n in image_shape)
+        if math.prod(self.image_shape) != x_dim:
+            raise PyroVAEError(f"an image of shape {self.image_shape} has {math.prod(self.image_shape)} pixels, "
+                               f"not x_dim = {x_dim}")
+        if net not in NET_NAMES:
+            raise PyroVAEError(f"unknown network {net!r}; choose one of {', '.join(NET_NAMES)}")
+        if net == "conv" and len(self.image_shape) != 3:
+            raise PyroVAEError(f"the convolutional networks need images (C, H, W); these {x_dim} inputs have no "
+                               "image shape")
+        self.net = net
+        self.likelihood = PixelLikelihood(likelihood, x_dim)
+
+    def image_config(self) -> dict:
+        """The base constructor's arguments, for :meth:`config`: x_dim, and the others where not the default,
+        so that checkpoints of structures from before them load unchanged."""
+        extra = {"image_shape": list(self.image_shape)} if self.image_shape != default_image_shape(self.x_dim) else {}
+        if self.likelihood.spec != "bernoulli":
+            extra["likelihood"] = self.likelihood.spec
+        if self.net != "mlp":
+            extra["net"] = self.net
+        return {"x_dim": self.x_dim, **extra}
+
+    def make_encoder(self, hidden_dims: Sequence[int], z_dim: int, activation: str = "relu",
+                     extra_dim: int = 0) -> nn.Module:
+        """x (and ``extra_dim`` more features, e.g. a one-hot label) -> (loc, scale) of a diagonal Gaussian over
+        ``z_dim`` variables, called ``encoder(x, *extra)``: an MLP over the flat pixels or a conv net."""
+        from pyro_vae.conv import ConvEncoder
+        from pyro_vae.networks import GaussianMLP
+
+        if self.net == "conv":
+            return ConvEncoder(self.image_shape, z_dim, extra_dim=extra_dim)
+        return GaussianMLP(self.x_dim + extra_dim, hidden_dims, z_dim, activation)
+
+    def make_decoder(self, in_dim: int, hidden_dims: Sequence[int], activation: str = "relu") -> nn.Module:
+        """A code of ``in_dim`` features -> the likelihood's parameters, ``likelihood.params_per_pixel * x_dim``
+        numbers per image (flat), for ``self.likelihood(decoder(code))``; ``hidden_dims`` in the decoder's
+        order (usually the encoder's reversed)."""
+        from pyro_vae.conv import ConvDecoder
+        from pyro_vae.networks import BernoulliDecoder
+
+        params = self.likelihood.params_per_pixel
+        if self.net == "conv":
+            return ConvDecoder(in_dim, self.image_shape, params, flat=True)
+        return BernoulliDecoder(in_dim, hidden_dims, params * self.x_dim, activation)
+
+    def make_classifier(self, hidden_dims: Sequence[int], num_classes: int, activation: str = "relu") -> nn.Module:
+        """x -> logits of ``num_classes`` classes (q(c | x), q(y | x)): an MLP or a conv net."""
+        from pyro_vae.conv import ConvNet
+        from pyro_vae.networks import mlp
+
+        if self.net == "conv":
+            return ConvNet(self.image_shape, num_classes)
+        return mlp([self.x_dim, *hidden_dims, num_classes], activation)
+
+    def observe(self, decoder_outputs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The observation site: ``pyro.sample("x", p(x | z), obs=x)`` with p(x | z) the likelihood of the
+        decoder's outputs; ``x`` flat (N, x_dim), as :meth:`check_batch` returns it."""
+        if self.likelihood.shared_scale:
+            pyro.module("likelihood", self.likelihood)
+        return pyro.sample(OBSERVATION_SITE, self.likelihood(decoder_outputs), obs=x)
 
     def model(self, x: torch.Tensor, *conditioning: Any) -> None:
         raise NotImplementedError
@@ -162,10 +237,24 @@ class LatentStructure(nn.Module):
         """Constructor arguments, as plain data, so a checkpoint can rebuild the structure."""
         raise NotImplementedError
 
-    def check_batch(self, x: torch.Tensor) -> None:
+    def check_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch as (N, x_dim), after checking its shape: flat (N, x_dim) or images (N, C, H, W).
+
+        While Pyro's validation is on it also refuses values outside the likelihood's support (grey pixels
+        for the Bernoulli, values off the 8-bit grid for the discretized logistic); see :meth:`check_binary`.
+        """
+        if isinstance(x, torch.Tensor) and x.dim() == 1 + len(self.image_shape) and x.shape[1:] == self.image_shape:
+            x = x.reshape(x.shape[0], self.x_dim)
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[-1] != self.x_dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InvalidDataError(f"expected a batch of shape (batch_size, {self.x_dim}), got {shape}")
+            images = f" or (batch_size, {', '.join(map(str, self.image_shape))})" if len(self.image_shape) > 1 else ""
+            raise InvalidDataError(f"expected a batch of shape (batch_size, {self.x_dim}){images}, got {shape}")
+        likelihood = getattr(self, "likelihood", None)
+        if likelihood is not None and is_validation_enabled():
+            why = likelihood.support_error(x)
+            if why:
+                raise InvalidDataError(why)
+        return x
 
     def initialize(self, images: torch.Tensor, generator: torch.Generator) -> None:
         """Data-dependent initialisation, called once before the first step of a fresh run with the training
@@ -188,22 +277,21 @@ class LatentStructure(nn.Module):
         does not cost every step, and a JIT trace (made with validation off) does not carry it.
         """
         if is_validation_enabled() and not is_binary(x):
-            raise InvalidDataError("the Bernoulli likelihood needs binary pixels (0 or 1); binarize the data first "
-                                   "(--binarize dynamic or static)")
+            raise InvalidDataError(BINARY_ONLY)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, *conditioning: Any) -> torch.Tensor:
         """Encode, sample the latents from the guide, decode: the mean of p(x | z) with z ~ q(z | x)."""
         guide_trace = poutine.trace(self.guide).get_trace(x, *conditioning)
         model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(x, *conditioning)
-        return model_trace.nodes[OBSERVATION_SITE]["fn"].mean
+        return model_trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
 
     @torch.no_grad()
     def generate(self, num_samples: int, *conditioning: Any) -> torch.Tensor:
         """Sample the latents from the prior and decode: the mean of p(x | z) with z ~ p(z)."""
         placeholder = torch.zeros(num_samples, self.x_dim, device=self.device)
         trace = poutine.trace(poutine.uncondition(self.model)).get_trace(placeholder, *conditioning)
-        return trace.nodes[OBSERVATION_SITE]["fn"].mean
+        return trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
 
     @torch.no_grad()
     def generate_per_value(self, per_value: int) -> Optional[tuple[str, torch.Tensor]]:
@@ -224,7 +312,7 @@ class LatentStructure(nn.Module):
         for value in values:
             fixed = value.expand((per_value,) + value.shape)
             decoder = poutine.condition(poutine.uncondition(self.model), data={name: fixed})
-            images.append(poutine.trace(decoder).get_trace(placeholder).nodes[OBSERVATION_SITE]["fn"].mean)
+            images.append(poutine.trace(decoder).get_trace(placeholder).nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1))
         return name, torch.cat(images)
 
     @torch.no_grad()
@@ -233,7 +321,7 @@ class LatentStructure(nn.Module):
         placeholder = torch.zeros(code.shape[0], self.x_dim, device=code.device)
         decoder = poutine.condition(poutine.uncondition(self.model), data={self.code_site: code})
         trace = poutine.trace(decoder).get_trace(placeholder, *conditioning)
-        return trace.nodes[OBSERVATION_SITE]["fn"].mean
+        return trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, *conditioning: Any) -> torch.Tensor:

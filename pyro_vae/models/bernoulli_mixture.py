@@ -9,7 +9,7 @@ log p(x) = logsumexp_c [log pi_c + log p(x | c)] exact. The test bed for every t
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -36,10 +36,10 @@ class BernoulliMixture(LatentStructure):
     default_elbo = "enum"
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_components: int = 10):
+                 activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None):
         """``z_dim`` is accepted for the common constructor and unused: the code is the one-hot component,
         of ``num_components`` dimensions."""
-        super().__init__(x_dim)
+        super().__init__(x_dim, image_shape=image_shape)  # Bernoulli pixels and a table of them: no likelihood or net
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
         self.prior = CategoricalPrior(self.num_components)
@@ -47,12 +47,11 @@ class BernoulliMixture(LatentStructure):
         self.encoder = mlp([x_dim, *self.hidden_dims, self.num_components], activation)
 
     def config(self) -> dict:
-        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+        return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "num_components": self.num_components}
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         pyro.module("prior", self.prior)
         pyro.module("components", self.components)
         with pyro.plate("data", x.shape[0]):
@@ -60,7 +59,7 @@ class BernoulliMixture(LatentStructure):
             pyro.sample("x", dist.Bernoulli(logits=self.components(c)).to_event(1), obs=x)
 
     def guide(self, x):
-        self.check_batch(x)
+        x = self.check_batch(x)
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("c", dist.OneHotCategorical(logits=self.encoder(x)), infer={"enumerate": "parallel"})
@@ -85,5 +84,5 @@ class BernoulliMixture(LatentStructure):
         """The exact log p(x) of each image: logsumexp over components of log pi_c + log p(x | c)."""
         log_pi = torch.log_softmax(self.prior.logits, -1)
         logits = self.components.weight.T + self.components.bias  # (K, D)
-        log_px_c = dist.Bernoulli(logits=logits).log_prob(x.unsqueeze(-2)).sum(-1)  # (B, K)
+        log_px_c = dist.Bernoulli(logits=logits).log_prob(self.check_batch(x).unsqueeze(-2)).sum(-1)  # (B, K)
         return (log_pi + log_px_c).logsumexp(-1)

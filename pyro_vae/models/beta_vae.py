@@ -8,7 +8,7 @@ Evaluation measures the unscaled ELBO and log-likelihood of the same generative 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -23,8 +23,9 @@ class BetaVAE(VAE):
     option_rules = {"beta": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0 (0 drops the KL term)")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", beta: float = 1.0):
-        super().__init__(x_dim, z_dim, hidden_dims, activation)
+                 activation: str = "relu", beta: float = 1.0, image_shape: Optional[Sequence[int]] = None,
+                 likelihood: str = "bernoulli", net: str = "mlp"):
+        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
         if not beta >= 0:
             raise PyroVAEError(f"beta weights the KL term and must be non-negative, got {beta}")
         self.beta = float(beta)
@@ -33,13 +34,12 @@ class BetaVAE(VAE):
         return {**super().config(), "beta": self.beta}
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             with poutine.scale(scale=self.beta):
                 z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+            self.observe(self.decoder(z), x)
 
     def guide(self, x):
         with poutine.scale(scale=self.beta):

@@ -14,22 +14,23 @@ import torch
 
 from pyro_vae.errors import InvalidDataError
 from pyro_vae.models.base import LatentStructure, one_hot_labels
-from pyro_vae.networks import BernoulliDecoder, GaussianMLP, concat
+from pyro_vae.networks import concat
 
 
 class CVAE(LatentStructure):
     needs_labels = True
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_classes: int = 10):
-        super().__init__(x_dim)
+                 activation: str = "relu", num_classes: int = 10, image_shape: Optional[Sequence[int]] = None,
+                 likelihood: str = "bernoulli", net: str = "mlp"):
+        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_classes = num_classes
-        self.encoder = GaussianMLP(x_dim + num_classes, self.hidden_dims, z_dim, activation)
-        self.decoder = BernoulliDecoder(z_dim + num_classes, tuple(reversed(self.hidden_dims)), x_dim, activation)
+        self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation, extra_dim=num_classes)
+        self.decoder = self.make_decoder(z_dim + num_classes, tuple(reversed(self.hidden_dims)), activation)
 
     def config(self) -> dict:
-        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+        return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "num_classes": self.num_classes}
 
     def label_code(self, y: Optional[torch.Tensor], batch_size: int) -> torch.Tensor:
@@ -39,18 +40,17 @@ class CVAE(LatentStructure):
         return one_hot_labels(y, batch_size, self.num_classes, self.device)
 
     def model(self, x, y=None):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         label = self.label_code(y, x.shape[0])
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(concat(z, label))).to_event(1), obs=x)
+            self.observe(self.decoder(concat(z, label)), x)
 
     def guide(self, x, y=None):
-        self.check_batch(x)
+        x = self.check_batch(x)
         label = self.label_code(y, x.shape[0])
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
-            loc, scale = self.encoder(torch.cat([x, label], -1))
+            loc, scale = self.encoder(x, label)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -11,7 +11,7 @@ cluster (0.87 of its mass after 5 epochs, every test image on it).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vae.models.base import LatentStructure, positive_int
-from pyro_vae.networks import BernoulliDecoder, GaussianMLP, concat, mlp
+
 
 
 class ClusterGaussians(nn.Module):
@@ -40,33 +40,33 @@ class GMVAE(LatentStructure):
     default_elbo = "enum"
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_components: int = 10):
-        super().__init__(x_dim)
+                 activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
+                 likelihood: str = "bernoulli", net: str = "mlp"):
+        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
         self.prior_z = ClusterGaussians(self.num_components, z_dim)
-        self.decoder = BernoulliDecoder(z_dim, tuple(reversed(self.hidden_dims)), x_dim, activation)
-        self.classifier = mlp([x_dim, *self.hidden_dims, self.num_components], activation)
-        self.encoder = GaussianMLP(x_dim + self.num_components, self.hidden_dims, z_dim, activation)
+        self.decoder = self.make_decoder(z_dim, tuple(reversed(self.hidden_dims)), activation)
+        self.classifier = self.make_classifier(self.hidden_dims, self.num_components, activation)
+        self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation, extra_dim=self.num_components)
 
     def config(self) -> dict:
-        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+        return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "num_components": self.num_components}
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         pyro.module("prior_z", self.prior_z)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample("c", dist.OneHotCategorical(logits=x.new_zeros(self.num_components)))
             z = pyro.sample("z", dist.Normal(*self.prior_z(c)).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+            self.observe(self.decoder(z), x)
 
     def guide(self, x):
-        self.check_batch(x)
+        x = self.check_batch(x)
         pyro.module("classifier", self.classifier)
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample("c", dist.OneHotCategorical(logits=self.classifier(x)), infer={"enumerate": "parallel"})
-            pyro.sample("z", dist.Normal(*self.encoder(concat(x, c))).to_event(1))
+            pyro.sample("z", dist.Normal(*self.encoder(x, c)).to_event(1))

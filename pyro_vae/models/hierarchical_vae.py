@@ -7,44 +7,44 @@ The ELBO has three terms: E_q[log p(x | z1)] + E_q[log p(z1 | z2) - log q(z1 | x
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyro
 import pyro.distributions as dist
 
 from pyro_vae.models.base import LatentStructure
-from pyro_vae.networks import BernoulliDecoder, GaussianMLP
+from pyro_vae.networks import GaussianMLP
 
 
 class HierarchicalVAE(LatentStructure):
     code_site = "z1"
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", z1_dim: int = 100, top_hidden_dims: Sequence[int] = (100, 100)):
-        super().__init__(x_dim)
+                 activation: str = "relu", z1_dim: int = 100, top_hidden_dims: Sequence[int] = (100, 100),
+                 image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli", net: str = "mlp"):
+        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.z1_dim, self.activation = z_dim, z1_dim, activation
         self.hidden_dims, self.top_hidden_dims = tuple(hidden_dims), tuple(top_hidden_dims)
-        self.encoder_z1 = GaussianMLP(x_dim, self.hidden_dims, z1_dim, activation)
+        self.encoder_z1 = self.make_encoder(self.hidden_dims, z1_dim, activation)
         self.encoder_z2 = GaussianMLP(z1_dim, self.top_hidden_dims, z_dim, activation)
         self.prior_z1 = GaussianMLP(z_dim, tuple(reversed(self.top_hidden_dims)), z1_dim, activation)
-        self.decoder = BernoulliDecoder(z1_dim, tuple(reversed(self.hidden_dims)), x_dim, activation)
+        self.decoder = self.make_decoder(z1_dim, tuple(reversed(self.hidden_dims)), activation)
 
     def config(self) -> dict:
-        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+        return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "z1_dim": self.z1_dim, "top_hidden_dims": list(self.top_hidden_dims)}
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         pyro.module("prior_z1", self.prior_z1)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z2 = pyro.sample("z2", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             z1 = pyro.sample("z1", dist.Normal(*self.prior_z1(z2)).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z1)).to_event(1), obs=x)
+            self.observe(self.decoder(z1), x)
 
     def guide(self, x):
-        self.check_batch(x)
+        x = self.check_batch(x)
         pyro.module("encoder_z1", self.encoder_z1)
         pyro.module("encoder_z2", self.encoder_z2)
         with pyro.plate("data", x.shape[0]):

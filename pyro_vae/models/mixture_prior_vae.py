@@ -7,7 +7,7 @@ with ``pyro.module`` like the decoder's. Its KL has no closed form, so the ELBO 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -32,8 +32,9 @@ class MixtureOfGaussians(nn.Module):
 
 class MixturePriorVAE(VAE):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_components: int = 10):
-        super().__init__(x_dim, z_dim, hidden_dims, activation)
+                 activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
+                 likelihood: str = "bernoulli", net: str = "mlp"):
+        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
         self.num_components = num_components
         self.prior = MixtureOfGaussians(num_components, z_dim)
 
@@ -41,10 +42,9 @@ class MixturePriorVAE(VAE):
         return {**super().config(), "num_components": self.num_components}
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         pyro.module("prior", self.prior)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+            self.observe(self.decoder(z), x)

@@ -20,7 +20,7 @@ from pyro import poutine
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure, finite_number, one_hot_labels, positive_int
-from pyro_vae.networks import BernoulliDecoder, GaussianMLP, concat, mlp
+from pyro_vae.networks import concat
 
 
 class SSVAE(LatentStructure):
@@ -30,39 +30,39 @@ class SSVAE(LatentStructure):
     option_rules = {"aux_weight": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_classes: int = 10, aux_weight: float = 46.0):
+                 activation: str = "relu", num_classes: int = 10, aux_weight: float = 46.0,
+                 image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli", net: str = "mlp"):
         """``aux_weight`` is alpha, the weight of the classification term on labelled images (46 in Pyro's
         example; Kingma et al. use 0.1 N)."""
-        super().__init__(x_dim)
+        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_classes = positive_int("num_classes", num_classes)
         if isinstance(aux_weight, bool) or not isinstance(aux_weight, (int, float)) or not 0 <= aux_weight < float("inf"):
             raise PyroVAEError(f"the model option aux_weight must be a finite number >= 0, got {aux_weight!r}")
         self.aux_weight = float(aux_weight)
-        self.classifier = mlp([x_dim, *self.hidden_dims, self.num_classes], activation)
-        self.encoder = GaussianMLP(x_dim + self.num_classes, self.hidden_dims, z_dim, activation)
-        self.decoder = BernoulliDecoder(z_dim + self.num_classes, tuple(reversed(self.hidden_dims)), x_dim, activation)
+        self.classifier = self.make_classifier(self.hidden_dims, self.num_classes, activation)
+        self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation, extra_dim=self.num_classes)
+        self.decoder = self.make_decoder(z_dim + self.num_classes, tuple(reversed(self.hidden_dims)), activation)
 
     def config(self) -> dict:
-        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+        return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "num_classes": self.num_classes, "aux_weight": self.aux_weight}
 
     def model(self, x, y: Optional[torch.Tensor] = None):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         label = None if y is None else one_hot_labels(y, x.shape[0], self.num_classes, x.device)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             y = pyro.sample("y", dist.OneHotCategorical(logits=x.new_zeros(self.num_classes)), obs=label)
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(concat(z, y))).to_event(1), obs=x)
+            self.observe(self.decoder(concat(z, y)), x)
             if label is not None and self.aux_weight:
                 pyro.module("classifier", self.classifier)
                 with poutine.scale(scale=self.aux_weight):
                     pyro.sample("y_aux", dist.OneHotCategorical(logits=self.classifier(x)), obs=label)
 
     def guide(self, x, y: Optional[torch.Tensor] = None):
-        self.check_batch(x)
+        x = self.check_batch(x)
         pyro.module("classifier", self.classifier)
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
@@ -71,9 +71,9 @@ class SSVAE(LatentStructure):
                                 infer={"enumerate": "parallel"})
             else:
                 y = one_hot_labels(y, x.shape[0], self.num_classes, x.device)
-            pyro.sample("z", dist.Normal(*self.encoder(concat(x, y))).to_event(1))
+            pyro.sample("z", dist.Normal(*self.encoder(x, y)).to_event(1))
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable class under q(y | x)."""
-        return self.classifier(x).argmax(-1)
+        return self.classifier(self.check_batch(x)).argmax(-1)

@@ -2,45 +2,47 @@
 
     p(z) = N(0, I),   p(x | z) = Bernoulli(decoder(z)),   q(z | x) = N(mu(x), sigma(x))
 
+(or another pixel likelihood, ``likelihood``, and convolutional networks, ``net="conv"``: see
+:class:`~pyro_vae.models.base.LatentStructure`).
+
 SVI maximises the ELBO  E_q[log p(x | z)] - KL(q(z | x) || p(z));  because Normal is reparameterized,
 Pyro draws z = mu + sigma * eps and gradients flow through the sample.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyro
 import pyro.distributions as dist
 
 from pyro_vae.models.base import LatentStructure
-from pyro_vae.networks import BernoulliDecoder, GaussianMLP
 
 
 class VAE(LatentStructure):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu"):
-        super().__init__(x_dim)
+                 activation: str = "relu", image_shape: Optional[Sequence[int]] = None,
+                 likelihood: str = "bernoulli", net: str = "mlp"):
+        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim = z_dim
         self.hidden_dims = tuple(hidden_dims)
         self.activation = activation
-        self.encoder = GaussianMLP(x_dim, self.hidden_dims, z_dim, activation)
-        self.decoder = BernoulliDecoder(z_dim, tuple(reversed(self.hidden_dims)), x_dim, activation)
+        self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation)
+        self.decoder = self.make_decoder(z_dim, tuple(reversed(self.hidden_dims)), activation)
 
     def config(self) -> dict:
-        return {"x_dim": self.x_dim, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+        return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation}
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             prior = dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1)
             z = pyro.sample("z", prior)
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+            self.observe(self.decoder(z), x)
 
     def guide(self, x):
-        self.check_batch(x)
+        x = self.check_batch(x)
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             loc, scale = self.encoder(x)

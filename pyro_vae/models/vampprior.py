@@ -49,10 +49,9 @@ with the default networks, an epoch 1.8 to 2 times as long on one thread here.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import nn
@@ -163,8 +162,9 @@ class PseudoInputs(nn.Module):
 
 class VampPriorVAE(VAE):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_pseudo_inputs: int = 500, pseudo_input_init: str = "random"):
-        super().__init__(x_dim, z_dim, hidden_dims, activation)
+                 activation: str = "relu", num_pseudo_inputs: int = 500, pseudo_input_init: str = "random",
+                 image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli", net: str = "mlp"):
+        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
         self.num_pseudo_inputs = positive_int("num_pseudo_inputs", num_pseudo_inputs)
         if pseudo_input_init not in PSEUDO_INPUT_INITS:
             raise PyroVAEError(f"the model option pseudo_input_init must be one of {', '.join(PSEUDO_INPUT_INITS)}, "
@@ -186,12 +186,11 @@ class VampPriorVAE(VAE):
         return UniformGaussianMixture(loc, scale)
 
     def model(self, x):
-        self.check_batch(x)
-        self.check_binary(x)
+        x = self.check_batch(x)
         pyro.module("pseudo_inputs", self.pseudo_inputs)
         pyro.module("encoder", self.encoder)
         pyro.module("decoder", self.decoder)
         prior = self.prior()
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", prior)
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+            self.observe(self.decoder(z), x)

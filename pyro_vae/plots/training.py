@@ -7,9 +7,17 @@ from typing import Optional, Sequence
 import matplotlib.pyplot as plt
 import torch
 
-from pyro_vae.data import IMAGE_SHAPE
 from pyro_vae.files import atomic_write
 from pyro_vae.inference.sites import latent_sites
+
+#: the shape images are drawn in when a caller does not say: MNIST's
+MNIST_SHAPE = (1, 28, 28)
+
+
+def picture_shape(model) -> tuple:
+    """The (C, H, W) to draw a structure's images in: its ``image_shape``, or MNIST's for flat inputs of 784."""
+    shape = tuple(getattr(model, "image_shape", ()))
+    return shape if len(shape) == 3 else MNIST_SHAPE
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -38,28 +46,38 @@ def plot_curves(history: Sequence[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def image_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
-    """(N, 784) pixel intensities -> one (H, W) image, ``nrow`` tiles per row on a ``pad_value`` background:
-    the layout of ``torchvision.utils.make_grid`` (tested against it), without importing torchvision, which
-    costs every command about a second."""
-    tiles = images.detach().cpu().reshape(-1, *IMAGE_SHAPE)
-    count, (height, width) = tiles.shape[0], IMAGE_SHAPE
+def image_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0,
+               image_shape: Sequence[int] = MNIST_SHAPE) -> torch.Tensor:
+    """(N, C * H * W) pixel intensities of images of ``image_shape`` (C, H, W) -> one (H', W') image for one
+    channel, (H', W', C) for colour, ``nrow`` tiles per row on a ``pad_value`` background: the layout of
+    ``torchvision.utils.make_grid`` (tested against it), without importing torchvision, which costs every
+    command about a second."""
+    channels, height, width = image_shape
+    tiles = images.detach().cpu().reshape(-1, channels, height, width)
+    count = tiles.shape[0]
     if count == 1:  # as make_grid: a single image without a frame
-        return tiles[0]
-    columns = min(nrow, count)
-    rows = -(-count // columns)
-    grid = torch.full((rows * (height + padding) + padding, columns * (width + padding) + padding), pad_value,
-                      dtype=tiles.dtype)
-    for k, tile in enumerate(tiles):
-        top, left = (k // columns) * (height + padding) + padding, (k % columns) * (width + padding) + padding
-        grid[top:top + height, left:left + width] = tile
-    return grid
+        grid = tiles[0]
+    else:
+        columns = min(nrow, count)
+        rows = -(-count // columns)
+        grid = torch.full((channels, rows * (height + padding) + padding, columns * (width + padding) + padding),
+                          pad_value, dtype=tiles.dtype)
+        for k, tile in enumerate(tiles):
+            top, left = (k // columns) * (height + padding) + padding, (k % columns) * (width + padding) + padding
+            grid[:, top:top + height, left:left + width] = tile
+    return grid[0] if channels == 1 else grid.permute(1, 2, 0)
 
 
-def plot_images(images: torch.Tensor, path: Path, *, nrow: int = 8, title: Optional[str] = None) -> Path:
-    grid = image_grid(images, nrow)
-    fig, ax = plt.subplots(figsize=(grid.shape[1] / 40, grid.shape[0] / 40 + (0.4 if title else 0)))
-    ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
+def plot_images(images: torch.Tensor, path: Path, *, nrow: int = 8, title: Optional[str] = None,
+                image_shape: Sequence[int] = MNIST_SHAPE) -> Path:
+    """Images (N, C * H * W) in [0, 1] as a grid: one channel in inverted grey (dark ink on white, as digits
+    are usually shown), three as colour."""
+    grid = image_grid(images, nrow, image_shape=tuple(image_shape))
+    fig, ax = plt.subplots(figsize=(max(grid.shape[1] / 40, 2.0), grid.shape[0] / 40 + (0.4 if title else 0)))
+    if grid.dim() == 2:
+        ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
+    else:
+        ax.imshow(grid.clamp(0, 1).numpy())
     ax.axis("off")
     if title:
         ax.set_title(title)
@@ -67,12 +85,13 @@ def plot_images(images: torch.Tensor, path: Path, *, nrow: int = 8, title: Optio
 
 
 def plot_reconstructions(originals: torch.Tensor, reconstructions: torch.Tensor, path: Path, *,
-                         per_row: int = 10) -> Path:
+                         per_row: int = 10, image_shape: Sequence[int] = MNIST_SHAPE) -> Path:
     """Rows alternate: originals, then their reconstructions (mean of p(x | z), z ~ q(z | x))."""
     rows = []
     for start in range(0, originals.shape[0], per_row):
         rows += [originals[start:start + per_row], reconstructions[start:start + per_row]]
-    return plot_images(torch.cat(rows), path, nrow=per_row, title="originals (odd rows) and reconstructions")
+    return plot_images(torch.cat(rows), path, nrow=per_row, title="originals (odd rows) and reconstructions",
+                       image_shape=image_shape)
 
 
 def plot_latent_manifold(model, path: Path, *, steps: int = 20) -> Path:
@@ -81,7 +100,8 @@ def plot_latent_manifold(model, path: Path, *, steps: int = 20) -> Path:
     values = torch.distributions.Normal(0.0, 1.0).icdf(quantiles)
     z1, z2 = torch.meshgrid(values, values.flip(0), indexing="xy")
     codes = torch.stack([z1.reshape(-1), z2.reshape(-1)], -1).to(model.device)
-    return plot_images(model.decode(codes), path, nrow=steps, title="decoded latent manifold (prior quantiles 5%-95%)")
+    return plot_images(model.decode(codes), path, nrow=steps, title="decoded latent manifold (prior quantiles 5%-95%)",
+                       image_shape=picture_shape(model))
 
 
 def plot_latent_scatter(codes: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
@@ -100,7 +120,7 @@ def plot_digits_by_label(model, path: Path, *, per_label: int = 10, num_classes:
     """A conditional model's samples: row d holds ``per_label`` draws of digit d."""
     labels = torch.arange(num_classes, device=model.device).repeat_interleave(per_label)
     return plot_images(model.generate(len(labels), labels), path, nrow=per_label,
-                       title="samples of each digit: row d is generate(y = d)")
+                       title="samples of each digit: row d is generate(y = d)", image_shape=picture_shape(model))
 
 
 def plot_style_transfer(model, path: Path, *, styles: int = 8, num_classes: int = 10) -> Path:
@@ -108,7 +128,7 @@ def plot_style_transfer(model, path: Path, *, styles: int = 8, num_classes: int 
     codes = torch.randn(styles, model.z_dim, device=model.device).repeat_interleave(num_classes, 0)
     labels = torch.arange(num_classes, device=model.device).repeat(styles)
     return plot_images(model.decode(codes, labels), path, nrow=num_classes,
-                       title="one z per row, decoded with y = 0 ... 9")
+                       title="one z per row, decoded with y = 0 ... 9", image_shape=picture_shape(model))
 
 
 def plot_latent_traversals(model, code: torch.Tensor, path: Path, *, max_dims: int = 10, span: float = 3.0,
@@ -119,7 +139,8 @@ def plot_latent_traversals(model, code: torch.Tensor, path: Path, *, max_dims: i
     codes = code.reshape(1, 1, -1).repeat(dims, steps, 1)
     for i in range(dims):
         codes[i, :, i] = values
-    return plot_images(model.decode(codes.reshape(dims * steps, -1)), path, nrow=steps, title=title)
+    return plot_images(model.decode(codes.reshape(dims * steps, -1)), path, nrow=steps, title=title,
+                       image_shape=picture_shape(model))
 
 
 def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *, seed: int = 0,
@@ -132,18 +153,19 @@ def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *
     originals = test.images[picked]
     conditioning = (test.labels[picked],) if model.needs_labels else ()
     paths = [plot_curves(history, run_dir / "curves.png")]
+    shape = picture_shape(model)
     if model.needs_labels:
         paths += [plot_digits_by_label(model, run_dir / "samples.png"),
                   plot_style_transfer(model, run_dir / "style_transfer.png")]
     elif (per_value := model.generate_per_value(per_label)) is not None:
         site, images = per_value
-        paths.append(plot_images(images, run_dir / "samples.png", nrow=per_label,
+        paths.append(plot_images(images, run_dir / "samples.png", nrow=per_label, image_shape=shape,
                                  title=f"samples: row k draws the rest of the prior given {site} = k"))
     else:
-        paths.append(plot_images(model.generate(64), run_dir / "samples.png",
+        paths.append(plot_images(model.generate(64), run_dir / "samples.png", image_shape=shape,
                                  title="samples: z ~ p(z), mean of p(x | z)"))
     paths.append(plot_reconstructions(originals, model.reconstruct(originals, *conditioning),
-                                      run_dir / "reconstructions.png"))
+                                      run_dir / "reconstructions.png", image_shape=shape))
     one = (originals[:1], *(c[:1] for c in conditioning))
     code_is_continuous = model.code_site in latent_sites(model.model, model.guide, one).reparameterized
     if code_is_continuous and model.encode(*one).shape[-1] == 2 and not model.needs_labels:

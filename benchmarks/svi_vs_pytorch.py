@@ -1,7 +1,8 @@
 """Milliseconds per SVI step of Pyro (the trainer's loop and each ELBO option) against a hand-written PyTorch VAE.
 
     python benchmarks/svi_vs_pytorch.py [--rounds 20] [--chunk 50] [--batch-size 100] [--threads N]
-                                        [--iwae-particles 5] [--no-iwae | --only-iwae] [--clock wall|thread]
+                                        [--iwae-particles 5] [--no-iwae | --only-iwae | --only-conv] [--no-conv]
+                                        [--clock wall|thread]
 
 Every variant trains the same VAE (same initial weights, same batches) in one process. The "train" rows
 run ``Trainer.run_steps``, the loop ``pyro-vae train`` itself runs (SVI steps, Pyro validation on the first
@@ -20,6 +21,10 @@ hand-written IWAE loop: K particles drawn in one vectorized pass (noise of shape
 -sum_b log (1/K) sum_k w_kb, the same Adam. Its rounds run after the first table's, its ratios are to the
 hand-written IWAE loop (``tests/test_benchmark.py`` checks that its loss is ``IWAE_ELBO``'s). With K = 50 a
 step costs about eight times one of K = 5: pass a smaller ``--chunk`` (and ``--only-iwae``).
+
+A third table times the convolutional VAE (``train --net conv``: the 32-64-channel network for 28 x 28,
+Bernoulli pixels) against the same network trained by the same hand-written loss (``pytorch_loss`` calls
+the structure's encoder and decoder, whichever they are).
 """
 from __future__ import annotations
 
@@ -174,6 +179,8 @@ def add_iwae_arguments(parser: argparse.ArgumentParser) -> None:
     part = parser.add_mutually_exclusive_group()
     part.add_argument("--no-iwae", action="store_true", help="skip the IWAE table")
     part.add_argument("--only-iwae", action="store_true", help="time only the IWAE table")
+    part.add_argument("--only-conv", action="store_true", help="time only the convolutional VAE table")
+    parser.add_argument("--no-conv", action="store_true", help="skip the convolutional VAE table")
 
 
 def add_clock_argument(parser: argparse.ArgumentParser) -> None:
@@ -246,12 +253,17 @@ def main(argv=None) -> None:
     data, chunks = load_chunks(args)
     workdir = Path(tempfile.mkdtemp(prefix="svi-benchmark-"))
     trainer = partial(TrainerSteps, data, args.lr, args.batch_size, workdir)
-    if not args.only_iwae:
-        time_elbo_table(args, trainer, chunks)
-    if not args.no_iwae:
-        if not args.only_iwae:
+    tables = []
+    if not (args.only_iwae or args.only_conv):
+        tables.append(time_elbo_table)
+    if not (args.no_iwae or args.only_conv):
+        tables.append(time_iwae_table)
+    if not (args.no_conv or args.only_iwae):
+        tables.append(time_conv_table)
+    for i, table in enumerate(tables):
+        if i:
             print()
-        time_iwae_table(args, trainer, chunks)
+        table(args, trainer, chunks)
 
 
 def time_elbo_table(args: argparse.Namespace, trainer: Callable, chunks: list) -> None:
@@ -281,6 +293,19 @@ def time_iwae_table(args: argparse.Namespace, trainer: Callable, chunks: list) -
     seconds = time_variants(variants, VAE(), chunks, args.rounds, CLOCKS[args.clock])
     print_table(variants, seconds, args, reference=f"pytorch IWAE K={k} (hand-written)",
                 title=f"IWAE, K = {k}, ratios to the hand-written IWAE loop: ")
+
+
+def time_conv_table(args: argparse.Namespace, trainer: Callable, chunks: list) -> None:
+    """The convolutional VAE of ``--net conv`` against the same network trained by the hand-written loss."""
+    variants = {
+        "pytorch conv VAE (hand-written)": HandWritten(args.lr),
+        "train --net conv": trainer(net="conv"),
+        "train --net conv --no-jit": trainer(net="conv", jit=False),
+    }
+    pyro.set_rng_seed(0)
+    seconds = time_variants(variants, VAE(net="conv"), chunks, args.rounds, CLOCKS[args.clock])
+    print_table(variants, seconds, args, reference="pytorch conv VAE (hand-written)",
+                title="Convolutional VAE (--net conv), ratios to the same network trained by hand: ")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ benchmark = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark)
 
 
-def test_the_hand_written_loss_is_the_single_sample_elbo_of_the_pyro_programs():
+@pytest.mark.parametrize("net", ["mlp", "conv"])
+def test_the_hand_written_loss_is_the_single_sample_elbo_of_the_pyro_programs(net):
     torch.manual_seed(0)
-    vae = VAE(z_dim=4, hidden_dims=[16])
+    vae = VAE(z_dim=4, hidden_dims=[16], net=net)
     x = torch.bernoulli(torch.full((5, 784), 0.3))
     eps = torch.randn(5, 4)
     loc, scale = vae.encoder(x)

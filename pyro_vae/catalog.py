@@ -23,8 +23,8 @@ def is_dataset_path(name: str) -> bool:
 
 BINARIZE_MODES = ("none", "dynamic", "static")
 
-MODEL_NAMES = ("vae", "beta-vae", "cvae", "hierarchical-vae", "mixture-prior-vae", "bernoulli-mixture", "gmvae",
-               "ss-vae", "vampprior")
+MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "cvae", "hierarchical-vae", "mixture-prior-vae", "bernoulli-mixture",
+               "gmvae", "ss-vae", "vampprior")
 #: the structures whose ``default_elbo`` is "enum" (their discrete sites are summed out exactly)
 ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae")
 

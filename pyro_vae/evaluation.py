@@ -20,7 +20,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_vae.data import Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
-from pyro_vae.inference.scaling import unscaled
+from pyro_vae.inference.scaling import is_penalty, unscaled
 from pyro_vae.inference.sites import latent_sites
 
 DATA_PLATE = "data"
@@ -94,8 +94,8 @@ def _log_weights(model: Callable, guide: Callable, batch: tuple, num_particles: 
     terms = []
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
+            if site["type"] != "sample" or site_is_subsample(site) or (is_penalty(site) and not scaled):
+                continue  # a training penalty (beta-TCVAE's total correlation) is no part of p(x, z)
             enumerated = site["infer"].get("_enumerate_dim") is not None
             if enumerated:
                 outer = [f.name for f in site["cond_indep_stack"] if f.name not in (DATA_PLATE, "importance_samples")]
@@ -312,7 +312,7 @@ def rate_distortion(model: Callable, guide: Callable, batches: Iterable[tuple]) 
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
         for trace, sign in ((model_trace, -1.0), (guide_trace, 1.0)):
             for site in trace.nodes.values():
-                if site["type"] != "sample" or site_is_subsample(site):
+                if site["type"] != "sample" or site_is_subsample(site) or is_penalty(site):
                     continue
                 log_prob = site["fn"].log_prob(site["value"]).sum().item()
                 if site["is_observed"]:

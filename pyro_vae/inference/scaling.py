@@ -1,8 +1,28 @@
-"""Effect handlers that rescale log-densities: the KL weight of beta-VAEs and KL warm-up, and its undoing."""
+"""Effect handlers that rescale log-densities: the KL weight of beta-VAEs and KL warm-up, and its undoing;
+and training penalties, factors of the training objective that are not part of the generative model."""
 from __future__ import annotations
 
+import pyro
+import pyro.distributions as dist
+import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
+
+#: the ``infer`` flag of a :func:`penalty` site
+PENALTY = "training_penalty"
+
+
+def penalty(name: str, log_factor: torch.Tensor) -> None:
+    """``pyro.factor(name, log_factor)`` for a term of the *training objective* only, such as beta-TCVAE's
+    -(beta - 1) * total correlation: SVI maximises E_q[log p(x, z) + log_factor - log q(z | x)], while every
+    measurement of the generative model (ELBO, importance-sampled log p(x)) leaves the site out
+    (:func:`is_penalty`; :class:`unscaled` gives it scale 0)."""
+    unit = dist.Unit(log_factor)
+    pyro.sample(name, unit, obs=unit.sample(), infer={"is_auxiliary": True, PENALTY: True})
+
+
+def is_penalty(site: dict) -> bool:
+    return bool(site["infer"].get(PENALTY))
 
 
 class scale_latents(Messenger):
@@ -22,11 +42,12 @@ class scale_latents(Messenger):
 
 
 class unscaled(Messenger):
-    """Undo every scale inside it (beta, warm-up), so that an ELBO measures the generative model itself.
+    """Undo every scale inside it (beta, warm-up) and drop training penalties (scale 0), so that an ELBO
+    measures the generative model itself.
 
     Messengers process a site from the innermost outwards, so this one, entered outermost, has the last word.
     """
 
     def _process_message(self, msg):
         if msg["type"] == "sample":
-            msg["scale"] = 1.0
+            msg["scale"] = 0.0 if msg["infer"].get(PENALTY) else 1.0

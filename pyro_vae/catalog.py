@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 
 DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist", "fashion-mnist", "kmnist",
-            "cifar10")
+            "cifar10", "svhn", "celeba")
 #: the DATASETS that torchvision reads from --data-dir (--download fetches them)
-TORCHVISION_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10")
+TORCHVISION_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "svhn", "celeba")
 
 
 def is_dataset_path(name: str) -> bool:

@@ -249,3 +249,48 @@ def test_a_bad_image_shape_or_network_is_one_sentence():
         build_model("vae", x_dim=10, image_shape=[3, 2, 2])
     with pytest.raises(PyroVAEError, match="unknown network 'resnet'"):
         build_model("vae", x_dim=4, net="resnet")
+
+
+def test_svhn_and_celeba_read_from_files_in_torchvision_s_layout(tmp_path, monkeypatch):
+    """SVHN's .mat files and CelebA's aligned JPEGs with its partition and annotation files, a few of each."""
+    import scipy.io
+    import torchvision.datasets
+    from PIL import Image
+
+    from pyro_vae.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    svhn = tmp_path / "svhn"
+    svhn.mkdir()
+    for part, n in (("train", 12), ("test", 5)):
+        scipy.io.savemat(svhn / f"{part}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                                       "y": rng.integers(1, 11, (n, 1))})
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)
+    data = load_dataset("svhn", data_dir=str(svhn))
+    assert data.image_shape == (3, 32, 32) and (len(data.train), len(data.valid), len(data.test)) == (10, 2, 5)
+    assert data.test.labels.max() < 10  # torchvision maps SVHN's label 10 to the digit 0
+
+    celeba = tmp_path / "celeba"
+    folder = celeba / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    names = [f"{i:06d}.jpg" for i in range(1, 8)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(folder / name)
+    partition = [0, 0, 0, 1, 1, 2, 2]  # (a split of one image trips torchvision: squeeze of a 1-element index)
+    files = {"list_eval_partition.txt": "".join(f"{n} {p}\n" for n, p in zip(names, partition)),
+             "identity_CelebA.txt": "".join(f"{n} 1\n" for n in names),
+             "list_bbox_celeba.txt": f"{len(names)}\nimage_id x_1 y_1 width height\n"
+                                     + "".join(f"{n} 1 2 3 4\n" for n in names),
+             "list_landmarks_align_celeba.txt": f"{len(names)}\nlefteye_x lefteye_y\n" + "".join(f"{n} 1 2\n" for n in names),
+             "list_attr_celeba.txt": f"{len(names)}\nSmiling Young\n" + "".join(f"{n} 1 -1\n" for n in names)}
+    for name, text in files.items():
+        (celeba / "celeba" / name).write_text(text)
+    monkeypatch.setattr(torchvision.datasets.CelebA, "_check_integrity", lambda self: True)
+    faces = load_dataset("celeba", data_dir=str(celeba))
+    assert faces.image_shape == (3, 64, 64) and (len(faces.train), len(faces.valid), len(faces.test)) == (3, 2, 2)
+    # the central 148 x 148 of the first face, shrunk by area averaging, is what the train split starts with
+    with Image.open(folder / names[0]) as image:
+        expected = np.asarray(image.convert("RGB").crop((15, 35, 163, 183)).resize((64, 64), Image.BOX))
+    assert torch.equal(faces.train.images[0] * 255, torch.from_numpy(expected.transpose(2, 0, 1).copy()).reshape(-1).float())
+    assert (celeba / "celeba" / "pyro-vae-64x64-train.npy").is_file()  # cached for the next read
+    assert torch.equal(load_dataset("celeba", data_dir=str(celeba)).train.images, faces.train.images)

@@ -61,8 +61,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", help=f"latent structure: one of {', '.join(sorted(MODEL_NAMES))}, or your own as "
                                        f"path/to/file.py:ClassName (default: {d.model})")
-    model.add_argument("--beta", type=float, help="KL weight of --model beta-vae (default: 1); total-correlation weight of --model "
-                                                   "beta-tcvae (default: 6)")
+    model.add_argument("--beta", type=float, help="KL weight of --model beta-vae (default: 1); total-correlation "
+                                                   "weight of --model beta-tcvae (default: 6)")
     model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
                        help="a constructor argument of the model, e.g. num_components=20 for mixture-prior-vae or "
                             "z1_dim=100 for hierarchical-vae; repeat for several")

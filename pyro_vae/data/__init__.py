@@ -41,10 +41,12 @@ LABELLED_SPLIT_SEED = 20111111
 
 @dataclass
 class Split:
-    """One split: images as a float tensor (N, C * H * W) in [0, 1], and labels (N,) when known."""
+    """One split: images as a float tensor (N, C * H * W) in [0, 1], labels (N,) when known, and for data with
+    known generating factors (dSprites) their values' indices (N, num_factors), int64."""
 
     images: torch.Tensor
     labels: Optional[torch.Tensor] = None
+    factors: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -54,12 +56,17 @@ class Split:
         if n is None or n >= len(self):
             return self
         index = torch.linspace(0, len(self) - 1, n).round().long()
-        labels = None if self.labels is None else self.labels[index]
-        return Split(self.images[index], labels)
+        return self.take(index)
+
+    def take(self, index: torch.Tensor) -> "Split":
+        """The images at ``index``, with their labels and factors."""
+        labels = None if self.labels is None else self.labels[index.to(self.labels.device)]
+        factors = None if self.factors is None else self.factors[index.to(self.factors.device)]
+        return Split(self.images[index.to(self.images.device)], labels, factors)
 
     def to(self, device) -> "Split":
         labels = None if self.labels is None else self.labels.to(device)
-        return Split(self.images.to(device), labels)
+        return Split(self.images.to(device), labels, self.factors)
 
 
 @dataclass
@@ -82,6 +89,9 @@ class Dataset:
     dequantized: bool = False
     #: one line saying what was read, for data sets from a path
     description: Optional[str] = None
+    #: data with known generating factors: their names and numbers of values (``Split.factors`` holds indices)
+    factor_names: Optional[tuple] = None
+    factor_sizes: Optional[tuple] = None
 
     def split(self, name: str) -> Split:
         if name not in ("train", "valid", "test"):
@@ -168,15 +178,62 @@ def _one_line(err: BaseException) -> str:
 
 
 #: data sets torchvision reads from ``--data-dir`` (``--download`` fetches them): name -> (torchvision class,
-#: image shape, what the validation split is). Each keeps its test set; the last sixth of the training images
-#: (the last 10,000 of MNIST's 60,000, 8,333 of CIFAR-10's 50,000) is the validation split.
+#: image shape). MNIST-like sets and CIFAR-10 keep their test set and give the last sixth of their training
+#: images to validation (the last 10,000 of MNIST's 60,000, 8,333 of CIFAR-10's 50,000); SVHN does the same
+#: with its 73,257 training digits; CelebA keeps its official train / valid / test partition, every face
+#: cropped to the central 148 x 148 of its 178 x 218 and shrunk to 64 x 64 (as in most VAE work on it).
 TORCHVISION_SETS = {
     "mnist": ("MNIST", MNIST_SHAPE),
     "fashion-mnist": ("FashionMNIST", MNIST_SHAPE),
     "kmnist": ("KMNIST", MNIST_SHAPE),
     "cifar10": ("CIFAR10", (3, 32, 32)),
+    "svhn": ("SVHN", (3, 32, 32)),
+    "celeba": ("CelebA", (3, 64, 64)),
 }
 check_registry("torchvision data set", TORCHVISION_SETS, TORCHVISION_NAMES)
+CELEBA_CROP, CELEBA_SIZE = 148, 64
+
+
+def _torchvision_parts(name: str, reader, data_dir: str, download: bool) -> dict:
+    """split name -> (uint8 pixels (N, C, H, W), labels (N,) or None) as torchvision reads them."""
+    def pixels(array) -> torch.Tensor:
+        array = torch.as_tensor(np.asarray(array))
+        if array.dim() == 3:  # (N, H, W): one channel
+            return array.unsqueeze(1)
+        return array.permute(0, 3, 1, 2) if array.shape[-1] in (1, 3) else array  # CIFAR-10 keeps (N, H, W, C)
+
+    if name == "svhn":
+        parts = {part: reader(data_dir, split=part, download=download) for part in ("train", "test")}
+        return {part: (pixels(ds.data), torch.as_tensor(ds.labels)) for part, ds in parts.items()}
+    if name == "celeba":
+        return {part: (_celeba_pixels(reader(data_dir, split=part, target_type=[], download=download)), None)
+                for part in ("train", "valid", "test")}
+    parts = {part: reader(data_dir, train=part == "train", download=download) for part in ("train", "test")}
+    return {part: (pixels(ds.data), torch.as_tensor(ds.targets)) for part, ds in parts.items()}
+
+
+def _celeba_pixels(ds) -> torch.Tensor:
+    """CelebA's faces of one split, centre-cropped and shrunk to 64 x 64, as uint8 (N, 3, 64, 64); cached
+    beside the images (``pyro-vae-64x64-SPLIT.npy``) after the first read, which decodes every JPEG."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    folder = Path(ds.root) / ds.base_folder
+    cache = folder / f"pyro-vae-{CELEBA_SIZE}x{CELEBA_SIZE}-{ds.split}.npy"
+    if cache.is_file():
+        return torch.from_numpy(np.load(cache))
+    faces = np.empty((len(ds.filename), 3, CELEBA_SIZE, CELEBA_SIZE), dtype=np.uint8)
+    for i, name in enumerate(tqdm(ds.filename, desc=f"CelebA {ds.split}: crop and resize", unit="image")):
+        with Image.open(folder / "img_align_celeba" / name) as image:
+            width, height = image.size
+            left, top = (width - CELEBA_CROP) // 2, (height - CELEBA_CROP) // 2
+            face = image.convert("RGB").crop((left, top, left + CELEBA_CROP, top + CELEBA_CROP))
+            faces[i] = np.asarray(face.resize((CELEBA_SIZE, CELEBA_SIZE), Image.BOX)).transpose(2, 0, 1)
+    try:
+        np.save(cache, faces)
+    except OSError:  # a read-only data folder: read the JPEGs again next time
+        pass
+    return torch.from_numpy(faces)
 
 
 def load_torchvision(name: str, data_dir: Optional[str], download: bool = False) -> Dataset:
@@ -189,24 +246,26 @@ def load_torchvision(name: str, data_dir: Optional[str], download: bool = False)
     class_name, shape = TORCHVISION_SETS[name]
     reader = getattr(torchvision.datasets, class_name)
     try:
-        train = reader(data_dir, train=True, download=download)
-        test = reader(data_dir, train=False, download=download)
+        parts = _torchvision_parts(name, reader, data_dir, download)
     except RuntimeError as err:
         hint = "" if download else "; add --download to fetch it (needs internet)"
         raise PyroVAEError(f"{class_name} was not found in {data_dir!r}{hint} ({_one_line(err)})") from None
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise PyroVAEError(f"{class_name} could not be read or downloaded into {data_dir!r}: {_one_line(err)}") from None
 
-    def as_split(ds, rows=slice(None)) -> Split:
-        pixels = torch.as_tensor(ds.data[rows])
-        if pixels.dim() == 4:  # CIFAR-10 keeps (N, H, W, C)
-            pixels = pixels.permute(0, 3, 1, 2)
-        return Split(pixels.reshape(len(pixels), -1).float() / 255.0, torch.as_tensor(ds.targets)[rows].long())
+    def as_split(pixels: torch.Tensor, labels: Optional[torch.Tensor], rows=slice(None)) -> Split:
+        pixels = pixels[rows]
+        return Split(pixels.reshape(len(pixels), -1).float() / 255.0,
+                     None if labels is None else labels[rows].long())
 
-    n = len(train)
-    num_valid = n // 6
-    return Dataset(name, train=as_split(train, slice(0, n - num_valid)), valid=as_split(train, slice(n - num_valid, n)),
-                   test=as_split(test), image_shape=shape)
+    if "valid" in parts:
+        splits = [as_split(*parts[part]) for part in ("train", "valid", "test")]
+    else:
+        n = len(parts["train"][0])
+        num_valid = n // 6
+        splits = [as_split(*parts["train"], slice(0, n - num_valid)), as_split(*parts["train"], slice(n - num_valid, n)),
+                  as_split(*parts["test"])]
+    return Dataset(name, *splits, image_shape=shape)
 
 
 def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
@@ -239,7 +298,7 @@ def dequantize_dataset(dataset: Dataset, seed: int = 0) -> Dataset:
     for name in ("valid", "test"):
         split = dataset.split(name)
         noisy = dequantize(split.images.cpu(), generator).to(split.images.device)
-        setattr(dataset, name, Split(noisy, split.labels))
+        setattr(dataset, name, Split(noisy, split.labels, split.factors))
     dataset.binarize, dataset.dequantized = "dequantize", True
     return dataset
 
@@ -298,7 +357,7 @@ def load_dataset(
         # every evaluation sees the same binary images.
         if binarize == "static" or (binarize == "dynamic" and split_name != "train"):
             generator = torch.Generator().manual_seed(seed)
-            split = Split(torch.bernoulli(split.images, generator=generator), split.labels)
+            split = Split(torch.bernoulli(split.images, generator=generator), split.labels, split.factors)
         setattr(dataset, split_name, split.to(device))
     dataset.binarize = "none" if binarize == "static" else binarize
     dataset.eight_bit = binarize == "none" and not dataset.is_binary and is_8bit(dataset.train.images)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 
 DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist", "fashion-mnist", "kmnist",
-            "cifar10", "svhn", "celeba")
+            "cifar10", "svhn", "celeba", "dsprites-procedural", "dsprites")
+#: data sets with known generating factors (for the disentanglement metrics)
+FACTOR_DATASETS = ("dsprites-procedural", "dsprites")
 #: the DATASETS that torchvision reads from --data-dir (--download fetches them)
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "svhn", "celeba")
 

@@ -77,8 +77,9 @@ class TrainConfig:
                                f"{', '.join(DATASETS)}")
         if self.image_size is not None:
             check_positive(self.image_size, "--image-size")
-            if not is_dataset_path(self.dataset):
-                raise PyroVAEError(f"--image-size resizes your own images (--dataset PATH); {self.dataset} keeps its size")
+            if not (is_dataset_path(self.dataset) or self.dataset == "dsprites-procedural"):
+                raise PyroVAEError(f"--image-size resizes your own images (--dataset PATH) and sets the resolution of "
+                                   f"dsprites-procedural; {self.dataset} keeps its size")
         if self.likelihood not in LIKELIHOOD_NAMES:
             raise PyroVAEError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOOD_NAMES)}")
         if self.net not in NET_NAMES:

@@ -176,7 +176,7 @@ def test_fashion_mnist_and_cifar10_read_from_files_in_torchvision_s_layout(tmp_p
     (lambda d: ["--dataset", _write_npz(d / "f.npz", dtype=np.float32), "--likelihood", "discretized-logistic"],
      "is a distribution over 8-bit values k / 255, and these pixels are not on that grid"),
     (lambda d: ["--dataset", _write_npz(d / "g.npz")], "are grey-scale but the likelihood is Bernoulli"),
-    (lambda d: ["--dataset", "binarized-mnist", "--image-size", 32], "--image-size resizes your own images"),
+    (lambda d: ["--dataset", "binarized-mnist", "--image-size", 32], "--image-size resizes your own images (--dataset PATH)"),
     (lambda d: ["--dataset", d / "nothing.npz"], "no such file or folder"),
     (lambda d: ["--model", "bernoulli-mixture", "--likelihood", "gaussian"],
      "the structure bernoulli-mixture does not take --likelihood"),

@@ -7,6 +7,9 @@
 * ``mnist-test-release``: the official grey-scale MNIST test release (shipped), split the same way.
 * ``mnist``: the full grey-scale MNIST read by torchvision from ``--data-dir`` (``--download`` fetches it);
   ``fashion-mnist``, ``kmnist`` and ``cifar10`` likewise (:data:`TORCHVISION_SETS`).
+* ``dsprites-procedural``: dSprites re-rendered here from its six factors (no download; not DeepMind's file),
+  ``dsprites``: DeepMind's file from ``--data-dir``; both with the factors in ``Split.factors``
+  (:mod:`pyro_vae.data.dsprites`);
 * a path: your own images, a ``.npz``, a ``.npy`` or a folder of PNG / JPEG (:mod:`pyro_vae.data.files`).
 
 Splits hold images flat, (N, C * H * W), with :attr:`Dataset.image_shape` (C, H, W) beside them: every
@@ -34,6 +37,10 @@ from pyro_vae.errors import InvalidDataError, PyroVAEError
 IMAGE_SHAPE = (28, 28)
 X_DIM = 28 * 28
 MNIST_SHAPE = (1, 28, 28)
+#: dSprites (procedural or DeepMind's file): train / valid / test images drawn once with this seed, whatever the
+#: training seed, so that runs of several seeds see the same images (``--subset`` keeps fewer of each)
+DSPRITES_SPLIT = (50_000, 5_000, 5_000)
+DSPRITES_SEED = 20170101
 #: The labelled offline data sets are one labelled release split once, always the same way, into these parts.
 LABELLED_SPLIT = (7000, 1000, 2000)
 LABELLED_SPLIT_SEED = 20111111
@@ -348,6 +355,15 @@ def load_dataset(
         dataset = split_labelled(name, load_mnist_test_release())
     elif name in TORCHVISION_SETS:
         dataset = load_torchvision(name, data_dir, download)
+    elif name == "dsprites-procedural":
+        from pyro_vae.data.dsprites import load_procedural
+
+        dataset = load_procedural(seed=DSPRITES_SEED, resolution=image_size or 64)
+    elif name == "dsprites":
+        from pyro_vae.data.dsprites import load_official
+
+        dataset = load_official(data_dir, seed=DSPRITES_SEED, num_train=DSPRITES_SPLIT[0], num_valid=DSPRITES_SPLIT[1],
+                                num_test=DSPRITES_SPLIT[2])
     else:
         dataset = load_path(name, image_size=image_size, seed=seed)
     check_dataset(dataset)

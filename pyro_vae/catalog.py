@@ -27,6 +27,8 @@ BINARIZE_MODES = ("none", "dynamic", "static")
 
 MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "cvae", "hierarchical-vae", "mixture-prior-vae", "bernoulli-mixture",
                "gmvae", "ss-vae", "vampprior")
+#: the structures ``beta-sweep`` trains, each with beta as its option
+SWEPT_MODELS = ("beta-vae", "beta-tcvae")
 #: the structures whose ``default_elbo`` is "enum" (their discrete sites are summed out exactly)
 ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae")
 

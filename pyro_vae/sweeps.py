@@ -1,51 +1,95 @@
-"""Training sweeps: the beta-VAE over a list of betas, measured as rate against distortion."""
+"""Training sweeps: the beta-VAE (or beta-TCVAE) over a list of betas and seeds, measured as rate against
+distortion and, on data with known factors, by the disentanglement metrics."""
 from __future__ import annotations
 
+import statistics
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from pyro_vae.catalog import SWEPT_MODELS
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import rate_distortion
 from pyro_vae.plots.training import plot_latent_traversals, plot_rate_distortion
 from pyro_vae.training import TrainConfig, Trainer, write_csv, write_json
 
-
-def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *, progress: Optional[bool] = None,
+def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *, seeds: Sequence[int] = (),
+               model: str = "beta-vae", score_points: Optional[int] = None, progress: Optional[bool] = None,
                log: Callable[[str], None] = print) -> list[dict]:
-    """Train ``beta-vae`` once per beta (same seed and budget) and measure each on the test split.
+    """Train ``model`` (beta-vae or beta-tcvae) once per beta and seed (``seeds``, default ``base.seed``) with the
+    same budget and measure each on the test split; on data with known factors (dSprites) also every
+    disentanglement metric (:func:`pyro_vae.disentanglement.measure.measure`, with ``score_points`` points for
+    the BetaVAE and FactorVAE scores).
 
-    Writes into ``out_dir``: one run directory per beta, ``traversals-beta-B.png`` per beta,
-    ``results.csv`` / ``results.json`` (beta, rate, distortion, ELBO, seconds) and ``rate_distortion.png``.
+    Writes into ``out_dir``: one run directory per beta and seed (``beta-B`` for one seed, ``beta-B-seed-S``
+    for several), ``traversals-beta-B.png`` per beta (first seed), ``results.csv`` / ``results.json`` (one row
+    per run: beta, seed, rate, distortion, ELBO, seconds, metrics), ``summary.json`` (mean and standard
+    deviation over seeds per beta), ``rate_distortion.png`` and, with metrics, ``metrics_against_beta.png``.
     """
     if not betas:
         raise PyroVAEError("give at least one beta")
+    if model not in SWEPT_MODELS:
+        raise PyroVAEError(f"a beta sweep trains {' or '.join(SWEPT_MODELS)}, not {model}")
     if any(not beta >= 0 for beta in betas):
         raise PyroVAEError(f"beta weights the KL term and must be non-negative, got {list(betas)}")
     if len({f"{beta:g}" for beta in betas}) != len(betas):
         raise PyroVAEError(f"each beta may appear once, got {list(betas)}")
+    seeds = list(seeds) or [base.seed]
+    if len(set(seeds)) != len(seeds):
+        raise PyroVAEError(f"each seed may appear once, got {seeds}")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PyroVAEError(f"the sweep directory {out_dir} already exists; choose another --out-dir")
     rows = []
     for beta in betas:
-        config = replace(base, model="beta-vae", model_options={**base.model_options, "beta": float(beta)})
-        trainer = Trainer(config, out_dir / f"beta-{beta:g}", progress=progress, log=log)
-        log(f"beta = {beta:g}")
-        history = trainer.fit()
-        model = trainer.model.eval()
-        measured = rate_distortion(model.model, model.guide, trainer.batches("test"))
-        code = model.encode(trainer.dataset.test.images[:1])[0]
-        plot_latent_traversals(model, code, out_dir / f"traversals-beta-{beta:g}.png",
-                               title=f"beta = {beta:g}: latent i varied from -3 to 3 in row i")
-        rows.append({"beta": float(beta), **measured, "elbo": -(measured["rate"] + measured["distortion"]),
-                     "epochs": config.epochs, "seconds": history[-1]["seconds"]})
-        log(f"beta = {beta:g}: rate {measured['rate']:.2f} nats, distortion {measured['distortion']:.2f} nats")
+        for seed in seeds:
+            name = f"beta-{beta:g}" + (f"-seed-{seed}" if len(seeds) > 1 else "")
+            config = replace(base, model=model, seed=seed, model_options={**base.model_options, "beta": float(beta)})
+            trainer = Trainer(config, out_dir / name, progress=progress, log=log)
+            log(f"{model}, beta = {beta:g}, seed {seed}")
+            history = trainer.fit()
+            trained = trainer.model.eval()
+            measured = rate_distortion(trained.model, trained.guide, trainer.batches("test"))
+            row = {"beta": float(beta), "seed": seed, **measured, "elbo": -(measured["rate"] + measured["distortion"]),
+                   "epochs": config.epochs, "seconds": history[-1]["seconds"]}
+            if seed == seeds[0]:
+                code = trained.encode(trainer.dataset.test.images[:1])[0]
+                plot_latent_traversals(trained, code, out_dir / f"traversals-beta-{beta:g}.png",
+                                       title=f"beta = {beta:g}: latent i varied from -3 to 3 in row i")
+            if trainer.dataset.factor_sizes is not None:
+                row.update(_metrics(trained, trainer.dataset, seed, score_points))
+            rows.append(row)
+            log(f"beta = {beta:g}, seed {seed}: rate {measured['rate']:.2f} nats, distortion "
+                f"{measured['distortion']:.2f} nats" + (f", MIG {row['mig']:.3f}" if "mig" in row else ""))
     write_csv(rows, out_dir / "results.csv")
     write_json(rows, out_dir / "results.json")
-    plot_rate_distortion(rows, out_dir / "rate_distortion.png")
+    write_json(summarize(rows), out_dir / "summary.json")
+    plot_rate_distortion([row for row in rows if row["seed"] == seeds[0]], out_dir / "rate_distortion.png")
+    if "mig" in rows[0]:
+        from pyro_vae.plots.disentanglement import plot_metrics_against_beta
+
+        plot_metrics_against_beta(rows, out_dir / "metrics_against_beta.png")
     return rows
 
 
+def _metrics(model, dataset, seed: int, score_points: Optional[int]) -> dict:
+    from pyro_vae.disentanglement.measure import NUM_SAMPLES, measure, sampler_sizes
+
+    sizes = sampler_sizes(score_points) if score_points else None
+    result = measure(model, dataset, num_samples=min(NUM_SAMPLES, len(dataset.train)), seed=seed, sizes=sizes)
+    return {key: value for key, value in result.items() if isinstance(value, float) and key != "seconds"}
 
 
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """Per beta: the number of seeds and, for every measured number, its mean and standard deviation over seeds."""
+    summary = []
+    for beta in sorted({row["beta"] for row in rows}):
+        group = [row for row in rows if row["beta"] == beta]
+        entry = {"beta": beta, "seeds": len(group)}
+        for key, value in group[0].items():
+            if key in ("beta", "seed", "epochs") or not isinstance(value, (int, float)):
+                continue
+            values = [row[key] for row in group]
+            entry[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        summary.append(entry)
+    return summary

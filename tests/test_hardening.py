@@ -136,7 +136,7 @@ CASES = [
     (["beta-sweep", "--out-dir", NEW, "--betas", "abc"], "expected comma-separated numbers"),
     (["beta-sweep", "--out-dir", NEW, "--epochs", "0"], "epochs must be a positive whole number"),
     (["beta-sweep", "--out-dir", "{tmp}/a_file"], "is a file, not a directory"),
-    (["beta-sweep", "--out-dir", NEW, "--model", "vae"], "always trains --model beta-vae"),
+    (["beta-sweep", "--out-dir", NEW, "--model", "vae"], "beta-sweep trains --model beta-vae or beta-tcvae, not vae"),
     # reparam-toy
     (["reparam-toy", "--out", NEW, "--theta", "nan"], "--theta, the location of q, must be a finite number"),
     (["reparam-toy", "--out", NEW, "--theta", "inf"], "--theta, the location of q, must be a finite number"),

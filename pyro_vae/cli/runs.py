@@ -9,9 +9,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINARIZE_MODES, CHECKPOINT,
-                              CHECKPOINT_CHOICES, DATASETS, ELBO_HELP, ELBO_NAMES, ENUM_MODELS, LIKELIHOOD_HELP,
-                              LIKELIHOOD_NAMES, METRICS, MODEL_NAMES, NET_HELP, NET_NAMES, OPTIMIZER_NAMES,
-                              SCHEDULE_HELP, SCHEDULES, TORCHVISION_NAMES)
+                              CHECKPOINT_CHOICES, DATASETS, ELBO_HELP, ELBO_NAMES, ENUM_MODELS, FACTOR_DATASETS,
+                              LIKELIHOOD_HELP, LIKELIHOOD_NAMES, METRICS, MODEL_NAMES, NET_HELP, NET_NAMES,
+                              OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_MODELS, TORCHVISION_NAMES)
 from pyro_vae.cli import HelpFormatter, existing_run_dir
 from pyro_vae.config import TrainConfig, check_positive, check_seed
 from pyro_vae.errors import PyroVAEError
@@ -339,6 +339,27 @@ def sample_command(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the disentanglement metrics beta-sweep prints (all are in results.csv)
+SWEEP_METRIC_COLUMNS = (("mig", "MIG"), ("dci_disentanglement", "DCI-dis"), ("sap", "SAP"),
+                        ("modularity", "modularity"), ("beta_vae_eval_accuracy", "BetaVAE"),
+                        ("factor_vae_eval_accuracy", "FactorVAE"))
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 0,1,2, got {text!r}")
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 0,1,2, got {text!r}")
+    for seed in seeds:
+        try:
+            check_seed(seed)
+        except PyroVAEError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return seeds
+
+
 def _betas(text: str) -> list[float]:
     try:
         betas = [float(part) for part in text.split(",") if part.strip()]
@@ -356,17 +377,80 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
         raise PyroVAEError("beta-sweep trains one model per value of --betas; drop --beta (use --betas "
                            f"{args.beta:g} for that value alone)")
     given = _given_options(args)
-    if given.get("model", "beta-vae") != "beta-vae":
-        raise PyroVAEError("beta-sweep always trains --model beta-vae; drop --model")
-    TrainConfig(**{**given, "model": "beta-vae"}).validate()
+    model = given.pop("model", "beta-vae")
+    if model not in SWEPT_MODELS:
+        raise PyroVAEError(f"beta-sweep trains --model {' or '.join(SWEPT_MODELS)}, not {model}")
+    check_positive(args.score_points, "--score-points", optional=True)
+    TrainConfig(**{**given, "model": model}).validate()
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
-    rows = beta_sweep(args.betas, TrainConfig(**given), out_dir, progress=False if args.no_progress else None)
-    print(f"{'beta':>6} {'rate':>8} {'distortion':>11} {'ELBO':>9}")
+    rows = beta_sweep(args.betas, TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
+                      score_points=args.score_points, progress=False if args.no_progress else None)
+    columns = [("beta", "beta", "g"), ("seed", "seed", "d"), ("rate", "rate", ".2f"),
+               ("distortion", "distortion", ".2f"), ("elbo", "ELBO", ".2f")]
+    columns += [(key, label, ".3f") for key, label in SWEEP_METRIC_COLUMNS if key in rows[0]]
+    print(" ".join(f"{label:>11}" for _, label, _ in columns))
     for row in rows:
-        print(f"{row['beta']:>6g} {row['rate']:>8.2f} {row['distortion']:>11.2f} {row['elbo']:>9.2f}")
-    print(f"results: {out_dir / 'results.csv'}, {out_dir / 'rate_distortion.png'}, {out_dir}/traversals-beta-*.png")
+        print(" ".join(f"{row[key]:>11{spec}}" for key, _, spec in columns))
+    extra = f", {out_dir / 'metrics_against_beta.png'}, {out_dir / 'summary.json'}" if "mig" in rows[0] else ""
+    print(f"results: {out_dir / 'results.csv'}, {out_dir / 'rate_distortion.png'}{extra}, "
+          f"{out_dir}/traversals-beta-*.png")
     return 0
+
+
+def disentanglement_command(args: argparse.Namespace) -> int:
+    import pyro
+
+    from pyro_vae.disentanglement.measure import check_has_factors, measure, sampler_sizes
+    from pyro_vae.files import write_json
+    from pyro_vae.plots.disentanglement import plot_mutual_information
+    from pyro_vae.plots.training import plot_latent_traversals
+    from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device
+
+    check_positive(args.num_samples, "--num-samples")
+    check_positive(args.score_points, "--score-points")
+    check_seed(args.seed)
+    resolve_device(args.device)
+    run_dir = existing_run_dir(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "disentanglement.json"
+    check_can_write_file(out, "--out")
+    with run_lock(run_dir):
+        model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+        if config.dataset not in FACTOR_DATASETS:  # before the data are loaded
+            raise PyroVAEError(f"the run {args.run_dir} was trained on {config.dataset}, which has no ground-truth "
+                               f"factors; the disentanglement metrics need a run trained on "
+                               f"{' or '.join(FACTOR_DATASETS)}")
+        dataset = load_run_data(config, device=args.device)
+        check_has_factors(dataset, f"the run {args.run_dir}")
+        pyro.set_rng_seed(args.seed)
+        print(f"measuring disentanglement of {describe_checkpoint(checkpoint)} of {args.run_dir} on "
+              f"{args.num_samples:,} training images of {config.dataset}")
+        result = measure(model.eval(), dataset, num_samples=args.num_samples, seed=args.seed,
+                         sizes=sampler_sizes(args.score_points))
+        result.update({"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"], "dataset": config.dataset})
+        for key, value in result.items():
+            if isinstance(value, float) and key != "seconds":
+                print(f"  {key:<28} {value:.4f}")
+        if not result["sampler_scores"]:
+            print("  (BetaVAE and FactorVAE scores need images of any factor combination: dsprites-procedural only)")
+        write_json(result, out)
+        folder = out.parent
+        pictures = [plot_mutual_information(result["mutual_information"], result["factor_names"],
+                                            folder / "mutual_information.png"),
+                    plot_latent_traversals(model, model.encode(dataset.test.images[:1].to(model.device))[0],
+                                           folder / "traversals.png",
+                                           title="latent i varied from -3 to 3 in row i, the others at a test image's code")]
+    print(f"written to {out}; pictures: {', '.join(str(p) for p in pictures)} ({result['seconds']} s)")
+    return 0
+
+
+def _add_trained_run_options(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """--checkpoint, --device and --seed of the commands that use a trained run."""
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
+                        help=f"which model of the run: the epoch with the highest validation ELBO ({BEST_CHECKPOINT}) "
+                             f"or the last epoch trained ({CHECKPOINT}); runs without {BEST_CHECKPOINT} use the last")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
 
 
 def add_subcommands(subparsers) -> None:
@@ -392,11 +476,19 @@ def add_subcommands(subparsers) -> None:
 
     sweep = subparsers.add_parser(
         "beta-sweep", help="train beta-VAEs over a list of betas; plot rate against distortion and traversals",
-        description="Train --model beta-vae once per beta with the same options, seed and budget, then measure "
-                    "rate (KL) and distortion (-E log p(x|z)) on the test split, plot one against the other, "
-                    "and write latent traversals (one latent varied at a time, the others held) for each beta.")
+        description="Train --model beta-vae (or beta-tcvae) once per beta (and per seed of --seeds) with the same "
+                    "options and budget, then measure rate (KL) and distortion (-E log p(x|z)) on the test split, "
+                    "plot one against the other, and write latent traversals (one latent varied at a time, the "
+                    "others held) for each beta. On data with known factors (--dataset dsprites-procedural) every "
+                    "disentanglement metric of 'pyro-vae disentanglement' joins the table, plotted against beta.")
     sweep.add_argument("--betas", type=_betas, default=[0.5, 1.0, 2.0, 4.0, 8.0],
                        help="comma-separated betas (default: 0.5,1,2,4,8)")
+    sweep.add_argument("--seeds", type=_seeds, metavar="S,S,...",
+                       help="train every beta once per seed, for the mean and spread over seeds in summary.json "
+                            "(default: --seed alone)")
+    sweep.add_argument("--score-points", type=int, metavar="N",
+                       help="on data with known factors: training points of the BetaVAE and FactorVAE scores "
+                            "(default: disentanglement_lib's 10,000, minutes per run on a 2-core CPU)")
     sweep.add_argument("--out-dir", help="where the sweep goes (default: runs/beta-sweep-DATE-TIME)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_train_options(sweep)
@@ -411,15 +503,33 @@ def add_subcommands(subparsers) -> None:
     evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="which split")
     evaluate.add_argument("--subset", type=int, help="evaluate N evenly spaced images of the split, for a quick check "
                                                      "(default: all; written to a file of its own)")
-    evaluate.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
-                          help=f"which model of the run: the epoch with the highest validation ELBO ({BEST_CHECKPOINT}) "
-                               f"or the last epoch trained ({CHECKPOINT}); runs without {BEST_CHECKPOINT} use the last")
     evaluate.add_argument("--out", metavar="FILE",
                           help="where to write the result as JSON, e.g. for a run in a read-only folder (default: "
                                "RUN_DIR/evaluation-SPLIT-KK[-subsetN][-last].json)")
-    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    evaluate.add_argument("--seed", type=int, default=0, help="random seed for the samples")
+    _add_trained_run_options(evaluate, "random seed for the samples")
     evaluate.set_defaults(handler=evaluate_command)
+
+    measure = subparsers.add_parser(
+        "disentanglement", formatter_class=formatter,
+        help="disentanglement metrics of a run trained on data with known factors (dSprites)",
+        description="Encode --num-samples training images of the run's data set (dsprites-procedural or dsprites) and "
+                    "compute the metrics of disentanglement_lib (Locatello et al. 2019) from the codes and the true "
+                    "factors: MIG, DCI (disentanglement, completeness, informativeness), SAP, modularity and "
+                    "explicitness, and on the procedural data, which renders any factor combination, the BetaVAE "
+                    "and FactorVAE scores. Writes RUN_DIR/disentanglement.json, a latent-factor mutual-information "
+                    "heat map and latent traversals.")
+    measure.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
+    measure.add_argument("--num-samples", type=int, default=10_000,
+                         help="training images encoded for MIG, DCI, SAP and modularity (disentanglement_lib's default)")
+    measure.add_argument("--score-points", type=int, default=10_000, metavar="N",
+                         help="training points of the BetaVAE and FactorVAE scores (N // 2 to evaluate; each point "
+                              "is a batch of 64 images rendered and encoded): disentanglement_lib's 10,000 cost "
+                              "minutes on a 2-core CPU, so smaller N is quicker and noisier")
+    measure.add_argument("--out", metavar="FILE",
+                         help="where to write the metrics as JSON; the pictures go beside it (default: "
+                              "RUN_DIR/disentanglement.json)")
+    _add_trained_run_options(measure, "random seed for the images drawn and the classifiers")
+    measure.set_defaults(handler=disentanglement_command)
 
     sample = subparsers.add_parser(
         "sample", formatter_class=formatter, help="draw images from a trained model's prior",
@@ -432,8 +542,5 @@ def add_subcommands(subparsers) -> None:
     sample.add_argument("--out", help="picture to write (.png, .pdf or .svg), or a folder to write generated.png into "
                                       "(default: RUN_DIR/generated.png)")
     sample.add_argument("--label", type=int, help="for a model that takes a label (cvae, ss-vae): the digit to draw")
-    sample.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
-                        help=f"the best epoch's model ({BEST_CHECKPOINT}) or the last one ({CHECKPOINT})")
-    sample.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    sample.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_trained_run_options(sample, "random seed")
     sample.set_defaults(handler=sample_command)

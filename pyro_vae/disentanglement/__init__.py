@@ -1,0 +1,1 @@
+"""Disentanglement metrics with disentanglement_lib's definitions: see ``pyro_vae.disentanglement.metrics``."""

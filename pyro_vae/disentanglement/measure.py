@@ -1,0 +1,104 @@
+"""Disentanglement of a trained structure, measured on data with known generating factors (dSprites).
+
+:func:`measure` encodes ``num_samples`` training images of the run's data set (the guide's mean of the code
+site), computes every metric of :mod:`pyro_vae.disentanglement.metrics` from those (codes, factors), and,
+where images of any factor combination can be made (the procedural dSprites), the BetaVAE and FactorVAE
+scores from fresh pairs rendered on demand. :func:`mutual_information_matrix` gives the normalised mutual
+information between every latent and every factor, the picture MIG summarises.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from pyro_vae.catalog import FACTOR_DATASETS
+from pyro_vae.data import Dataset
+from pyro_vae.disentanglement import metrics
+from pyro_vae.errors import PyroVAEError
+
+#: disentanglement_lib's number of points for MIG, DCI, SAP and modularity
+NUM_SAMPLES = 10_000
+ENCODE_BATCH = 1_000
+
+
+def check_has_factors(dataset: Dataset, what: str = "the run") -> None:
+    """One sentence if ``dataset`` has no ground-truth factors to measure against."""
+    if dataset.factor_sizes is None or dataset.train.factors is None:
+        raise PyroVAEError(f"{what} was trained on {dataset.name}, which has no ground-truth factors; the "
+                           f"disentanglement metrics need data with known factors: --dataset "
+                           f"{' or '.join(FACTOR_DATASETS)}")
+
+
+@torch.no_grad()
+def encode(model, images: torch.Tensor) -> np.ndarray:
+    """The guide's mean of the code site for every image, in batches, as float64 numpy (N, d)."""
+    device = model.device
+    codes = [model.encode(images[i:i + ENCODE_BATCH].to(device)).cpu() for i in range(0, len(images), ENCODE_BATCH)]
+    return torch.cat(codes).double().numpy()
+
+
+def sampler_of(model, dataset: Dataset) -> tuple[Optional[Callable], Optional[Callable]]:
+    """(sample_factors, represent) for the BetaVAE and FactorVAE scores, which need images of factor values
+    chosen on the spot: rendered for the procedural dSprites; (None, None) for data that cannot make them."""
+    if not dataset.name.startswith("dsprites-procedural"):
+        return None, None
+    from pyro_vae.data.dsprites import render, sample_factors
+
+    resolution = dataset.image_shape[-1]
+
+    def draw(num: int, rng: np.random.Generator) -> np.ndarray:
+        return sample_factors(num, rng).numpy()
+
+    def represent(factors: np.ndarray) -> np.ndarray:
+        return encode(model, render(factors, resolution))
+
+    return draw, represent
+
+
+def mutual_information_matrix(codes, factors, factor_sizes, *, num_bins: int = 20) -> np.ndarray:
+    """(d, k) mutual information between each latent (discretised into ``num_bins`` equal-width bins, as MIG
+    does) and each factor that varies (factors with one value are left out, as the metrics do), divided by the
+    factor's entropy: 1 where a latent determines a factor."""
+    codes, factors = metrics._prepare(codes, factors, factor_sizes)
+    discretized = metrics._histogram_discretize(codes, num_bins)
+    mutual_info = metrics._discrete_mutual_info(discretized, factors)
+    entropy = metrics._discrete_entropy(factors)
+    return np.divide(mutual_info, entropy, out=np.zeros_like(mutual_info), where=entropy > 0)
+
+
+def sampler_sizes(points: int) -> dict:
+    """The sizes of the BetaVAE and FactorVAE scores for ``points`` training points: ``points`` to train,
+    half as many to evaluate, ``points`` images for FactorVAE's variance estimate (disentanglement_lib: 10,000)."""
+    return {"num_train": points, "num_eval": max(1, points // 2), "num_variance_estimate": points}
+
+
+def measure(model, dataset: Dataset, *, num_samples: int = NUM_SAMPLES, seed: int = 0,
+            sizes: Optional[dict] = None) -> dict:
+    """Every metric of ``model`` on ``num_samples`` training images of ``dataset`` (drawn with ``seed``), plus the
+    sampler-based scores where the data can render any factor combination; returns a flat dict with the
+    settings (``num_samples``, ``seed``, ``sampler_scores``) and ``seconds``, and the (d, k) normalised
+    mutual-information matrix under ``mutual_information``."""
+    check_has_factors(dataset)
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise PyroVAEError(f"the number of samples must be a positive whole number, got {num_samples!r}")
+    train = dataset.train
+    if num_samples > len(train):
+        raise PyroVAEError(f"{num_samples:,} samples were asked for, but the training split of {dataset.name} holds "
+                           f"{len(train):,} images; ask for fewer")
+    start = time.perf_counter()
+    index = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    picked = train.take(index)
+    codes, factors = encode(model, picked.images), picked.factors.numpy()
+    draw, represent = sampler_of(model, dataset)
+    result = metrics.compute_all(codes, factors, dataset.factor_sizes, sample_factors=draw, represent=represent,
+                                 rng=np.random.default_rng(seed), sizes=sizes)
+    result = {key: float(value) for key, value in result.items()}
+    matrix = mutual_information_matrix(codes, factors, dataset.factor_sizes)
+    varying = [name for name, size in zip(dataset.factor_names, dataset.factor_sizes) if size > 1]
+    return {**result, "num_samples": num_samples, "seed": seed, "sampler_scores": draw is not None,
+            "sampler_sizes": {**metrics.DEFAULT_SIZES, **(sizes or {})}, "factor_names": varying,
+            "mutual_information": matrix.tolist(),
+            "seconds": round(time.perf_counter() - start, 1)}

@@ -1,0 +1,83 @@
+"""`pyro-vae disentanglement` and `beta-sweep` on data with known factors (issue 12)."""
+import json
+
+import pytest
+
+from conftest import TINY, assert_one_sentence_error
+
+DSPRITES = ["--dataset", "dsprites-procedural", "--image-size", 32, "--subset", 100, "--epochs", 1, "--z-dim", 3,
+            "--hidden-dims", 32, "--batch-size", 50, "--eval-samples", 2, "--no-progress"]
+
+
+
+
+def _for_sweep(args):
+    """The training options without --eval-samples, which beta-sweep does not take."""
+    i = args.index("--eval-samples")
+    return args[:i] + args[i + 2:]
+
+
+@pytest.fixture(scope="module")
+def dsprites_run(tmp_path_factory):
+    from conftest import run_cli
+
+    run = tmp_path_factory.mktemp("dsprites") / "run"
+    assert run_cli("train", "--model", "beta-tcvae", "--run-dir", run, *DSPRITES) == 0
+    return run
+
+
+def test_the_metrics_of_a_run_go_to_json_with_a_heat_map_and_traversals(cli, dsprites_run):
+    code, out, err = cli("disentanglement", dsprites_run, "--num-samples", 80, "--score-points", 20)
+    assert code == 0, err
+    result = json.loads((dsprites_run / "disentanglement.json").read_text())
+    for key in ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness_test", "sap", "modularity",
+                "explicitness_test", "beta_vae_eval_accuracy", "factor_vae_eval_accuracy"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert result["sampler_scores"] and result["num_samples"] == 80 and result["sampler_sizes"]["num_train"] == 20
+    assert result["factor_names"] == ["shape", "scale", "orientation", "position_x", "position_y"]
+    matrix = result["mutual_information"]
+    assert len(matrix) == 3 and all(len(row) == 5 and all(0 <= v <= 1 + 1e-9 for v in row) for row in matrix)
+    assert (dsprites_run / "mutual_information.png").is_file() and (dsprites_run / "traversals.png").is_file()
+    assert "mig" in out
+
+
+def test_metrics_of_a_run_without_factors_are_one_sentence(cli, tmp_path):
+    run = tmp_path / "mnist"
+    assert cli("train", "--run-dir", run, *TINY)[0] == 0
+    before = sorted(p.name for p in run.iterdir())
+    code, _, err = cli("disentanglement", run)
+    assert_one_sentence_error(code, err, "was trained on binarized-mnist, which has no ground-truth factors")
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--num-samples", 0], "--num-samples must be a positive whole number"),
+    (["--score-points", -3], "--score-points must be a positive whole number"),
+    (["--num-samples", 5000], "5,000 samples were asked for, but the training split of dsprites-procedural-32 holds 100"),
+    (["--num-samples", 3], "there are 3 samples, fewer than the 20 histogram bins"),
+])
+def test_bad_sizes_are_one_sentence(cli, dsprites_run, args, message):
+    code, _, err = cli("disentanglement", dsprites_run, *args, "--out", dsprites_run / "other.json")
+    assert_one_sentence_error(code, err, message)
+    assert not (dsprites_run / "other.json").exists()
+
+
+def test_a_beta_tcvae_sweep_over_seeds_reports_every_metric_and_its_spread(cli, tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, err = cli("beta-sweep", "--model", "beta-tcvae", "--betas", "1,6", "--seeds", "0,1",
+                            "--score-points", 20, "--out-dir", out, *_for_sweep(DSPRITES))
+    assert code == 0, err
+    rows = json.loads((out / "results.json").read_text())
+    assert [(row["beta"], row["seed"]) for row in rows] == [(1.0, 0), (1.0, 1), (6.0, 0), (6.0, 1)]
+    summary = json.loads((out / "summary.json").read_text())
+    for entry in summary:
+        group = [row["mig"] for row in rows if row["beta"] == entry["beta"]]
+        assert entry["seeds"] == 2 and entry["mig"]["mean"] == pytest.approx(sum(group) / 2)
+        assert entry["mig"]["std"] == pytest.approx(abs(group[0] - group[1]) / 2 ** 0.5)
+    assert (out / "metrics_against_beta.png").is_file() and (out / "beta-6-seed-1" / "checkpoint.pt").is_file()
+    assert "MIG" in stdout and "FactorVAE" in stdout
+
+
+def test_a_sweep_of_another_structure_is_one_sentence(cli, tmp_path):
+    code, _, err = cli("beta-sweep", "--model", "vae", "--out-dir", tmp_path / "s", *_for_sweep(TINY))
+    assert_one_sentence_error(code, err, "beta-sweep trains --model beta-vae or beta-tcvae, not vae")

@@ -24,6 +24,7 @@ from pyro_vae.evaluation import elbo_per_datapoint
 from pyro_vae.files import (FileSystemError, atomic_write, load_checkpoint_file, locked_run_dir,  # noqa: F401
                             os_error_sentence, run_lock, save_checkpoint, write_csv, write_json,
                             write_text)
+from pyro_vae.distributed import Distributed, collective_failure, is_collective_failure
 from pyro_vae.inference import make_elbo, optim
 from pyro_vae.likelihoods import DISCRETE_LIKELIHOODS
 from pyro_vae.inference.scaling import scale_latents
@@ -142,8 +143,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                  progress: Optional[bool] = None, log: Callable[[str], None] = tqdm.write,
-                 dataset: Optional[Dataset] = None):
+                 dataset: Optional[Dataset] = None, distributed: Optional[Distributed] = None):
         self.run_dir = Path(run_dir)
+        self.dist = distributed
         self.progress = progress
         self.log = log
         self.checkpoint = None
@@ -195,6 +197,8 @@ class Trainer:
         if config.optimizer == "clipped-adam":
             optimizer_args["clip_norm"] = config.clip_norm
         self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
+        if self.dist is not None:
+            self.optimizer.before_step = self.dist.sum_gradients
         self.jit = config.uses_jit()
         self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles,
                               max_plate_nesting=self.max_plate_nesting)
@@ -212,6 +216,8 @@ class Trainer:
                 self.model.initialize(self.dataset.train.images, torch.Generator().manual_seed(config.seed))
                 if config.init_output_bias:
                     init_output_bias(self.model, self.dataset.train.images)
+            if self.dist is not None:
+                self._start_processes_alike()
         else:
             self._restore(self.checkpoint)
             if config.epochs < self.epoch:
@@ -230,6 +236,23 @@ class Trainer:
             why = likelihood.support_error(self.dataset.split(name).images)
             if why:
                 raise PyroVAEError(f"{why} (the {name} split of {self.config.dataset})")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run (the only one, or rank 0 of a distributed job)."""
+        return self.dist is None or self.dist.is_main
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
+
+    def _start_processes_alike(self) -> None:
+        """Distributed: rank 0's parameters on every process, gradients summed before every step, and a random
+        state of each process's own for its latent noise."""
+        self.dist.broadcast_parameters(self.model)
+        if self.baseline_networks is not None:
+            self.dist.broadcast_parameters(self.baseline_networks)
+        torch.manual_seed(self.config.seed * 1_000_003 + 7919 * (self.dist.rank + 1))
 
     def _structure_source(self, config: TrainConfig) -> Optional[dict]:
         """For a structure from a file, its source: the copy saved in the checkpoint when resuming (so an edited
@@ -368,7 +391,15 @@ class Trainer:
     def _restore(self, checkpoint: dict) -> None:
         _load_model_state(self.model, checkpoint, self.run_dir / CHECKPOINT)
         self.optimizer.set_state(self._checked_optimizer_state(checkpoint.get("optim_state")))
-        torch.set_rng_state(checkpoint["rng_state"])
+        saved_processes = int(checkpoint.get("processes", 1))
+        processes = 1 if self.dist is None else self.dist.world_size
+        if saved_processes != processes:
+            raise CheckpointError(f"the run in {self.run_dir} was trained by {saved_processes} process(es) and is resumed "
+                                  f"by {processes}: its batches and random states are those of {saved_processes}, so "
+                                  f"resume it with the same number (torchrun --nproc-per-node {saved_processes}, or "
+                                  "no torchrun for one), or start a new run")
+        torch.set_rng_state(checkpoint["rng_state"] if self.dist is None
+                            else checkpoint["process_rng_states"][self.dist.rank])
         if self.device.type == "cuda" and "cuda_rng_state" in checkpoint:
             torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], self.device)
         if self.baseline_networks is not None:
@@ -424,7 +455,7 @@ class Trainer:
         _load_model_state(self.model, checkpoint, path)
         return next(row for row in self.history if row["epoch"] == checkpoint["epoch"])
 
-    def _save(self) -> None:
+    def _save(self, process_rng_states: Optional[list] = None) -> None:
         checkpoint = {
             "format": list(CHECKPOINT_FORMAT),
             "config": asdict(self.config),
@@ -438,6 +469,9 @@ class Trainer:
             "baseline_averages": self._baseline_averages(),
             "structure_source": self.structure_source,
         }
+        if process_rng_states is not None:  # distributed: every process's random state, in rank order
+            checkpoint["processes"] = len(process_rng_states)
+            checkpoint["process_rng_states"] = process_rng_states
         if self.baseline_networks is not None:
             checkpoint["baseline_networks"] = self.baseline_networks.state_dict()
         if self.device.type == "cuda":
@@ -451,19 +485,31 @@ class Trainer:
             write_text(self.run_dir / STRUCTURE_FILE, self.structure_source["text"])
 
     def batches(self, split: str, *, shuffle: bool = False, generator: Optional[torch.Generator] = None):
+        """The batches of ``split``: for "train", this process's shards of the global batches."""
         binarize = self.dataset.binarize if split == "train" else "none"
         size = self.config.batch_size if split == "train" else EVAL_BATCH_SIZE
+        shard = self.shard if split == "train" else (0, 1)
         if split == "train" and self.dataset.labelled is not None:
-            return semi_supervised_batches(self.dataset.train, self.dataset.labelled, size,
+            return semi_supervised_batches(self.dataset.train, self.dataset.labelled, size, shard=shard,
                                            generator=generator or torch.Generator().manual_seed(0), binarize=binarize)
         return iterate_batches(self.dataset.split(split), size, shuffle=shuffle, generator=generator,
-                               binarize=binarize, with_labels=self.model.needs_labels)
+                               binarize=binarize, with_labels=self.model.needs_labels, shard=shard)
 
     def validation_elbo(self, split: str = "valid") -> float:
+        """The ELBO per image of ``split``; distributed, each process takes every N-th batch and the sums are
+        combined."""
         # TraceEnum_ELBO where sites are marked for enumeration, so their sums are exact, not sampled
         elbo = "meanfield" if self.config.elbo == "meanfield" else "enum" if self.sites.enumerated else "trace"
-        return elbo_per_datapoint(self.model.model, self.model.guide, self.batches(split), elbo=elbo,
-                                  plate_nesting=self.max_plate_nesting)
+        batches = list(self.batches(split))
+        if self.dist is not None:
+            batches = batches[self.dist.rank::self.dist.world_size]
+        count = sum(batch[0].shape[0] for batch in batches)
+        mean = elbo_per_datapoint(self.model.model, self.model.guide, batches, elbo=elbo,
+                                  plate_nesting=self.max_plate_nesting) if batches else 0.0
+        if self.dist is None:
+            return mean
+        total, count = self.dist.sum(mean * count, count)
+        return total / count
 
     def fit(self) -> list[dict]:
         """Train up to ``config.epochs``, checkpointing each epoch; returns the per-epoch metrics.
@@ -472,11 +518,26 @@ class Trainer:
         into it gets one sentence instead of silently overwriting this run's checkpoints. A fresh run that
         fails before its first checkpoint leaves no empty run directory behind.
         """
+        if not self.is_main:  # distributed: rank 0 holds the lock and writes
+            return self._fit_together()
         with locked_run_dir(self.run_dir):
             if self.checkpoint is None and self.epoch == 0 and any(self.run_dir.iterdir()):
                 raise PyroVAEError(f"the run directory {self.run_dir} was filled by another process meanwhile; "
                                    "pass --resume to continue it, or choose another --name or --run-dir")
+            return self._fit_together()
+
+    def _fit_together(self) -> list[dict]:
+        """``_fit``; distributed, a collective that fails (a process died or stalled) is one sentence."""
+        if self.dist is None:
             return self._fit()
+        try:
+            return self._fit()
+        except RuntimeError as err:
+            if not is_collective_failure(err):
+                raise
+            failure = collective_failure(err, self.dist, self.epoch, self.run_dir / CHECKPOINT)
+            self.dist.abandon()
+            raise failure from None
 
     def _fit(self) -> list[dict]:
         config = self.config
@@ -510,6 +571,8 @@ class Trainer:
                 total = self.run_steps(bar, on_step=show_loss)
             finally:
                 bar.close()
+            if self.dist is not None:
+                total, = self.dist.sum(total)
             elapsed += time.perf_counter() - start
             self.epoch = epoch
             row = {"epoch": epoch, "step": epoch * steps_per_epoch, "objective": objective,
@@ -517,9 +580,11 @@ class Trainer:
             best = self.best_epoch()
             self.history.append(row)
             is_best = math.isfinite(row["valid_elbo"]) and (best is None or row["valid_elbo"] > best["valid_elbo"])
-            if is_best:
+            states = self.dist.gather(torch.get_rng_state()) if self.dist is not None else None
+            if is_best and self.is_main:
                 self._save_best()
-            self._save()
+            if self.is_main:
+                self._save(states)
             name = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={config.num_particles})"
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "
                      f"valid ELBO {row['valid_elbo']:.2f} nats/image{' (best)' if is_best else ''}  "
@@ -537,6 +602,9 @@ class Trainer:
         """
         total = 0.0
         for step, batch in enumerate(batches, start=1):
+            if batch[0].shape[0] == 0:  # distributed: this process's shard of a short last batch is empty
+                self._empty_step()
+                continue
             if step == 1:
                 self.compile(batch)
             with pyro.validation_enabled(step == 1 or self.config.validate_every_step):
@@ -554,6 +622,16 @@ class Trainer:
             if on_step is not None:
                 on_step(step, total)
         return total
+
+    def _empty_step(self) -> None:
+        """A step without images, for a process whose shard of a short last batch is empty: it takes part in
+        the gradient sum with zeros and steps with the others."""
+        store = pyro.get_param_store()
+        params = {store[name].unconstrained() for name in store.keys()}
+        for p in params:
+            p.grad = None
+        self.optimizer(params)
+        self.step += 1
 
     def _diverged(self, err: ValueError) -> bool:
         """Whether a step's ValueError is divergence: non-finite parameters, or NaN/Inf that validation found."""

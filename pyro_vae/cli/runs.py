@@ -221,21 +221,48 @@ def train_command(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(**given)  # the Trainer refuses a run directory that exists and is not empty
     config.validate()  # every option, before the data are loaded
-    with locked_run_dir(run_dir):
-        return _train(args, config, run_dir)
+    from pyro_vae.distributed import from_environment
+
+    distributed = from_environment(config.device)  # under torchrun: this process's place in the job
+    if distributed is not None and not distributed.is_main:
+        return _train_alongside(args, config, run_dir, distributed)
+    try:
+        with locked_run_dir(run_dir):
+            return _train(args, config, run_dir, distributed)
+    finally:
+        if distributed is not None:
+            distributed.close()
 
 
-def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> int:
+def _train_alongside(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distributed) -> int:
+    """A process of a distributed job other than rank 0: trains its shards, writes nothing, prints nothing."""
+    from pyro_vae.training import Trainer
+
+    try:
+        Trainer(config, run_dir, resume=args.resume, progress=False, log=lambda line: None,
+                distributed=distributed).fit()
+    finally:
+        distributed.close()
+    return 0
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distributed=None) -> int:
     from pyro_vae.files import write_json
     from pyro_vae.plots.training import write_run_pictures
     from pyro_vae.training import Trainer
 
-    trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None)
+    trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None,
+                      distributed=distributed)
     elbo = type(trainer.elbo).__name__
     labelled = trainer.dataset.labelled
     images = f"{len(trainer.dataset.train)} images" + (f" + {len(labelled)} labelled" if labelled is not None else "")
-    print(f"training {trainer.config.model} on {trainer.config.dataset} ({images}) with {elbo} into {run_dir}")
+    processes = f", {distributed.world_size} processes ({distributed.backend})" if distributed is not None else ""
+    print(f"training {trainer.config.model} on {trainer.config.dataset} ({images}) with {elbo}{processes} "
+          f"into {run_dir}")
     history = trainer.fit()
+    if distributed is not None:
+        distributed.close()  # the others are done; rank 0 evaluates and draws alone
+        trainer.dist = None
     model = trainer.model
     best = trainer.load_best()
     if best is not None and best["epoch"] != trainer.epoch:

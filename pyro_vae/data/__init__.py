@@ -32,6 +32,7 @@ import torch
 
 from pyro_vae.catalog import (BINARIZE_MODES, DATASETS, TORCHVISION_NAMES, check_registry,  # noqa: F401 (re-exported)
                               is_dataset_path)
+from pyro_vae.distributed import shard_of
 from pyro_vae.errors import InvalidDataError, PyroVAEError
 
 IMAGE_SHAPE = (28, 28)
@@ -421,12 +422,13 @@ def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Da
 
 
 def semi_supervised_batches(unlabelled: Split, labelled: Split, batch_size: int, *, generator: torch.Generator,
-                            binarize: str = "none") -> Iterator[tuple]:
+                            binarize: str = "none", shard: tuple[int, int] = (0, 1)) -> Iterator[tuple]:
     """One epoch over both parts: the ``(x,)`` batches of the unlabelled images with the ``(x, y)`` batches of
     the labelled ones spread evenly among them (as in Pyro's ``ss_vae_M2`` example), both shuffled."""
-    unlabelled_batches = iterate_batches(unlabelled, batch_size, shuffle=True, generator=generator, binarize=binarize)
+    unlabelled_batches = iterate_batches(unlabelled, batch_size, shuffle=True, generator=generator, binarize=binarize,
+                                         shard=shard)
     labelled_batches = iterate_batches(labelled, batch_size, shuffle=True, generator=generator, binarize=binarize,
-                                       with_labels=True)
+                                       with_labels=True, shard=shard)
     nu, nl = num_batches(len(unlabelled), batch_size), num_batches(len(labelled), batch_size)
     order = sorted([(k / nu, 0) for k in range(nu)] + [((j + 0.5) / nl, 1) for j in range(nl)])
     for _, is_labelled in order:
@@ -441,17 +443,22 @@ def iterate_batches(
     generator: Optional[torch.Generator] = None,
     binarize: str = "none",
     with_labels: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple]:
     """Yield ``(x,)`` or ``(x, y)`` batches by indexing the tensors held in memory.
 
     Shuffling draws from ``generator`` (kept on the CPU so runs are reproducible on any device);
     dynamic binarization and dequantization (``binarize``, see :func:`redraw`) draw from torch's global
-    generator, whose state checkpoints save.
+    generator, whose state checkpoints save. ``shard=(rank, processes)`` yields process ``rank``'s part of each
+    batch (:func:`pyro_vae.distributed.shard_of`), for data-parallel training.
     """
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     order = order.to(split.images.device)
+    rank, processes = shard
     for index in order.split(batch_size):
+        if processes > 1:
+            index = shard_of(index, rank, processes)
         x = redraw(split.images[index], binarize)
         if with_labels:
             if split.labels is None:

@@ -32,6 +32,9 @@ class GroupedOptim(PyroOptim):
         self._names: dict[torch.Tensor, str] = {}
         self._params: frozenset = frozenset()
         self._pending_state: dict[str, dict] = {}
+        #: called with the parameters, in the order of their parameter-store names, after the backward pass and
+        #: before the step: data-parallel training sums the gradients over processes there
+        self.before_step: Callable[[list], None] | None = None
 
     def __call__(self, params: Iterable[torch.Tensor], *args, **kwargs) -> None:
         """One step of every parameter in ``params`` that has a gradient; then the gradients are released.
@@ -42,6 +45,8 @@ class GroupedOptim(PyroOptim):
         params = params if isinstance(params, (set, frozenset)) else set(params)
         if self.optimizer is None or params != self._params:
             self._rebuild(params)
+        if self.before_step is not None:
+            self.before_step(self.optimizer.param_groups[0]["params"])
         self.optimizer.step(*args, **kwargs)
         # SVI then replaces each gradient by zeros_like(grad), and the next backward adds into those;
         # with no gradient left it skips that, and backward writes the new one directly. (What

@@ -1,0 +1,174 @@
+"""Data-parallel training on several processes with ``torch.distributed`` (launched by ``torchrun``).
+
+    torchrun --nproc-per-node 2 -m pyro_vae train --epochs 10 --name two-processes
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m pyro_vae train ...
+
+How a step of N processes equals a step of one process with the whole batch:
+
+* every process builds the structure from the same seed, and rank 0's parameters are broadcast to the others
+  before the first step, so all start from the same point;
+* every epoch's shuffle depends on (seed, epoch) only, so all processes draw the same permutation; each global
+  batch of ``--batch-size`` images is cut into N contiguous shards and process r trains on shard r
+  (:func:`shard_of`);
+* each process's ELBO is the sum over its shard (Pyro's ``plate("data", shard size)``), so the sum of the N
+  gradients is the gradient of the global batch's ELBO: the optimizer all-reduces (sums) the gradients of
+  every parameter in the fixed order of their parameter-store names before stepping, as Pyro's Horovod
+  example does (:meth:`Distributed.sum_gradients`). An all-reducing optimizer rather than DDP around the ELBO:
+  the parameters live in Pyro's parameter store, the ELBO is not one ``nn.Module`` forward, and JIT-compiled
+  and enumerated ELBOs work unchanged;
+* the latent noise differs across processes (each draws from its own random state, seeded with
+  seed + rank after the parameters are made), and every process's random state goes into the checkpoint, so
+  ``--resume`` with the same number of processes equals an uninterrupted run;
+* the training loss and the validation ELBO (each process takes every N-th validation batch) are summed
+  across processes; rank 0 alone writes checkpoints, metrics and pictures and evaluates at the end.
+
+Collectives time out after ``PYRO_VAE_DIST_TIMEOUT`` seconds (default 300): a process that dies or hangs ends
+the others' run with one sentence instead of a hang; the last checkpoint stays as it was written.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+
+from pyro_vae.errors import PyroVAEError
+
+#: seconds a collective operation may wait for the other processes
+DEFAULT_TIMEOUT = 300
+TIMEOUT_ENV = "PYRO_VAE_DIST_TIMEOUT"
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torch.distributed`` job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # -- collectives -----------------------------------------------------------------------------------------
+
+    def sum_gradients(self, params: Iterable[torch.Tensor]) -> None:
+        """Sum every parameter's gradient over the processes, in the order given (the same on every process);
+        a parameter without a gradient here contributes zeros."""
+        import torch.distributed as dist
+
+        grads = []
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def sum(self, *values: float) -> list[float]:
+        """Each number summed over the processes (float64)."""
+        import torch.distributed as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.collective_device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers to every process."""
+        import torch.distributed as dist
+
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+    def gather(self, obj) -> list:
+        """Every process's ``obj``, in rank order, on every process."""
+        import torch.distributed as dist
+
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    @property
+    def collective_device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def abandon(self) -> None:
+        """Let go of a process group whose peers are gone, so that this process can exit normally (a broken
+        gloo group left to the interpreter's exit aborts it)."""
+        try:
+            self.close()
+        except Exception:  # the group is broken already; nothing more to release
+            pass
+
+
+def from_environment(device: str = "cpu") -> Optional[Distributed]:
+    """The job ``torchrun`` started this process in (``WORLD_SIZE`` > 1), its process group made: gloo on CPUs,
+    nccl with one GPU per local rank for ``--device cuda``; None for a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return None
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if str(device).startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds()))
+    return Distributed(rank, world_size, local_rank, backend)
+
+
+def timeout_seconds() -> float:
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise PyroVAEError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def shard_of(index: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Process ``rank``'s contiguous part of a global batch's ``index``: ``world_size`` parts of (nearly) equal
+    size, the first ones one longer when the batch does not divide."""
+    return index.tensor_split(world_size)[rank]
+
+
+#: words of the errors gloo and nccl raise when a peer is gone or a collective times out
+FAILURE_WORDS = ("gloo", "nccl", "connection", "timed out", "timeout", "peer", "broken pipe", "socket")
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    text = str(err).lower()
+    return any(word in text for word in FAILURE_WORDS)
+
+
+def collective_failure(err: BaseException, dist_info: Distributed, epoch: int, checkpoint) -> PyroVAEError:
+    """One sentence for a collective that failed: another process died, or stalled past the timeout."""
+    kept = (f"the last checkpoint (epoch {epoch}) is kept in {checkpoint}" if epoch else
+            "no checkpoint had been written yet")
+    cause = " ".join(str(err).split())[:200]
+    return PyroVAEError(f"process {dist_info.rank} of {dist_info.world_size} lost the others: one of them stopped, or "
+                        f"did not answer within {timeout_seconds():g} s ({TIMEOUT_ENV}); {kept} ({cause})")

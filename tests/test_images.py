@@ -294,3 +294,15 @@ def test_svhn_and_celeba_read_from_files_in_torchvision_s_layout(tmp_path, monke
     assert torch.equal(faces.train.images[0] * 255, torch.from_numpy(expected.transpose(2, 0, 1).copy()).reshape(-1).float())
     assert (celeba / "celeba" / "pyro-vae-64x64-train.npy").is_file()  # cached for the next read
     assert torch.equal(load_dataset("celeba", data_dir=str(celeba)).train.images, faces.train.images)
+
+
+def test_a_run_on_your_own_file_finds_it_again_from_another_folder(cli, tmp_path, monkeypatch):
+    (tmp_path / "here").mkdir()
+    _write_npz(tmp_path / "here" / "faces.npz")
+    monkeypatch.chdir(tmp_path / "here")
+    code, _, err = cli("train", "--dataset", "faces.npz", "--likelihood", "discretized-logistic", "--run-dir",
+                       tmp_path / "run", *COMMON)
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run keeps the file's absolute path
+    code, out, err = cli("evaluate", tmp_path / "run", "--num-samples", 2)
+    assert code == 0 and "bits/dim" in out, err

@@ -11,7 +11,8 @@ from pathlib import Path
 from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINARIZE_MODES, CHECKPOINT,
                               CHECKPOINT_CHOICES, DATASETS, ELBO_HELP, ELBO_NAMES, ENUM_MODELS, FACTOR_DATASETS,
                               LIKELIHOOD_HELP, LIKELIHOOD_NAMES, METRICS, MODEL_NAMES, NET_HELP, NET_NAMES,
-                              OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_MODELS, TORCHVISION_NAMES)
+                              OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_MODELS, TORCHVISION_NAMES,
+                              is_dataset_path)
 from pyro_vae.cli import HelpFormatter, existing_run_dir
 from pyro_vae.config import TrainConfig, check_positive, check_seed
 from pyro_vae.errors import PyroVAEError
@@ -138,6 +139,9 @@ def parse_model_option(text: str) -> tuple:
 
 def _given_options(args: argparse.Namespace) -> dict:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    dataset = given.get("dataset")
+    if dataset is not None and is_dataset_path(dataset) and Path(dataset).exists():
+        given["dataset"] = str(Path(dataset).resolve())  # so that evaluate and sample find it from anywhere
     options = dict(args.model_option or [])
     if args.beta is not None:
         options["beta"] = args.beta

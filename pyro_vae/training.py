@@ -198,7 +198,7 @@ class Trainer:
             optimizer_args["clip_norm"] = config.clip_norm
         self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
         if self.dist is not None:
-            self.optimizer.before_step = self.dist.sum_gradients
+            self.optimizer.before_step = self._sum_gradients
         self.jit = config.uses_jit()
         self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles,
                               max_plate_nesting=self.max_plate_nesting)
@@ -245,6 +245,11 @@ class Trainer:
     @property
     def shard(self) -> tuple[int, int]:
         return (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
+
+    def _sum_gradients(self, params: list, names: list) -> None:
+        """Distributed: sum the gradients over the processes, all but those of TraceGraph_ELBO's decaying-average
+        baselines, which Pyro updates by hand (no gradient) and shapes by each process's shard of the batch."""
+        self.dist.sum_gradients([p for p, name in zip(params, names) if not name.startswith(AVERAGE_BASELINE_PARAM)])
 
     def _start_processes_alike(self) -> None:
         """Distributed: rank 0's parameters on every process, gradients summed before every step, and a random

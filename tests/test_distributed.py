@@ -163,3 +163,18 @@ def test_a_process_that_hangs_ends_the_others_run_within_the_timeout(tmp_path):
     assert "did not answer within 2 s" in survivor.stdout
     assert time.perf_counter() - start < 60
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("options", [
+    {"model": "bernoulli-mixture", "elbo": "tracegraph", "baseline": "neural"},  # score function, own baselines
+    {"model": "ss-vae", "num_labelled": 100},  # enumerated and labelled batches
+])
+def test_score_function_and_semi_supervised_training_run_on_two_processes(tmp_path, options):
+    """201 images in batches of 40: the last batch holds one image, so one process's shard is empty (and a
+    single process meets a batch of one, which TraceGraph_ELBO's baselines once refused)."""
+    options = {**SMALL, "subset": 201, "epochs": 2, **options}
+    for processes in (1, 2):
+        for result in _run(tmp_path, options, tmp_path / f"p{processes}", f"p{processes}", processes=processes):
+            assert result.returncode == 0, result.stdout + result.stderr
+    first, second = _state(tmp_path, "p2", 0), _state(tmp_path, "p2", 1)
+    assert all(torch.equal(first[name], second[name]) for name in first)

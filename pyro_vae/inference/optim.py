@@ -32,9 +32,9 @@ class GroupedOptim(PyroOptim):
         self._names: dict[torch.Tensor, str] = {}
         self._params: frozenset = frozenset()
         self._pending_state: dict[str, dict] = {}
-        #: called with the parameters, in the order of their parameter-store names, after the backward pass and
-        #: before the step: data-parallel training sums the gradients over processes there
-        self.before_step: Callable[[list], None] | None = None
+        #: called with the parameters and their parameter-store names, in the order of the names, after the
+        #: backward pass and before the step: data-parallel training sums the gradients over processes there
+        self.before_step: Callable[[list, list], None] | None = None
 
     def __call__(self, params: Iterable[torch.Tensor], *args, **kwargs) -> None:
         """One step of every parameter in ``params`` that has a gradient; then the gradients are released.
@@ -46,7 +46,8 @@ class GroupedOptim(PyroOptim):
         if self.optimizer is None or params != self._params:
             self._rebuild(params)
         if self.before_step is not None:
-            self.before_step(self.optimizer.param_groups[0]["params"])
+            ordered = self.optimizer.param_groups[0]["params"]
+            self.before_step(ordered, [self._names[p] for p in ordered])
         self.optimizer.step(*args, **kwargs)
         # SVI then replaces each gradient by zeros_like(grad), and the next backward adds into those;
         # with no gradient left it skips that, and backward writes the new one directly. (What

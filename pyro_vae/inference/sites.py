@@ -118,7 +118,9 @@ class DataPointBaseline(nn.Module):
         self.net = mlp([in_dim, hidden_dim, 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(x.shape[0], -1)).squeeze(-1)
+        cost = self.net(x.reshape(x.shape[0], -1)).squeeze(-1)
+        # TraceGraph_ELBO sums a batch of one image's downstream cost to a scalar: match it
+        return cost.reshape(()) if cost.numel() == 1 else cost
 
 
 class ScoreFunctionBaselines(Messenger):
@@ -140,6 +142,8 @@ class ScoreFunctionBaselines(Messenger):
         infer = {key: value for key, value in msg["infer"].items() if key != "enumerate"}
         if self.baseline != "none":
             name, store, batch_shape = msg["name"], pyro.get_param_store(), msg["fn"].batch_shape
+            if batch_shape.numel() == 1:  # TraceGraph_ELBO sums a batch of one image's downstream cost to a scalar
+                batch_shape = torch.Size()
             average = AVERAGE_BASELINE_PARAM + name
             if average in store and store[average].shape != batch_shape:
                 store[average] = store[average].detach().mean().expand(batch_shape).clone()

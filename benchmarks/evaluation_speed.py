@@ -100,10 +100,10 @@ def load(args: argparse.Namespace) -> tuple[VAE, list[tuple]]:
         pyro.set_rng_seed(0)
         vae = VAE()
         test = load_dataset("binarized-mnist").test
-    vae.eval()
+    vae.eval().to(args.device)
     if not 1 <= args.num_images <= len(test):
         raise PyroVAEError(f"--num-images must be from 1 to {len(test)}, got {args.num_images}")
-    images = Split(test.images[:args.num_images])
+    images = Split(test.images[:args.num_images].to(args.device))
     return vae, list(iterate_batches(images, EVAL_BATCH_SIZE))
 
 
@@ -142,6 +142,7 @@ def main(argv=None) -> dict:
                         help="importance samples per image (default 5000)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--run-dir", help="evaluate the VAE trained in this run directory (default: a fresh VAE())")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where both sides evaluate")
     parser.add_argument("--hand-rows", type=int, default=2500,
                         help="rows (particles x images) per decoder call of the hand-written loop (default 2500)")
     parser.add_argument("--no-jit", action="store_true",

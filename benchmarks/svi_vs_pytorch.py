@@ -85,7 +85,7 @@ class Variant:
 
 
 def sampled_pytorch_loss(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    return pytorch_loss(vae, x, torch.randn(x.shape[0], vae.z_dim))
+    return pytorch_loss(vae, x, torch.randn(x.shape[0], vae.z_dim, device=x.device))
 
 
 def pytorch_iwae_loss(vae: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -104,7 +104,7 @@ def pytorch_iwae_loss(vae: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Ten
 
 
 def sampled_pytorch_iwae_loss(num_particles: int, vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    return pytorch_iwae_loss(vae, x, torch.randn(num_particles, x.shape[0], vae.z_dim))
+    return pytorch_iwae_loss(vae, x, torch.randn(num_particles, x.shape[0], vae.z_dim, device=x.device))
 
 
 class HandWritten(Variant):
@@ -149,7 +149,8 @@ class TrainerSteps(Variant):
     """``Trainer.run_steps``, the loop of ``pyro-vae train``, with the given options; compiled in ``prepare``."""
 
     def __init__(self, data, lr: float, batch_size: int, workdir: Path, **options):
-        self.config = TrainConfig(subset=len(data.train), batch_size=batch_size, lr=lr, **options)
+        device = "cuda" if data.train.images.is_cuda else "cpu"
+        self.config = TrainConfig(subset=len(data.train), batch_size=batch_size, lr=lr, device=device, **options)
         self.data, self.workdir = data, workdir
         self.compile_seconds = 0.0
 
@@ -171,6 +172,7 @@ def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="batch size (default 100, the training default)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (every variant on it; times wait for the GPU)")
 
 
 def add_iwae_arguments(parser: argparse.ArgumentParser) -> None:
@@ -194,9 +196,14 @@ def load_chunks(args: argparse.Namespace) -> tuple:
     """Sets the torch threads; returns the data set and its training batches in chunks of ``args.chunk``."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(subset=args.chunk * args.batch_size * 4)
+    data = load_dataset(subset=args.chunk * args.batch_size * 4, device=args.device)
     batches = list(iterate_batches(data.train, args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
     return data, [batches[i:i + args.chunk] for i in range(0, len(batches), args.chunk)]
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def time_variants(variants: dict[str, Variant], initial: nn.Module, chunks: list[list[tuple]],
@@ -215,8 +222,10 @@ def time_variants(variants: dict[str, Variant], initial: nn.Module, chunks: list
         for name, variant in variants.items():
             pyro.clear_param_store()
             pyro.get_param_store().set_state(stores[name])
+            synchronize()
             start = clock()
             variant.run(chunk)
+            synchronize()  # a GPU's queued work belongs to this variant's time
             seconds[name].append((clock() - start) / len(chunk))
     return seconds
 
@@ -277,7 +286,7 @@ def time_elbo_table(args: argparse.Namespace, trainer: Callable, chunks: list) -
         "train --elbo meanfield --jit": trainer(elbo="meanfield", jit=True),
     }
     pyro.set_rng_seed(0)
-    seconds = time_variants(variants, VAE(), chunks, args.rounds, CLOCKS[args.clock])
+    seconds = time_variants(variants, VAE().to(args.device), chunks, args.rounds, CLOCKS[args.clock])
     print_table(variants, seconds, args, reference="pytorch (hand-written)")
 
 
@@ -290,7 +299,7 @@ def time_iwae_table(args: argparse.Namespace, trainer: Callable, chunks: list) -
         f"train --elbo iwae --num-particles {k} --jit": trainer(elbo="iwae", num_particles=k, jit=True),
     }
     pyro.set_rng_seed(0)
-    seconds = time_variants(variants, VAE(), chunks, args.rounds, CLOCKS[args.clock])
+    seconds = time_variants(variants, VAE().to(args.device), chunks, args.rounds, CLOCKS[args.clock])
     print_table(variants, seconds, args, reference=f"pytorch IWAE K={k} (hand-written)",
                 title=f"IWAE, K = {k}, ratios to the hand-written IWAE loop: ")
 
@@ -303,7 +312,7 @@ def time_conv_table(args: argparse.Namespace, trainer: Callable, chunks: list) -
         "train --net conv --no-jit": trainer(net="conv", jit=False),
     }
     pyro.set_rng_seed(0)
-    seconds = time_variants(variants, VAE(net="conv"), chunks, args.rounds, CLOCKS[args.clock])
+    seconds = time_variants(variants, VAE(net="conv").to(args.device), chunks, args.rounds, CLOCKS[args.clock])
     print_table(variants, seconds, args, reference="pytorch conv VAE (hand-written)",
                 title="Convolutional VAE (--net conv), ratios to the same network trained by hand: ")
 

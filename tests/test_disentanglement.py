@@ -64,11 +64,11 @@ def test_bad_sizes_are_one_sentence(cli, dsprites_run, args, message):
 
 def test_a_beta_tcvae_sweep_over_seeds_reports_every_metric_and_its_spread(cli, tmp_path):
     out = tmp_path / "sweep"
-    code, stdout, err = cli("beta-sweep", "--model", "beta-tcvae", "--betas", "1,6", "--seeds", "0,1",
+    code, stdout, err = cli("beta-sweep", "--model", "beta-tcvae", "--betas", "6", "--seeds", "0,1",
                             "--score-points", 20, "--out-dir", out, *_for_sweep(DSPRITES))
     assert code == 0, err
     rows = json.loads((out / "results.json").read_text())
-    assert [(row["beta"], row["seed"]) for row in rows] == [(1.0, 0), (1.0, 1), (6.0, 0), (6.0, 1)]
+    assert [(row["beta"], row["seed"]) for row in rows] == [(6.0, 0), (6.0, 1)]
     summary = json.loads((out / "summary.json").read_text())
     for entry in summary:
         group = [row["mig"] for row in rows if row["beta"] == entry["beta"]]

@@ -45,6 +45,7 @@ Layout of the re-rendering (:func:`render`), in units of the image side ``res`` 
 """
 from __future__ import annotations
 
+import functools
 import math
 import zipfile
 from pathlib import Path
@@ -265,6 +266,14 @@ def _check_count(name: str, value) -> int:
     return int(value)
 
 
+@functools.lru_cache(maxsize=2)
+def _rendered(counts: tuple, seed: int, resolution: int) -> tuple:
+    """(images, factors) of each split, drawn and rendered once per process for the same arguments (a sweep
+    or a test suite loads the same data many times); callers never modify these tensors in place."""
+    order = torch.randperm(NUM_COMBINATIONS, generator=torch.Generator().manual_seed(seed))[:sum(counts)]
+    return tuple((render(factors_of_index(part), resolution), factors_of_index(part)) for part in order.split(counts))
+
+
 def load_procedural(num_train: int = 50_000, num_valid: int = 5_000, num_test: int = 5_000, seed: int = 0,
                     resolution: int = 64) -> Dataset:
     """A re-rendering of dSprites (not DeepMind's file: see the module docstring), made here with no download.
@@ -279,11 +288,7 @@ def load_procedural(num_train: int = 50_000, num_valid: int = 5_000, num_test: i
     if sum(counts) > NUM_COMBINATIONS:
         raise PyroVAEError(f"num_train + num_valid + num_test is {sum(counts):,}, more than the {NUM_COMBINATIONS:,} "
                            "dSprites combinations")
-    order = torch.randperm(NUM_COMBINATIONS, generator=torch.Generator().manual_seed(int(seed)))[:sum(counts)]
-    splits = []
-    for part in order.split(counts):
-        factors = factors_of_index(part)
-        splits.append(Split(render(factors, resolution), None, factors))
+    splits = [Split(images, None, factors) for images, factors in _rendered(tuple(counts), int(seed), resolution)]
     description = (f"dSprites re-rendered procedurally at {resolution}x{resolution} (not DeepMind's file), "
                    f"{counts[0]:,} / {counts[1]:,} / {counts[2]:,} images drawn with seed {seed}")
     return Dataset(f"dsprites-procedural-{resolution}" if resolution != 64 else "dsprites-procedural", *splits,

@@ -1,5 +1,4 @@
-"""The GPU path: train, resume, evaluate and sample on --device cuda (issue 13; compare-estimators has no --device
-yet).
+"""The GPU path: train, resume, evaluate, sample and compare-estimators on --device cuda (issue 13).
 
 Skipped where torch sees no CUDA GPU (CI, the 2-core sandbox); run on a GPU machine with
 ``python -m pytest -q tests/test_cuda.py``.
@@ -45,3 +44,9 @@ def test_enumeration_and_conv_likelihoods_train_on_the_gpu(cli, tmp_path, model,
     code, _, err = cli("train", "--device", "cuda", "--model", model, "--run-dir", tmp_path / "run", *extra, *TINY)
     assert code == 0, err
 
+
+
+def test_compare_estimators_on_the_gpu(cli, tmp_path):
+    code, _, err = cli("compare-estimators", "--device", "cuda", "--repeats", 5, "--train-steps", 5, "--subset", 200,
+                       "--estimators", "reparam,score", "--out", tmp_path / "out")
+    assert code == 0, err

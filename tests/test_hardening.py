@@ -154,6 +154,8 @@ CASES = [
     (["compare-estimators", "--out", NEW, "--train-steps", "-1"], "cannot be negative"),
     (["compare-estimators", "--out", NEW, "--estimators", "nope"], "unknown estimator 'nope'"),
     (["compare-estimators", "--out", NEW, "--run-dir", "{tmp}/nothing"], "is not a run directory (no such folder)"),
+    (["compare-estimators", "--out", NEW, "--device", "cuda:7"], "--device cuda:7"),
+    (["discrete-estimators", "--out", NEW, "--device", "gpu"], "unknown device 'gpu'"),
     (["compare-estimators", "--out", NEW, "--run-dir", "{tmp}/a_file"], "is not a run directory (it is a file)"),
     (["compare-estimators", "--out", "{tmp}/a_file"], "is a file, not a directory"),
     (["compare-estimators", "--out", NEW, "--model-option", "num_components=0", "--model", "gmvae"],

@@ -129,8 +129,11 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
 
 def _check_common(args: argparse.Namespace) -> None:
     """The options compare-estimators and discrete-estimators share, checked before any work."""
+    from pyro_vae.training import resolve_device
+
     check_seed(args.seed)
     check_positive_finite(args.lr, "--lr")
+    resolve_device(args.device)
     if args.run_dir is not None:
         existing_run_dir(args.run_dir, "--run-dir ")
     if args.run_dir is None:
@@ -154,12 +157,12 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
     from pyro_vae.training import Trainer, load_run_data, load_trained_model
 
     if args.run_dir:
-        trained, config, _ = load_trained_model(args.run_dir)
-        dataset = load_run_data(config, subset=args.subset)
+        trained, config, _ = load_trained_model(args.run_dir, args.device)
+        dataset = load_run_data(config, subset=args.subset, device=args.device)
         pyro.set_rng_seed(args.seed)
         if check:
             check(trained, dataset)
-        fresh = type(trained)(**trained.config())  # the run's structure, from the source its checkpoint keeps
+        fresh = type(trained)(**trained.config()).to(args.device)  # the run's structure, from the checkpoint's source
         with torch.no_grad():  # the run's own starting point, data-dependent initialisation included
             fresh.initialize(dataset.train.images, torch.Generator().manual_seed(config.seed))
         return dataset, {"fresh": fresh, "trained": trained}
@@ -168,8 +171,8 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
     config = TrainConfig(dataset=args.dataset, binarize=args.binarize, subset=args.subset, model=args.model,
                          z_dim=args.z_dim, hidden_dims=args.hidden_dims, activation=args.activation,
                          model_options=dict(args.model_option or []), epochs=max(args.train_epochs, 1),
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    dataset = load_run_data(config)
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    dataset = load_run_data(config, device=args.device)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False if args.no_progress else None, dataset=dataset)
         fresh = copy.deepcopy(trainer.model)
@@ -358,6 +361,7 @@ def add_subcommands(subparsers) -> None:
     comparison.add_argument("--lr", type=float, default=1e-3,
                             help="Adam learning rate (the neural baseline's is 10 times larger)")
     comparison.add_argument("--seed", type=int, default=0, help="random seed")
+    comparison.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models and data live")
     comparison.add_argument("--out", default="runs/compare-estimators", help="folder for the tables and plots")
     comparison.add_argument("--no-progress", action="store_true", help="no progress bars")
     compare.set_defaults(handler=compare_estimators_command)
@@ -397,6 +401,7 @@ def add_subcommands(subparsers) -> None:
     study.add_argument("--lr", type=float, default=1e-3,
                        help="Adam learning rate of the training; the neural baseline learns at 10 times this")
     study.add_argument("--seed", type=int, default=0, help="random seed")
+    study.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models and data live")
     study.add_argument("--out", default="runs/discrete-estimators", help="folder for " + ", ".join(DISCRETE_FILES))
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     discrete.set_defaults(handler=discrete_estimators_command, allow_untrained=True)

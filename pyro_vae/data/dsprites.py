@@ -266,7 +266,7 @@ def _check_count(name: str, value) -> int:
     return int(value)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)  # 60,000 images of 64 x 64: about 1 GB kept
 def _rendered(counts: tuple, seed: int, resolution: int) -> tuple:
     """(images, factors) of each split, drawn and rendered once per process for the same arguments (a sweep
     or a test suite loads the same data many times); callers never modify these tensors in place."""

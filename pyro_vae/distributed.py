@@ -23,7 +23,14 @@ How a step of N processes equals a step of one process with the whole batch:
   across processes; rank 0 alone writes checkpoints, metrics and pictures and evaluates at the end.
 
 Collectives time out after ``PYRO_VAE_DIST_TIMEOUT`` seconds (default 300): a process that dies or hangs ends
-the others' run with one sentence instead of a hang; the last checkpoint stays as it was written.
+the others' run with one sentence instead of a hang; the last checkpoint stays as it was written. (With gloo;
+nccl's watchdog may end a process on a timed-out collective rather than raise, so on GPUs the run ends without
+the sentence.) A NaN in any process's gradient shows in the summed gradients, so every process stops at the same
+step with the divergence message.
+
+Structures whose model couples the images of a batch (``batch_coupled``: beta-TCVAE's minibatch estimate of
+the total correlation) compute that coupling within each process's shard, so N processes do not equal one
+process on the whole batch for them; training says so when it starts.
 """
 from __future__ import annotations
 
@@ -56,24 +63,28 @@ class Distributed:
 
     # -- collectives -----------------------------------------------------------------------------------------
 
-    def sum_gradients(self, params: Iterable[torch.Tensor]) -> None:
-        """Sum every parameter's gradient over the processes, in the order given (the same on every process);
-        a parameter without a gradient here contributes zeros."""
+    def sum_gradients(self, params: Iterable[torch.Tensor]) -> bool:
+        """Sum every parameter's gradient over the processes, in the order given (the same on every process),
+        in one all-reduce; returns whether the sums are all finite (the same answer on every process, so that
+        all stop together on a NaN). A parameter without a gradient here contributes zeros; one that had no
+        gradient on any process is left without one, so that the optimizer skips it as one process would."""
         import torch.distributed as dist
 
-        grads = []
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            grads.append(p.grad)
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        params = list(params)
+        if not params:
+            return True
+        had = [p.grad is not None for p in params]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor(had, dtype=grads[0].dtype, device=grads[0].device)])
         dist.all_reduce(flat)
         offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        for p, g in zip(params, grads):
+            p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
             offset += g.numel()
+        for p, anywhere in zip(params, flat[offset:].tolist()):
+            if not anywhere:
+                p.grad = None
+        return bool(torch.isfinite(flat).all())
 
     def sum(self, *values: float) -> list[float]:
         """Each number summed over the processes (float64)."""
@@ -108,16 +119,22 @@ class Distributed:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
     def close(self) -> None:
+        """Leave the job together: a barrier first, so that no process tears down its connections while another
+        still uses them (gloo then aborted a process at exit now and then), then the process group."""
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
     def abandon(self) -> None:
         """Let go of a process group whose peers are gone, so that this process can exit normally (a broken
         gloo group left to the interpreter's exit aborts it)."""
+        import torch.distributed as dist
+
         try:
-            self.close()
+            if dist.is_initialized():
+                dist.destroy_process_group()
         except Exception:  # the group is broken already; nothing more to release
             pass
 

@@ -31,7 +31,7 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"a beta sweep trains {' or '.join(SWEPT_MODELS)}, not {model}")
     if any(not beta >= 0 for beta in betas):
-        raise PyroVAEError(f"beta weights the KL term and must be non-negative, got {list(betas)}")
+        raise PyroVAEError(f"beta must be non-negative, got {list(betas)}")
     if len({f"{beta:g}" for beta in betas}) != len(betas):
         raise PyroVAEError(f"each beta may appear once, got {list(betas)}")
     seeds = list(seeds) or [base.seed]

@@ -156,6 +156,10 @@ class Trainer:
             raise PyroVAEError(f"the run directory {self.run_dir} already exists; pass --resume to continue it, "
                                "or choose another --name or --run-dir")
         config.validate()
+        if distributed is not None and config.batch_size < distributed.world_size:
+            raise PyroVAEError(f"--batch-size {config.batch_size} is the global batch, cut into one shard per process: "
+                               f"give at least {distributed.world_size} images for the {distributed.world_size} "
+                               "processes")
         self.config = config
         self.device = resolve_device(config.device)
         pyro.set_rng_seed(config.seed)
@@ -199,6 +203,10 @@ class Trainer:
         self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
         if self.dist is not None:
             self.optimizer.before_step = self._sum_gradients
+            if getattr(self.model, "batch_coupled", False) and self.dist.is_main:
+                self.log(f"note: {config.model} couples the images of a batch (e.g. a minibatch estimate); each of "
+                         f"the {self.dist.world_size} processes computes it on its own shard, so this run is not "
+                         "one process's run on the whole batch")
         self.jit = config.uses_jit()
         self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles,
                               max_plate_nesting=self.max_plate_nesting)
@@ -248,16 +256,28 @@ class Trainer:
 
     def _sum_gradients(self, params: list, names: list) -> None:
         """Distributed: sum the gradients over the processes, all but those of TraceGraph_ELBO's decaying-average
-        baselines, which Pyro updates by hand (no gradient) and shapes by each process's shard of the batch."""
-        self.dist.sum_gradients([p for p, name in zip(params, names) if not name.startswith(AVERAGE_BASELINE_PARAM)])
+        baselines, which Pyro updates by hand (no gradient) and shapes by each process's shard of the batch.
+        A non-finite sum stops every process at this step, before the parameters change."""
+        finite = self.dist.sum_gradients([p for p, name in zip(params, names)
+                                          if not name.startswith(AVERAGE_BASELINE_PARAM)])
+        if not finite:
+            raise TrainingDiverged(self._divergence_message(math.nan, self.step + 1 - self.epoch * self.steps_per_epoch))
 
     def _start_processes_alike(self) -> None:
         """Distributed: rank 0's parameters on every process, gradients summed before every step, and a random
         state of each process's own for its latent noise."""
-        self.dist.broadcast_parameters(self.model)
-        if self.baseline_networks is not None:
-            self.dist.broadcast_parameters(self.baseline_networks)
-        torch.manual_seed(self.config.seed * 1_000_003 + 7919 * (self.dist.rank + 1))
+        try:
+            self.dist.broadcast_parameters(self.model)
+            if self.baseline_networks is not None:
+                self.dist.broadcast_parameters(self.baseline_networks)
+        except RuntimeError as err:  # rank 0 stopped before training (a busy run directory, say)
+            failure = collective_failure(err, self.dist, 0, self.run_dir / CHECKPOINT)
+            self.dist.abandon()
+            raise failure from None
+        seed = self.config.seed * 1_000_003 + 7919 * (self.dist.rank + 1)
+        torch.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(seed)
 
     def _structure_source(self, config: TrainConfig) -> Optional[dict]:
         """For a structure from a file, its source: the copy saved in the checkpoint when resuming (so an edited
@@ -405,6 +425,9 @@ class Trainer:
                                   "no torchrun for one), or start a new run")
         torch.set_rng_state(checkpoint["rng_state"] if self.dist is None
                             else checkpoint["process_rng_states"][self.dist.rank])
+        if self.dist is not None and self.device.type == "cuda" and "process_cuda_rng_states" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["process_cuda_rng_states"][self.dist.rank], self.device)
+            checkpoint = {k: v for k, v in checkpoint.items() if k != "cuda_rng_state"}
         if self.device.type == "cuda" and "cuda_rng_state" in checkpoint:
             torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], self.device)
         if self.baseline_networks is not None:
@@ -460,7 +483,7 @@ class Trainer:
         _load_model_state(self.model, checkpoint, path)
         return next(row for row in self.history if row["epoch"] == checkpoint["epoch"])
 
-    def _save(self, process_rng_states: Optional[list] = None) -> None:
+    def _save(self, process_rng_states: Optional[list] = None, process_cuda_rng_states: Optional[list] = None) -> None:
         checkpoint = {
             "format": list(CHECKPOINT_FORMAT),
             "config": asdict(self.config),
@@ -477,6 +500,8 @@ class Trainer:
         if process_rng_states is not None:  # distributed: every process's random state, in rank order
             checkpoint["processes"] = len(process_rng_states)
             checkpoint["process_rng_states"] = process_rng_states
+        if process_cuda_rng_states is not None:
+            checkpoint["process_cuda_rng_states"] = process_cuda_rng_states
         if self.baseline_networks is not None:
             checkpoint["baseline_networks"] = self.baseline_networks.state_dict()
         if self.device.type == "cuda":
@@ -538,11 +563,15 @@ class Trainer:
         try:
             return self._fit()
         except RuntimeError as err:
-            if not is_collective_failure(err):
+            if isinstance(err, PyroVAEError) or not is_collective_failure(err):
+                self.dist.abandon()  # every process stops (a NaN stops all at the same step): let go of the group
                 raise
             failure = collective_failure(err, self.dist, self.epoch, self.run_dir / CHECKPOINT)
             self.dist.abandon()
             raise failure from None
+        except BaseException:
+            self.dist.abandon()
+            raise
 
     def _fit(self) -> list[dict]:
         config = self.config
@@ -586,10 +615,12 @@ class Trainer:
             self.history.append(row)
             is_best = math.isfinite(row["valid_elbo"]) and (best is None or row["valid_elbo"] > best["valid_elbo"])
             states = self.dist.gather(torch.get_rng_state()) if self.dist is not None else None
+            cuda_states = (self.dist.gather(torch.cuda.get_rng_state(self.device).cpu())
+                           if self.dist is not None and self.device.type == "cuda" else None)
             if is_best and self.is_main:
                 self._save_best()
             if self.is_main:
-                self._save(states)
+                self._save(states, cuda_states)
             name = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={config.num_particles})"
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "
                      f"valid ELBO {row['valid_elbo']:.2f} nats/image{' (best)' if is_best else ''}  "
@@ -620,6 +651,8 @@ class Trainer:
                     if isinstance(err, PyroVAEError) or not self._diverged(err):
                         raise
                     loss = math.nan
+                    if self.dist is not None:  # stopped before its gradients: let the others know
+                        self._share_divergence()
             if not math.isfinite(loss):
                 raise TrainingDiverged(self._divergence_message(loss, step))
             self.step += 1
@@ -627,6 +660,15 @@ class Trainer:
             if on_step is not None:
                 on_step(step, total)
         return total
+
+    def _share_divergence(self) -> None:
+        """Distributed: take part in this step's gradient sum with NaN, so that every process stops here too."""
+        store = pyro.get_param_store()
+        names = sorted(name for name in store.keys() if not name.startswith(AVERAGE_BASELINE_PARAM))
+        params = [store[name].unconstrained() for name in names]
+        for p in params:
+            p.grad = torch.full_like(p, math.nan)
+        self.dist.sum_gradients(params)
 
     def _empty_step(self) -> None:
         """A step without images, for a process whose shard of a short last batch is empty: it takes part in

@@ -24,6 +24,7 @@ WORKER = textwrap.dedent('''
     distributed = from_environment()
     die_at = options.pop("die_at_step", None)
     hang_at = options.pop("hang_at_step", None)
+    nan_at = options.pop("nan_at_step", None)
     try:
         trainer = Trainer(TrainConfig(**options), run_dir, resume=resume, progress=False, log=lambda line: None,
                           distributed=distributed)
@@ -45,6 +46,14 @@ WORKER = textwrap.dedent('''
                 time.sleep(hang_at)  # as a process stuck mid-epoch, past the others' timeout
             return steps(batches, **kwargs)
         trainer.run_steps = hanging
+    if nan_at is not None and distributed is not None and distributed.rank == 1:
+        steps = trainer.run_steps
+        def poisoned(batches, **kwargs):
+            if trainer.step >= nan_at:
+                with torch.no_grad():
+                    next(trainer.model.decoder.parameters()).fill_(float("nan"))  # this process alone diverges
+            return steps(batches, **kwargs)
+        trainer.run_steps = poisoned
     try:
         history = trainer.fit()
     except Exception as err:
@@ -178,3 +187,13 @@ def test_score_function_and_semi_supervised_training_run_on_two_processes(tmp_pa
             assert result.returncode == 0, result.stdout + result.stderr
     first, second = _state(tmp_path, "p2", 0), _state(tmp_path, "p2", 1)
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tmp_path):
+    options = {**SMALL, "model": "vae", "epochs": 3, "nan_at_step": 5, "jit": False}
+    results = _run(tmp_path, options, tmp_path / "run", "run", processes=2, timeout=120,
+                   extra_env={"PYRO_VAE_DIST_TIMEOUT": "30"})
+    for result in results:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "TrainingDiverged: the loss became nan at step 6 (epoch 2, batch 1)" in result.stdout
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1

@@ -465,11 +465,12 @@ def disentanglement_command(args: argparse.Namespace) -> int:
         if not result["sampler_scores"]:
             print("  (BetaVAE and FactorVAE scores need images of any factor combination: dsprites-procedural only)")
         write_json(result, out)
-        folder = out.parent
+        # beside the JSON, named after it when --out names another file, so that runs sharing a folder keep theirs
+        prefix = "" if out.name == "disentanglement.json" else f"{out.stem}-"
         pictures = [plot_mutual_information(result["mutual_information"], result["factor_names"],
-                                            folder / "mutual_information.png"),
+                                            out.parent / f"{prefix}mutual_information.png"),
                     plot_latent_traversals(model, model.encode(dataset.test.images[:1].to(model.device))[0],
-                                           folder / "traversals.png",
+                                           out.parent / f"{prefix}traversals.png",
                                            title="latent i varied from -3 to 3 in row i, the others at a test image's code")]
     print(f"written to {out}; pictures: {', '.join(str(p) for p in pictures)} ({result['seconds']} s)")
     return 0

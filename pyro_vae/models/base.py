@@ -130,6 +130,9 @@ class LatentStructure(nn.Module):
     #: The ELBO ``pyro-vae train`` uses when ``--elbo`` is not given: "enum" for structures whose discrete
     #: sites are marked for enumeration (``infer={"enumerate": "parallel"}``), so they are summed out exactly.
     default_elbo = "trace"
+    #: Whether the model couples the images of a batch (beta-TCVAE's minibatch estimate of q(z)): data-parallel
+    #: training then computes that coupling within each process's shard, and says so.
+    batch_coupled = False
     #: Rules for model options beyond what :meth:`check_options` derives from the constructor's signature:
     #: ``{"option": (predicate, "what it accepts")}``, e.g. ``{"aux_weight": (lambda v: v >= 0, "a number >= 0")}``.
     option_rules: dict = {}

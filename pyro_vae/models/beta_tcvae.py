@@ -63,6 +63,7 @@ def total_correlation(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, d
 
 
 class BetaTCVAE(VAE):
+    batch_coupled = True  # the TC estimate runs over the batch's images
     option_rules = {"beta": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0 (1 is the VAE)")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),

@@ -26,6 +26,7 @@ from torch.distributions import constraints
 from torch.nn.functional import logsigmoid, softplus
 
 from pyro_vae.catalog import LIKELIHOOD_NAMES, check_registry
+from pyro_vae.data import is_binary
 from pyro_vae.errors import PyroVAEError
 
 #: the 8-bit grid: values k / LEVELS_MAX for k in 0..LEVELS_MAX
@@ -152,7 +153,7 @@ class PixelLikelihood(nn.Module):
     def support_error(self, x: torch.Tensor) -> str | None:
         """One sentence if some of the pixels ``x`` lie outside this likelihood's support, else None."""
         if self.name == "bernoulli":
-            return None if bool(((x == 0) | (x == 1)).all()) else BINARY_ONLY
+            return None if is_binary(x) else BINARY_ONLY
         if not bool(torch.isfinite(x).all()):
             return f"the {self.name} likelihood got NaN or Inf pixels"
         if self.name == "gaussian":

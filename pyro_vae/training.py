@@ -1,13 +1,14 @@
 """Training with SVI: the loop, the run directory, and checkpoints that resume a run exactly."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import pyro
 import torch
@@ -266,14 +267,10 @@ class Trainer:
     def _start_processes_alike(self) -> None:
         """Distributed: rank 0's parameters on every process, gradients summed before every step, and a random
         state of each process's own for its latent noise."""
-        try:
+        with self._as_one_job():  # rank 0 may stop before training (a busy run directory, say)
             self.dist.broadcast_parameters(self.model)
             if self.baseline_networks is not None:
                 self.dist.broadcast_parameters(self.baseline_networks)
-        except RuntimeError as err:  # rank 0 stopped before training (a busy run directory, say)
-            failure = collective_failure(err, self.dist, 0, self.run_dir / CHECKPOINT)
-            self.dist.abandon()
-            raise failure from None
         seed = self.config.seed * 1_000_003 + 7919 * (self.dist.rank + 1)
         torch.manual_seed(seed)
         if self.device.type == "cuda":
@@ -425,11 +422,11 @@ class Trainer:
                                   "no torchrun for one), or start a new run")
         torch.set_rng_state(checkpoint["rng_state"] if self.dist is None
                             else checkpoint["process_rng_states"][self.dist.rank])
-        if self.dist is not None and self.device.type == "cuda" and "process_cuda_rng_states" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["process_cuda_rng_states"][self.dist.rank], self.device)
-            checkpoint = {k: v for k, v in checkpoint.items() if k != "cuda_rng_state"}
-        if self.device.type == "cuda" and "cuda_rng_state" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"], self.device)
+        if self.device.type == "cuda":
+            per_process = checkpoint.get("process_cuda_rng_states") if self.dist is not None else None
+            state = per_process[self.dist.rank] if per_process else checkpoint.get("cuda_rng_state")
+            if state is not None:
+                torch.cuda.set_rng_state(state, self.device)
         if self.baseline_networks is not None:
             self.baseline_networks.load_state_dict(checkpoint["baseline_networks"])
         self._restore_baseline_averages(checkpoint.get("baseline_averages", {}))
@@ -557,20 +554,23 @@ class Trainer:
             return self._fit_together()
 
     def _fit_together(self) -> list[dict]:
-        """``_fit``; distributed, a collective that fails (a process died or stalled) is one sentence."""
+        """``_fit``; distributed, under :meth:`_as_one_job`."""
         if self.dist is None:
             return self._fit()
-        try:
+        with self._as_one_job():
             return self._fit()
-        except RuntimeError as err:
-            if isinstance(err, PyroVAEError) or not is_collective_failure(err):
-                self.dist.abandon()  # every process stops (a NaN stops all at the same step): let go of the group
-                raise
-            failure = collective_failure(err, self.dist, self.epoch, self.run_dir / CHECKPOINT)
+
+    @contextlib.contextmanager
+    def _as_one_job(self) -> Iterator[None]:
+        """Distributed work that ends for every process if it ends for one: on any error this process lets go of
+        the process group (a broken gloo group left to the interpreter's exit aborts it), and a collective
+        that failed (another process died or stalled past the timeout) becomes one sentence."""
+        try:
+            yield
+        except BaseException as err:
             self.dist.abandon()
-            raise failure from None
-        except BaseException:
-            self.dist.abandon()
+            if isinstance(err, RuntimeError) and not isinstance(err, PyroVAEError) and is_collective_failure(err):
+                raise collective_failure(err, self.dist, self.epoch, self.run_dir / CHECKPOINT) from None
             raise
 
     def _fit(self) -> list[dict]:
@@ -661,20 +661,24 @@ class Trainer:
                 on_step(step, total)
         return total
 
-    def _share_divergence(self) -> None:
-        """Distributed: take part in this step's gradient sum with NaN, so that every process stops here too."""
+    @staticmethod
+    def _stored_parameters() -> set:
+        """Every parameter in Pyro's store, as the optimizer takes them (unconstrained)."""
         store = pyro.get_param_store()
-        names = sorted(name for name in store.keys() if not name.startswith(AVERAGE_BASELINE_PARAM))
-        params = [store[name].unconstrained() for name in names]
+        return {store[name].unconstrained() for name in store.keys()}
+
+    def _share_divergence(self) -> None:
+        """Distributed: take part in this step's gradient sum with NaN, so that every process stops here with
+        the divergence message (raised by :meth:`_sum_gradients`, before any parameter changes)."""
+        params = self._stored_parameters()
         for p in params:
             p.grad = torch.full_like(p, math.nan)
-        self.dist.sum_gradients(params)
+        self.optimizer(params)
 
     def _empty_step(self) -> None:
         """A step without images, for a process whose shard of a short last batch is empty: it takes part in
         the gradient sum with zeros and steps with the others."""
-        store = pyro.get_param_store()
-        params = {store[name].unconstrained() for name in store.keys()}
+        params = self._stored_parameters()
         for p in params:
             p.grad = None
         self.optimizer(params)

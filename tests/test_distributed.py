@@ -22,38 +22,28 @@ WORKER = textwrap.dedent('''
 
     options, run_dir, resume, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "resume", sys.argv[4]
     distributed = from_environment()
-    die_at = options.pop("die_at_step", None)
-    hang_at = options.pop("hang_at_step", None)
-    nan_at = options.pop("nan_at_step", None)
+    fault = options.pop("fault", None)  # (what, step): process 1 dies, hangs or diverges from that step on
     try:
         trainer = Trainer(TrainConfig(**options), run_dir, resume=resume, progress=False, log=lambda line: None,
                           distributed=distributed)
     except Exception as err:
         print(f"ERROR {type(err).__name__}: {err}", flush=True)
         sys.exit(2)
-    if die_at is not None and distributed is not None and distributed.rank == 1:
+    if fault is not None and distributed is not None and distributed.rank == 1:
+        what, at_step = fault
         steps = trainer.run_steps
-        def dying(batches, **kwargs):
-            if trainer.step >= die_at:
-                os._exit(3)  # as a process killed mid-epoch
+        def faulty(batches, **kwargs):
+            if trainer.step >= at_step:
+                if what == "die":
+                    os._exit(3)  # as a process killed mid-epoch
+                if what == "hang":
+                    import time
+                    time.sleep(at_step)  # as a process stuck mid-epoch, past the others' timeout
+                if what == "nan":
+                    with torch.no_grad():
+                        next(trainer.model.decoder.parameters()).fill_(float("nan"))  # this process alone diverges
             return steps(batches, **kwargs)
-        trainer.run_steps = dying
-    if hang_at is not None and distributed is not None and distributed.rank == 1:
-        import time
-        steps = trainer.run_steps
-        def hanging(batches, **kwargs):
-            if trainer.step >= hang_at:
-                time.sleep(hang_at)  # as a process stuck mid-epoch, past the others' timeout
-            return steps(batches, **kwargs)
-        trainer.run_steps = hanging
-    if nan_at is not None and distributed is not None and distributed.rank == 1:
-        steps = trainer.run_steps
-        def poisoned(batches, **kwargs):
-            if trainer.step >= nan_at:
-                with torch.no_grad():
-                    next(trainer.model.decoder.parameters()).fill_(float("nan"))  # this process alone diverges
-            return steps(batches, **kwargs)
-        trainer.run_steps = poisoned
+        trainer.run_steps = faulty
     try:
         history = trainer.fit()
     except Exception as err:
@@ -151,7 +141,7 @@ def test_with_latent_noise_the_processes_stay_equal_and_resume_equals_an_uninter
 
 
 def test_a_process_that_dies_ends_the_run_with_one_sentence_and_keeps_the_last_checkpoint(tmp_path):
-    options = {**SMALL, "model": "vae", "epochs": 3, "die_at_step": 5}  # 5 steps an epoch: dies entering epoch 2
+    options = {**SMALL, "model": "vae", "epochs": 3, "fault": ["die", 5]}  # 5 steps an epoch: dies entering epoch 2
     survivor, dead = _run(tmp_path, options, tmp_path / "run", "run", processes=2, timeout=120,
                           extra_env={"PYRO_VAE_DIST_TIMEOUT": "20"})
     assert dead.returncode == 3
@@ -164,7 +154,7 @@ def test_a_process_that_dies_ends_the_run_with_one_sentence_and_keeps_the_last_c
 def test_a_process_that_hangs_ends_the_others_run_within_the_timeout(tmp_path):
     import time
 
-    options = {**SMALL, "model": "vae", "epochs": 3, "hang_at_step": 5}  # rank 1 sleeps 5 s entering epoch 2
+    options = {**SMALL, "model": "vae", "epochs": 3, "fault": ["hang", 5]}  # rank 1 sleeps 5 s entering epoch 2
     start = time.perf_counter()
     survivor, _ = _run(tmp_path, options, tmp_path / "run", "run", processes=2, timeout=120,
                        extra_env={"PYRO_VAE_DIST_TIMEOUT": "2"})
@@ -190,7 +180,7 @@ def test_score_function_and_semi_supervised_training_run_on_two_processes(tmp_pa
 
 
 def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tmp_path):
-    options = {**SMALL, "model": "vae", "epochs": 3, "nan_at_step": 5, "jit": False}
+    options = {**SMALL, "model": "vae", "epochs": 3, "fault": ["nan", 5], "jit": False}
     results = _run(tmp_path, options, tmp_path / "run", "run", processes=2, timeout=120,
                    extra_env={"PYRO_VAE_DIST_TIMEOUT": "30"})
     for result in results:

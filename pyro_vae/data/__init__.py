@@ -290,13 +290,6 @@ def load_path(path: str, *, image_size: Optional[int] = None, seed: int = 0) -> 
     return Dataset(str(path), *splits, image_shape=data.image_shape, description=data.description)
 
 
-def is_8bit(images: torch.Tensor) -> bool:
-    """Whether every pixel is a value k / 255 (up to float rounding)."""
-    from pyro_vae.likelihoods import on_8bit_grid
-
-    return on_8bit_grid(images)
-
-
 def dequantize_dataset(dataset: Dataset, seed: int = 0) -> Dataset:
     """Uniform dequantization of 8-bit data for a continuous likelihood: valid and test images become
     (k + u) / 256 once (with ``seed``), training batches afresh at every pass (``binarize="dequantize"``)."""
@@ -377,7 +370,9 @@ def load_dataset(
             split = Split(torch.bernoulli(split.images, generator=generator), split.labels, split.factors)
         setattr(dataset, split_name, split.to(device))
     dataset.binarize = "none" if binarize == "static" else binarize
-    dataset.eight_bit = binarize == "none" and not dataset.is_binary and is_8bit(dataset.train.images)
+    from pyro_vae.likelihoods import on_8bit_grid  # (it imports this module)
+
+    dataset.eight_bit = binarize == "none" and not dataset.is_binary and on_8bit_grid(dataset.train.images)
     return dataset
 
 

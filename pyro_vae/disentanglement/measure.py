@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pyro_vae.catalog import FACTOR_DATASETS
+from pyro_vae.config import check_positive
 from pyro_vae.data import Dataset
 from pyro_vae.disentanglement import metrics
 from pyro_vae.errors import PyroVAEError
@@ -82,8 +83,7 @@ def measure(model, dataset: Dataset, *, num_samples: int = NUM_SAMPLES, seed: in
     settings (``num_samples``, ``seed``, ``sampler_scores``) and ``seconds``, and the (d, k) normalised
     mutual-information matrix under ``mutual_information``."""
     check_has_factors(dataset)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise PyroVAEError(f"the number of samples must be a positive whole number, got {num_samples!r}")
+    check_positive(num_samples, "the number of samples")
     train = dataset.train
     if num_samples > len(train):
         raise PyroVAEError(f"{num_samples:,} samples were asked for, but the training split of {dataset.name} holds "

@@ -32,6 +32,11 @@ from pyro_vae.likelihoods import BINARY_ONLY
 OBSERVATION_SITE = "x"
 
 
+def _observed_mean(trace) -> torch.Tensor:
+    """The images a trace of a model shows: the mean of its p(x | z), clamped to [0, 1] (a Gaussian's may leave it)."""
+    return trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
+
+
 def default_image_shape(x_dim: int) -> tuple:
     """(1, 28, 28) for 784 inputs (MNIST, what every structure was first written for), else (x_dim,)."""
     return (1, 28, 28) if x_dim == 28 * 28 else (x_dim,)
@@ -287,14 +292,14 @@ class LatentStructure(nn.Module):
         """Encode, sample the latents from the guide, decode: the mean of p(x | z) with z ~ q(z | x)."""
         guide_trace = poutine.trace(self.guide).get_trace(x, *conditioning)
         model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(x, *conditioning)
-        return model_trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
+        return _observed_mean(model_trace)
 
     @torch.no_grad()
     def generate(self, num_samples: int, *conditioning: Any) -> torch.Tensor:
         """Sample the latents from the prior and decode: the mean of p(x | z) with z ~ p(z)."""
         placeholder = torch.zeros(num_samples, self.x_dim, device=self.device)
         trace = poutine.trace(poutine.uncondition(self.model)).get_trace(placeholder, *conditioning)
-        return trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
+        return _observed_mean(trace)
 
     @torch.no_grad()
     def generate_per_value(self, per_value: int) -> Optional[tuple[str, torch.Tensor]]:
@@ -315,7 +320,7 @@ class LatentStructure(nn.Module):
         for value in values:
             fixed = value.expand((per_value,) + value.shape)
             decoder = poutine.condition(poutine.uncondition(self.model), data={name: fixed})
-            images.append(poutine.trace(decoder).get_trace(placeholder).nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1))
+            images.append(_observed_mean(poutine.trace(decoder).get_trace(placeholder)))
         return name, torch.cat(images)
 
     @torch.no_grad()
@@ -324,7 +329,7 @@ class LatentStructure(nn.Module):
         placeholder = torch.zeros(code.shape[0], self.x_dim, device=code.device)
         decoder = poutine.condition(poutine.uncondition(self.model), data={self.code_site: code})
         trace = poutine.trace(decoder).get_trace(placeholder, *conditioning)
-        return trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
+        return _observed_mean(trace)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, *conditioning: Any) -> torch.Tensor:

@@ -17,7 +17,7 @@ WORKER = textwrap.dedent('''
     import torch
     torch.set_num_threads(1)
     from pyro_vae.config import TrainConfig
-    from pyro_vae.distributed import from_environment
+    from pyro_vae.distributed import exit_process, from_environment
     from pyro_vae.training import Trainer
 
     options, run_dir, resume, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "resume", sys.argv[4]
@@ -48,7 +48,7 @@ WORKER = textwrap.dedent('''
         history = trainer.fit()
     except Exception as err:
         print(f"ERROR {type(err).__name__}: {err}", flush=True)
-        sys.exit(2)
+        sys.exit(exit_process(2))  # as the command line ends: at once where the process group broke
     rank = 0 if distributed is None else distributed.rank
     torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{out}-rank{rank}.pt")
     with open(f"{out}-rank{rank}.json", "w") as f:
@@ -187,3 +187,20 @@ def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tmp_path):
         assert result.returncode == 2, result.stdout + result.stderr
         assert "TrainingDiverged: the loss became nan at step 6 (epoch 2, batch 1)" in result.stdout
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_a_process_whose_group_broke_ends_at_once_with_its_status_and_its_output():
+    """After a broken process group the command line skips the interpreter's exit (gloo's destructors aborted
+    such a process now and then, SIGABRT instead of status 2), but its sentence is still printed."""
+    code = textwrap.dedent('''
+        import atexit, sys
+        import pyro_vae.distributed as distributed
+        from pyro_vae.cli import main
+        atexit.register(lambda: print("the interpreter's exit ran"))
+        distributed.Distributed(0, 2, 0, "gloo").abandon()  # no group: abandoning it only marks the process
+        sys.exit(main(["train", "--epochs", "0"]))
+    ''')
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "pyro-vae train: error: epochs must be a positive whole number" in result.stderr
+    assert "the interpreter's exit ran" not in result.stdout

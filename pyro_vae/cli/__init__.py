@@ -87,6 +87,13 @@ _show_warning = warnings.showwarning
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    code = _main(argv)
+    distributed = sys.modules.get("pyro_vae.distributed")  # imported (with torch) only by commands that train
+    # a process of a distributed job whose process group broke ends at once, with its status
+    return code if distributed is None else distributed.exit_process(code)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     from pyro_vae.files import os_error_sentence
 
     args = build_parser().parse_args(glue_list_values(sys.argv[1:] if argv is None else [str(a) for a in argv]))

@@ -14,12 +14,12 @@ from pyro_vae.plots.training import plot_latent_traversals, plot_rate_distortion
 from pyro_vae.training import TrainConfig, Trainer, write_csv, write_json
 
 def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *, seeds: Sequence[int] = (),
-               model: str = "beta-vae", score_points: Optional[int] = None, progress: Optional[bool] = None,
-               log: Callable[[str], None] = print) -> list[dict]:
+               model: str = "beta-vae", score_points: Optional[int] = None, dci_trees: str = "gbt",
+               progress: Optional[bool] = None, log: Callable[[str], None] = print) -> list[dict]:
     """Train ``model`` (beta-vae or beta-tcvae) once per beta and seed (``seeds``, default ``base.seed``) with the
     same budget and measure each on the test split; on data with known factors (dSprites) also every
     disentanglement metric (:func:`pyro_vae.disentanglement.measure.measure`, with ``score_points`` points for
-    the BetaVAE and FactorVAE scores).
+    the BetaVAE and FactorVAE scores, and DCI's importances from ``dci_trees``).
 
     Writes into ``out_dir``: one run directory per beta and seed (``beta-B`` for one seed, ``beta-B-seed-S``
     for several), ``traversals-beta-B.png`` per beta (first seed), ``results.csv`` / ``results.json`` (one row
@@ -57,7 +57,7 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
                 plot_latent_traversals(trained, code, out_dir / f"traversals-beta-{beta:g}.png",
                                        title=f"beta = {beta:g}: latent i varied from -3 to 3 in row i")
             if trainer.dataset.factor_sizes is not None:
-                row.update(_metrics(trained, trainer.dataset, seed, score_points))
+                row.update(_metrics(trained, trainer.dataset, seed, score_points, dci_trees))
             rows.append(row)
             log(f"beta = {beta:g}, seed {seed}: rate {measured['rate']:.2f} nats, distortion "
                 f"{measured['distortion']:.2f} nats" + (f", MIG {row['mig']:.3f}" if "mig" in row else ""))
@@ -72,11 +72,12 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     return rows
 
 
-def _metrics(model, dataset, seed: int, score_points: Optional[int]) -> dict:
+def _metrics(model, dataset, seed: int, score_points: Optional[int], dci_trees: str) -> dict:
     from pyro_vae.disentanglement.measure import NUM_SAMPLES, measure, sampler_sizes
 
     sizes = sampler_sizes(score_points) if score_points else None
-    result = measure(model, dataset, num_samples=min(NUM_SAMPLES, len(dataset.train)), seed=seed, sizes=sizes)
+    result = measure(model, dataset, num_samples=min(NUM_SAMPLES, len(dataset.train)), seed=seed, sizes=sizes,
+                     dci_trees=dci_trees)
     return {key: value for key, value in result.items() if isinstance(value, float) and key != "seconds"}
 
 

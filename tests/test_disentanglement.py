@@ -39,6 +39,18 @@ def test_the_metrics_of_a_run_go_to_json_with_a_heat_map_and_traversals(cli, dsp
     assert len(matrix) == 3 and all(len(row) == 5 and all(0 <= v <= 1 + 1e-9 for v in row) for row in matrix)
     assert (dsprites_run / "mutual_information.png").is_file() and (dsprites_run / "traversals.png").is_file()
     assert "mig" in out
+    assert result["dci_trees"] == "gbt"
+    # DCI from the binned trees: the other metrics stay as they were
+    code, _, err = cli("disentanglement", dsprites_run, "--num-samples", 80, "--score-points", 20,
+                       "--dci-trees", "histogram", "--out", dsprites_run / "histogram.json")
+    assert code == 0, err
+    binned = json.loads((dsprites_run / "histogram.json").read_text())
+    assert binned["dci_trees"] == "histogram"
+    def others(metrics):
+        return {key: value for key, value in metrics.items() if not key.startswith("dci") and key != "seconds"}
+
+    assert others(binned) == others(result)
+    assert 0.0 <= binned["dci_disentanglement"] <= 1.0
 
 
 def test_metrics_of_a_run_without_factors_are_one_sentence(cli, tmp_path):
@@ -65,7 +77,7 @@ def test_bad_sizes_are_one_sentence(cli, dsprites_run, args, message):
 def test_a_beta_tcvae_sweep_over_seeds_reports_every_metric_and_its_spread(cli, tmp_path):
     out = tmp_path / "sweep"
     code, stdout, err = cli("beta-sweep", "--model", "beta-tcvae", "--betas", "6", "--seeds", "0,1",
-                            "--score-points", 20, "--out-dir", out, *_for_sweep(DSPRITES))
+                            "--score-points", 20, "--dci-trees", "histogram", "--out-dir", out, *_for_sweep(DSPRITES))
     assert code == 0, err
     rows = json.loads((out / "results.json").read_text())
     assert [(row["beta"], row["seed"]) for row in rows] == [(6.0, 0), (6.0, 1)]

@@ -240,3 +240,32 @@ def test_dci_scores_of_a_known_importance_matrix():
     spread = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)) / math.log(3)
     assert _dci_disentanglement(importance) == pytest.approx(2 / 3, abs=1e-8)
     assert _dci_completeness(importance) == pytest.approx(1 - spread, abs=1e-8)
+
+
+def test_dci_on_histogram_trees_gives_the_known_answers_and_nearly_the_exact_trees_numbers(
+        identity_codes, noise_codes, mixed_codes, factors, identity_dci):
+    def fast(codes, sizes=FACTOR_SIZES, of=factors):
+        return dci(codes, of, sizes, trees="histogram")
+
+    identity = fast(identity_codes)
+    assert identity["disentanglement"] > 0.95 and identity["completeness"] > 0.95
+    assert identity["informativeness_test"] > 0.95
+    noise = fast(noise_codes)
+    assert noise["disentanglement"] < 0.05 and noise["completeness"] < 0.05
+    assert noise["informativeness_test"] == pytest.approx(np.mean([1 / size for size in FACTOR_SIZES]), abs=0.05)
+    mixed = fast(mixed_codes)
+    assert mixed["disentanglement"] < identity["disentanglement"] - 0.1
+    assert mixed["informativeness_test"] > identity["informativeness_test"] - 0.02
+    # the codes binned into quantiles: a rescaling, a shift and a permutation change nothing but the bin edges'
+    # rounding
+    assert fast(2.5 * identity_codes[:, PERMUTATION] - 7.0) == pytest.approx(identity, abs=0.005)
+    # where the exact trees' importances spread, the binned trees' spread nearly alike
+    exact = dci(mixed_codes, factors, FACTOR_SIZES)
+    for key in ("disentanglement", "completeness", "informativeness_test"):
+        assert mixed[key] == pytest.approx(exact[key], abs=0.05), key
+    # a factor of two values: one tree per stage instead of one per class
+    binary = np.column_stack([factors[:, :2], factors[:, 2] % 2])
+    assert fast(binary + 0.05 * noise_codes[:, :3], (3, 6, 2), binary)["informativeness_test"] > 0.95
+    with pytest.raises(PyroVAEError) as error:
+        dci(identity_codes, factors, FACTOR_SIZES, trees="forest")
+    assert "must be one of gbt, histogram" in one_sentence(error)

@@ -77,11 +77,11 @@ def sampler_sizes(points: int) -> dict:
 
 
 def measure(model, dataset: Dataset, *, num_samples: int = NUM_SAMPLES, seed: int = 0,
-            sizes: Optional[dict] = None) -> dict:
+            sizes: Optional[dict] = None, dci_trees: str = "gbt") -> dict:
     """Every metric of ``model`` on ``num_samples`` training images of ``dataset`` (drawn with ``seed``), plus the
     sampler-based scores where the data can render any factor combination; returns a flat dict with the
-    settings (``num_samples``, ``seed``, ``sampler_scores``) and ``seconds``, and the (d, k) normalised
-    mutual-information matrix under ``mutual_information``."""
+    settings (``num_samples``, ``seed``, ``dci_trees``, ``sampler_scores``) and ``seconds``, and the (d, k)
+    normalised mutual-information matrix under ``mutual_information``."""
     check_has_factors(dataset)
     check_positive(num_samples, "the number of samples")
     train = dataset.train
@@ -94,11 +94,12 @@ def measure(model, dataset: Dataset, *, num_samples: int = NUM_SAMPLES, seed: in
     codes, factors = encode(model, picked.images), picked.factors.numpy()
     draw, represent = sampler_of(model, dataset)
     result = metrics.compute_all(codes, factors, dataset.factor_sizes, sample_factors=draw, represent=represent,
-                                 rng=np.random.default_rng(seed), sizes=sizes)
+                                 rng=np.random.default_rng(seed), sizes=sizes, dci_trees=dci_trees)
     result = {key: float(value) for key, value in result.items()}
     matrix = mutual_information_matrix(codes, factors, dataset.factor_sizes)
     varying = [name for name, size in zip(dataset.factor_names, dataset.factor_sizes) if size > 1]
-    return {**result, "num_samples": num_samples, "seed": seed, "sampler_scores": draw is not None,
-            "sampler_sizes": {**metrics.DEFAULT_SIZES, **(sizes or {})}, "factor_names": varying,
+    return {**result, "num_samples": num_samples, "seed": seed, "dci_trees": dci_trees,
+            "sampler_scores": draw is not None, "sampler_sizes": {**metrics.DEFAULT_SIZES, **(sizes or {})},
+            "factor_names": varying,
             "mutual_information": matrix.tolist(),
             "seconds": round(time.perf_counter() - start, 1)}

@@ -25,8 +25,8 @@ def is_dataset_path(name: str) -> bool:
 
 BINARIZE_MODES = ("none", "dynamic", "static")
 
-MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "cvae", "hierarchical-vae", "mixture-prior-vae", "bernoulli-mixture",
-               "gmvae", "ss-vae", "vampprior")
+MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "factor-vae", "cvae", "hierarchical-vae", "mixture-prior-vae",
+               "bernoulli-mixture", "gmvae", "ss-vae", "vampprior")
 #: the structures ``beta-sweep`` trains, each with beta as its option
 SWEPT_MODELS = ("beta-vae", "beta-tcvae")
 #: the tree ensembles DCI can take its importances from: disentanglement_lib's exact gradient-boosted trees, or the

@@ -22,7 +22,7 @@ SHAPES = [(1, 28, 28), (3, 32, 32)]
 
 
 def _kwargs(name, shape, likelihood, net):
-    options = {"num_pseudo_inputs": 3} if name == "vampprior" else {}
+    options = {"vampprior": {"num_pseudo_inputs": 3}, "factor-vae": {"discriminator_dims": [16]}}.get(name, {})
     config = TrainConfig(model=name, likelihood=likelihood, net=net, z_dim=3, hidden_dims=[16], model_options=options)
     return config.model_kwargs(shape)
 

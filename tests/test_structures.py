@@ -12,10 +12,12 @@ from pyro_vae.models import MODELS, build_model
 from pyro_vae.training import TrainConfig, Trainer, load_trained_model
 
 SMALL = {"z_dim": 3, "hidden_dims": [24]}
+#: smaller than the structures' defaults where those are large
+SMALLER = {"factor-vae": {"discriminator_dims": [24]}}
 
 
 def make(name, **options):
-    return build_model(name, **SMALL, **options)
+    return build_model(name, **SMALL, **{**SMALLER.get(name, {}), **options})
 
 
 def conditioning_for(model, n):
@@ -62,7 +64,8 @@ def test_short_training_lowers_the_loss_and_checkpoints_round_trip(structure, tm
     name = next(key for key, cls in MODELS.items() if type(structure) is cls)
     dataset = "binarized-mnist-labelled" if structure.needs_labels else "binarized-mnist"
     labelled = {"num_labelled": 50} if structure.semi_supervised else {}
-    config = TrainConfig(model=name, dataset=dataset, subset=300, batch_size=50, epochs=3, **labelled, **SMALL)
+    config = TrainConfig(model=name, dataset=dataset, subset=300, batch_size=50, epochs=3, **labelled, **SMALL,
+                         model_options=SMALLER.get(name, {}))
     trainer = Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
     history = trainer.fit()
     assert history[-1]["valid_elbo"] > history[0]["valid_elbo"]

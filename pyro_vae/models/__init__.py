@@ -13,6 +13,7 @@ from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure
 from pyro_vae.models.bernoulli_mixture import BernoulliMixture
 from pyro_vae.models.beta_tcvae import BetaTCVAE
+from pyro_vae.models.factor_vae import FactorVAE
 from pyro_vae.models.beta_vae import BetaVAE
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.gmvae import GMVAE
@@ -26,6 +27,7 @@ MODELS: dict[str, type[LatentStructure]] = {
     "vae": VAE,
     "beta-vae": BetaVAE,
     "beta-tcvae": BetaTCVAE,
+    "factor-vae": FactorVAE,
     "cvae": CVAE,
     "hierarchical-vae": HierarchicalVAE,
     "mixture-prior-vae": MixturePriorVAE,
@@ -179,6 +181,6 @@ def build_model(name: str, *, structure_source: Optional[dict] = None, **kwargs)
 
 
 __all__ = ["LatentStructure", "MODELS", "STRUCTURE_FILE", "build_model", "check_model_options", "model_class", "is_file_spec",
-           "read_structure_source", "VAE", "BetaVAE", "BetaTCVAE", "CVAE",
+           "read_structure_source", "VAE", "BetaVAE", "BetaTCVAE", "FactorVAE", "CVAE",
            "HierarchicalVAE", "MixturePriorVAE",
            "BernoulliMixture", "GMVAE", "SSVAE", "VampPriorVAE"]

@@ -30,7 +30,7 @@ MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "factor-vae", "cvae", "hierarchi
 #: the structures ``beta-sweep`` trains, each with beta as its option
 SWEPT_MODELS = ("beta-vae", "beta-tcvae")
 #: the tree ensembles DCI can take its importances from: disentanglement_lib's exact gradient-boosted trees, or the
-#: same boosting on binned codes, about 30 times faster (pyro_vae.disentanglement.metrics.dci)
+#: same boosting on binned codes, about 11 times faster (pyro_vae.disentanglement.metrics.dci)
 DCI_TREES = ("gbt", "histogram")
 #: the structures whose ``default_elbo`` is "enum" (their discrete sites are summed out exactly)
 ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae")

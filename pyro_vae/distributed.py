@@ -153,10 +153,18 @@ def exit_process(code: int) -> int:
     running and aborts the process ('terminate called without an active exception', SIGABRT instead of the exit
     status): about one exit in four on this machine."""
     if _abandoned:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+                pass
         os._exit(code)
     return code
+
+
+def abandoned() -> bool:
+    """Whether this process let go of a broken process group (:meth:`Distributed.abandon`)."""
+    return _abandoned
 
 
 def from_environment(device: str = "cpu") -> Optional[Distributed]:

@@ -20,7 +20,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_vae.data import Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
-from pyro_vae.inference.scaling import is_penalty, unscaled
+from pyro_vae.inference.scaling import is_penalty, measuring, unscaled
 from pyro_vae.inference.sites import latent_sites
 
 DATA_PLATE = "data"
@@ -42,7 +42,8 @@ def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple
     if first is None:
         return math.nan
     if elbo is None or (elbo == "enum" and plate_nesting is None):
-        sites = latent_sites(model, guide, first)
+        with measuring():
+            sites = latent_sites(model, guide, first)
         elbo = elbo or ("enum" if sites.enumerated else "trace")
         plate_nesting = sites.max_plate_nesting if plate_nesting is None else plate_nesting
     objective = make_elbo(elbo, num_particles=num_particles, max_plate_nesting=plate_nesting)
@@ -81,21 +82,29 @@ def _per_datapoint_log_prob(site: dict, name: str, particle_dim: int, scaled: bo
 
 
 def _log_weights(model: Callable, guide: Callable, batch: tuple, num_particles: int, particle_dim: int, *,
-                 scaled: bool = False) -> torch.Tensor:
+                 scaled: bool = False, penalties: Optional[list] = None) -> torch.Tensor:
     """log p(x, z) - log q(z | x) for ``num_particles`` draws per data point, (enumerated values, particles,
     batch): summed over the enumerated values, the weights of :func:`log_likelihood_iwae`. Differentiable
     (the IWAE training objective, ``inference.iwae``, is built on it); with ``scaled`` each site's log-density
-    is multiplied by its Pyro scale (a beta-VAE's beta), as the training objectives do."""
+    is multiplied by its Pyro scale (a beta-VAE's beta), as the training objectives do. Training penalties
+    (:func:`~pyro_vae.inference.scaling.penalty`) are no part of p(x, z): left out, or, given a ``penalties``
+    list, appended to it as (particles, batch) terms, for an objective that adds them outside the weights."""
     guide = EnumMessenger(first_available_dim=particle_dim - 1)(guide)
     model = EnumMessenger()(model)  # model-only enumerated sites take the dimensions left of the guide's
-    with pyro.plate("importance_samples", num_particles, dim=particle_dim):
+    with pyro.plate("importance_samples", num_particles, dim=particle_dim), \
+            (measuring() if penalties is None else contextlib.nullcontext()):
         guide_trace = poutine.trace(guide).get_trace(*batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
     terms = []
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site) or (is_penalty(site) and not scaled):
-                continue  # a training penalty (beta-TCVAE's total correlation) is no part of p(x, z)
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if is_penalty(site):  # a training term (beta-TCVAE's total correlation) is no part of p(x, z)
+                if penalties is not None:
+                    penalty = _per_datapoint_log_prob(site, name, particle_dim, scaled)
+                    penalties.append(penalty.expand(penalty.shape[:-2] + (num_particles, batch[0].shape[0])))
+                continue
             enumerated = site["infer"].get("_enumerate_dim") is not None
             if enumerated:
                 outer = [f.name for f in site["cond_indep_stack"] if f.name not in (DATA_PLATE, "importance_samples")]
@@ -156,6 +165,7 @@ def log_likelihood_iwae(model: Callable, guide: Callable, batch: tuple, *, num_s
     return _log_likelihood(model, guide, batch, num_samples, max_rows, validate_chunks, chunks)
 
 
+@measuring()  # training penalties are no part of log p(x): models skip their work
 def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples: int, max_rows: int,
                     validate_chunks: bool, chunks: "_Chunks") -> torch.Tensor:
     if num_samples < 1:

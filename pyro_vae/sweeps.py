@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from pyro_vae.catalog import SWEPT_MODELS
+from pyro_vae.catalog import FACTOR_DATASETS, SWEPT_MODELS
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import rate_distortion
 from pyro_vae.plots.training import plot_latent_traversals, plot_rate_distortion
@@ -28,6 +28,10 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     """
     if not betas:
         raise PyroVAEError("give at least one beta")
+    if base.dataset in FACTOR_DATASETS:  # before any training
+        from pyro_vae.disentanglement.metrics import check_dci_trees
+
+        check_dci_trees(dci_trees)
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"a beta sweep trains {' or '.join(SWEPT_MODELS)}, not {model}")
     if any(not beta >= 0 for beta in betas):
@@ -78,7 +82,8 @@ def _metrics(model, dataset, seed: int, score_points: Optional[int], dci_trees: 
     sizes = sampler_sizes(score_points) if score_points else None
     result = measure(model, dataset, num_samples=min(NUM_SAMPLES, len(dataset.train)), seed=seed, sizes=sizes,
                      dci_trees=dci_trees)
-    return {key: value for key, value in result.items() if isinstance(value, float) and key != "seconds"}
+    return {**{key: value for key, value in result.items() if isinstance(value, float) and key != "seconds"},
+            "dci_trees": dci_trees}
 
 
 def summarize(rows: Sequence[dict]) -> list[dict]:
@@ -86,7 +91,8 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     summary = []
     for beta in sorted({row["beta"] for row in rows}):
         group = [row for row in rows if row["beta"] == beta]
-        entry = {"beta": beta, "seeds": len(group)}
+        entry = {"beta": beta, "seeds": len(group),
+                 **({"dci_trees": group[0]["dci_trees"]} if "dci_trees" in group[0] else {})}
         for key, value in group[0].items():
             if key in ("beta", "seed", "epochs") or not isinstance(value, (int, float)):
                 continue

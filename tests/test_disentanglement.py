@@ -86,6 +86,7 @@ def test_a_beta_tcvae_sweep_over_seeds_reports_every_metric_and_its_spread(cli, 
         group = [row["mig"] for row in rows if row["beta"] == entry["beta"]]
         assert entry["seeds"] == 2 and entry["mig"]["mean"] == pytest.approx(sum(group) / 2)
         assert entry["mig"]["std"] == pytest.approx(abs(group[0] - group[1]) / 2 ** 0.5)
+    assert all(row["dci_trees"] == "histogram" for row in rows) and summary[0]["dci_trees"] == "histogram"
     assert (out / "metrics_against_beta.png").is_file() and (out / "beta-6-seed-1" / "checkpoint.pt").is_file()
     assert "MIG" in stdout and "FactorVAE" in stdout
 

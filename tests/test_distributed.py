@@ -204,3 +204,15 @@ def test_a_process_whose_group_broke_ends_at_once_with_its_status_and_its_output
     assert result.returncode == 2, result.stdout + result.stderr
     assert "pyro-vae train: error: epochs must be a positive whole number" in result.stderr
     assert "the interpreter's exit ran" not in result.stdout
+    # an error no sentence foresaw: its traceback, status 1, and still no interpreter's exit
+    unforeseen = code.replace('sys.exit(main(["train", "--epochs", "0"]))', textwrap.dedent('''
+        import pyro_vae.cli as cli
+        def broken(argv):
+            raise ValueError("something no check foresaw")
+        cli._main = broken
+        sys.exit(main([]))
+    '''))
+    result = subprocess.run([sys.executable, "-c", unforeseen], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ValueError: something no check foresaw" in result.stderr
+    assert "the interpreter's exit ran" not in result.stdout

@@ -99,3 +99,35 @@ def test_trains_from_the_command_line_and_refuses_a_negative_gamma(cli, tmp_path
     code, _, err = cli("train", "--model", "factor-vae", "--model-option", "gamma=-2", "--run-dir", tmp_path / "bad",
                        *TINY)
     assert_one_sentence_error(code, err, "gamma of FactorVAE must be a finite number >= 0")
+
+
+def test_under_the_iwae_objective_the_discriminator_term_still_leaves_the_encoder_alone():
+    """The training terms join the IWAE bound outside its log-mean-exp: inside, the discriminator's term would
+    reweight the particles and so move the encoder."""
+    factor, _ = _same_weights(gamma=0.0)
+    x = torch.bernoulli(torch.full((5, 784), 0.3), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for bias in (0.0, 3.0):
+        with torch.no_grad():
+            factor.discriminator.net[-1].bias.fill_(bias)
+        factor.zero_grad()
+        torch.manual_seed(3)
+        make_elbo("iwae", num_particles=4).differentiable_loss(factor.model, factor.guide, x).backward()
+        grads.append([p.grad.clone() for p in factor.encoder.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_measurements_skip_the_discriminator(monkeypatch):
+    from pyro_vae.evaluation import elbo_per_datapoint, negative_log_likelihood
+    from pyro_vae.models.factor_vae import Discriminator
+
+    factor, _ = _same_weights(gamma=10.0)
+    calls = []
+    forward = Discriminator.forward
+    monkeypatch.setattr(Discriminator, "forward", lambda self, z, **kw: calls.append(1) or forward(self, z, **kw))
+    batches = [(torch.bernoulli(torch.full((4, 784), 0.3)),)]
+    elbo_per_datapoint(factor.model, factor.guide, batches)
+    negative_log_likelihood(factor.model, factor.guide, batches, num_samples=10)
+    assert calls == []
+    make_elbo("trace").loss(factor.model, factor.guide, *batches[0])  # training runs it: the held and the free
+    assert len(calls) == 3

@@ -269,3 +269,8 @@ def test_dci_on_histogram_trees_gives_the_known_answers_and_nearly_the_exact_tre
     with pytest.raises(PyroVAEError) as error:
         dci(identity_codes, factors, FACTOR_SIZES, trees="forest")
     assert "must be one of gbt, histogram" in one_sentence(error)
+    from pyro_vae.disentanglement.metrics import _split_gains
+
+    with pytest.raises(PyroVAEError) as error:  # a scikit-learn that keeps its trees otherwise
+        _split_gains(object(), 5)
+    assert "use the exact trees" in one_sentence(error)

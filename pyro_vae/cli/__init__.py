@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -87,7 +88,14 @@ _show_warning = warnings.showwarning
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    code = _main(argv)
+    try:
+        code = _main(argv)
+    except BaseException:  # an error no sentence foresaw; a process whose group broke must still end at once
+        distributed = sys.modules.get("pyro_vae.distributed")
+        if distributed is None or not distributed.abandoned():
+            raise
+        traceback.print_exc()
+        code = 1
     distributed = sys.modules.get("pyro_vae.distributed")  # imported (with torch) only by commands that train
     # a process of a distributed job whose process group broke ends at once, with its status
     return code if distributed is None else distributed.exit_process(code)

@@ -479,9 +479,10 @@ def disentanglement_command(args: argparse.Namespace) -> int:
 
 def _add_dci_trees_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dci-trees", choices=DCI_TREES, default="gbt",
-                        help="where DCI takes its importances from: gbt, disentanglement_lib's gradient-boosted trees "
-                             "(minutes for 10,000 codes on a 2-core CPU), or histogram, the same boosting on binned "
-                             "codes (seconds; close to, not equal to, disentanglement_lib's numbers)")
+                        help="on data with known factors: where DCI takes its importances from: gbt (the default), "
+                             "disentanglement_lib's gradient-boosted trees (about 2 minutes for 10,000 codes on a "
+                             "2-core CPU), or histogram, the same boosting on binned codes (about 11 s; close to, "
+                             "not equal to, disentanglement_lib's numbers)")
 
 
 def _add_trained_run_options(parser: argparse.ArgumentParser, seed_help: str) -> None:

@@ -84,6 +84,7 @@ def measure(model, dataset: Dataset, *, num_samples: int = NUM_SAMPLES, seed: in
     normalised mutual-information matrix under ``mutual_information``."""
     check_has_factors(dataset)
     check_positive(num_samples, "the number of samples")
+    metrics.check_dci_trees(dci_trees)
     train = dataset.train
     if num_samples > len(train):
         raise PyroVAEError(f"{num_samples:,} samples were asked for, but the training split of {dataset.name} holds "

@@ -69,11 +69,18 @@ class IWAE_ELBO(ELBO):
         from pyro_vae.evaluation import _log_weights  # evaluation imports the inference package
 
         particle_dim = -self.max_plate_nesting - 1
-        log_w = _log_weights(model, guide, args, self.num_particles, particle_dim, scaled=True)
+        penalties = []
+        log_w = _log_weights(model, guide, args, self.num_particles, particle_dim, scaled=True,
+                             penalties=penalties)
         # (enumerated values, K, batch): sum the values inside each weight, then log-mean-exp over K. Without
         # enumerated sites there is one value, and its log-sum-exp is itself, bit for bit (and so is its gradient).
         log_w = log_w[0] if log_w.shape[0] == 1 else log_w.logsumexp(0)
-        return (log_w.logsumexp(0) - math.log(self.num_particles)).sum()
+        bound = (log_w.logsumexp(0) - math.log(self.num_particles)).sum()
+        # training terms (beta-TCVAE's, FactorVAE's) join the objective outside the weights, averaged over the
+        # particles: inside, they would reweight the particles, and a term meant for one network would move others
+        for penalty in penalties:
+            bound = bound + penalty.reshape((-1,) + penalty.shape[-2:]).mean(-2).sum()
+        return bound
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         if kwargs:

@@ -2,6 +2,9 @@
 and training penalties, factors of the training objective that are not part of the generative model."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -10,6 +13,31 @@ from pyro.poutine.util import site_is_subsample
 
 #: the ``infer`` flag of a :func:`penalty` site
 PENALTY = "training_penalty"
+
+#: how many measurements (:class:`unscaled`, :func:`measuring`) are under way: they leave penalties out
+_measurements = 0
+
+
+def _count_measurement(change: int) -> None:
+    global _measurements
+    _measurements += change
+
+
+@contextlib.contextmanager
+def measuring() -> Iterator[None]:
+    """Inside, models skip the work of their training penalties (:func:`penalties_wanted` is False): every
+    measurement of the generative model leaves them out anyway, and FactorVAE's discriminator made an
+    importance-sampled NLL 13 times slower."""
+    _count_measurement(1)
+    try:
+        yield
+    finally:
+        _count_measurement(-1)
+
+
+def penalties_wanted() -> bool:
+    """Whether a model should compute its training penalties: False while the model is only measured."""
+    return _measurements == 0
 
 
 def penalty(name: str, log_factor: torch.Tensor) -> None:
@@ -46,7 +74,18 @@ class unscaled(Messenger):
     measures the generative model itself.
 
     Messengers process a site from the innermost outwards, so this one, entered outermost, has the last word.
+    Inside it models skip their penalties' work (:func:`measuring`).
     """
+
+    def __enter__(self):
+        _count_measurement(1)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            _count_measurement(-1)
 
     def _process_message(self, msg):
         if msg["type"] == "sample":

@@ -40,7 +40,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.scaling import penalty
+from pyro_vae.inference.scaling import penalties_wanted, penalty
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
 
@@ -90,7 +90,7 @@ class BetaTCVAE(VAE):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             self.observe(self.decoder(z), x)
-            if self.beta != 1:
+            if self.beta != 1 and penalties_wanted():  # not while the model is only measured
                 pyro.module("encoder", self.encoder)
                 loc, scale = self.encoder(x)
                 tc = total_correlation(z, loc, scale, self.dataset_size)

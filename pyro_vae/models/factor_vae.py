@@ -21,6 +21,11 @@ once, on the same batch (as disentanglement_lib does; the paper draws a second b
 with the trainer's Adam settings (the paper gives the discriminator Adam betas (0.5, 0.9)). The reported ELBO
 and log-likelihood leave both terms out, as for beta-TCVAE. The discriminator is the paper's: 6 layers of
 1000 leaky-ReLU (slope 0.2) units, 2 logits; ``discriminator_dims`` makes it smaller for quick runs.
+
+Under ``--elbo iwae`` both terms join the bound outside its log-mean-exp, averaged over the particles
+(:class:`~pyro_vae.inference.iwae.IWAE_ELBO`), so each still reaches only its own network. A batch of one image
+has nothing to shuffle: its shuffled code is the code itself, and that step teaches the discriminator nothing
+(an epoch's last batch can be one image; keep batches large, the paper's are 64).
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from torch import nn
 from torch.nn.functional import linear, logsigmoid
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.scaling import penalty
+from pyro_vae.inference.scaling import penalties_wanted, penalty
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
 
@@ -106,5 +111,6 @@ class FactorVAE(VAE):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             self.observe(self.decoder(z), x)
-            penalty("total_correlation", -self.gamma * self.total_correlation(z))
-            penalty("discriminator", self.discriminator_log_likelihood(z))
+            if penalties_wanted():  # not while the model is only measured: the discriminator costs time
+                penalty("total_correlation", -self.gamma * self.total_correlation(z))
+                penalty("discriminator", self.discriminator_log_likelihood(z))

@@ -29,8 +29,9 @@ the sentence.) A NaN in any process's gradient shows in the summed gradients, so
 step with the divergence message.
 
 Structures whose model couples the images of a batch (``batch_coupled``: beta-TCVAE's minibatch estimate of
-the total correlation, FactorVAE's codes shuffled across the batch) compute that coupling within each process's shard, so N processes do not equal one
-process on the whole batch for them; training says so when it starts.
+the total correlation, FactorVAE's codes shuffled across the batch) compute that coupling within each
+process's shard, so N processes do not equal one process on the whole batch for them; training says so when it
+starts.
 """
 from __future__ import annotations
 

@@ -91,14 +91,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         code = _main(argv)
     except BaseException:  # an error no sentence foresaw; a process whose group broke must still end at once
-        distributed = sys.modules.get("pyro_vae.distributed")
-        if distributed is None or not distributed.abandoned():
+        if not _group_broke():
             raise
         traceback.print_exc()
         code = 1
+    if _group_broke():  # a process of a distributed job whose process group broke ends at once, with its status
+        sys.modules["pyro_vae.distributed"].exit_process(code)
+    return code
+
+
+def _group_broke() -> bool:
     distributed = sys.modules.get("pyro_vae.distributed")  # imported (with torch) only by commands that train
-    # a process of a distributed job whose process group broke ends at once, with its status
-    return code if distributed is None else distributed.exit_process(code)
+    return distributed is not None and distributed.abandoned()
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:

@@ -8,6 +8,7 @@ from pyro import poutine
 
 from conftest import assert_measured_alike
 from pyro_vae.inference import make_elbo
+from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.models import VAE, BetaTCVAE, build_model
 from pyro_vae.models.beta_tcvae import total_correlation
 from pyro_vae.errors import PyroVAEError
@@ -58,6 +59,24 @@ def test_the_training_objective_is_the_elbo_minus_beta_minus_one_times_the_total
     # beta = 1 is the VAE: no penalty site at all
     plain, vae = _same_weights(beta=1.0)
     assert "total_correlation" not in poutine.trace(plain.model).get_trace(x).nodes
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25])
+def test_kl_warmup_scales_the_penalty_with_the_kl_it_reweights(weight):
+    # with the KL weighted by w, the objective is E log p(x | z) - w (KL + (beta - 1) TC): at w = 0 the
+    # reconstruction alone, as for the VAE
+    tcvae, vae = _same_weights(beta=4.0)
+    x = torch.bernoulli(torch.full((8, 784), 0.3))
+    loss = {}
+    for name, structure in (("tcvae", tcvae), ("vae", vae)):
+        torch.manual_seed(1)
+        with scale_latents(torch.tensor(weight)):
+            loss[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    torch.manual_seed(1)
+    guide = poutine.trace(tcvae.guide).get_trace(x)
+    loc, scale = tcvae.encoder(x)
+    tc = total_correlation(guide.nodes["z"]["value"], loc, scale, 500).sum().item()
+    assert loss["tcvae"] == pytest.approx(loss["vae"] + weight * 3.0 * tc, rel=1e-5)
 
 
 def test_the_reported_elbo_and_likelihood_are_those_of_the_generative_model_alone():

@@ -9,6 +9,7 @@ from pyro import poutine
 from conftest import assert_measured_alike
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
+from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.models import VAE, FactorVAE, build_model
 from pyro_vae.models.factor_vae import shuffle_dimensions
 
@@ -79,6 +80,22 @@ def test_the_training_objective_is_the_elbo_minus_gamma_tc_plus_the_classificati
     tc = factor.total_correlation(z).sum().item()
     classification = factor.discriminator_log_likelihood(z).sum().item()
     assert loss["factor"] == pytest.approx(loss["vae"] + 10.0 * tc - classification, rel=1e-5)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25])
+def test_kl_warmup_scales_the_tc_term_with_the_kl_and_leaves_the_discriminator_its_whole_weight(weight):
+    factor, vae = _same_weights(gamma=10.0)
+    x = torch.bernoulli(torch.full((8, 784), 0.3))
+    loss = {}
+    for name, structure in (("factor", factor), ("vae", vae)):
+        torch.manual_seed(1)
+        with scale_latents(torch.tensor(weight)):
+            loss[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    torch.manual_seed(1)
+    z = poutine.trace(factor.guide).get_trace(x).nodes["z"]["value"]
+    tc = factor.total_correlation(z).sum().item()
+    classification = factor.discriminator_log_likelihood(z).sum().item()
+    assert loss["factor"] == pytest.approx(loss["vae"] + weight * 10.0 * tc - classification, rel=1e-5)
 
 
 def test_the_reported_elbo_and_likelihood_are_those_of_the_generative_model_alone():

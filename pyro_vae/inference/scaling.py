@@ -13,6 +13,8 @@ from pyro.poutine.util import site_is_subsample
 
 #: the ``infer`` flag of a :func:`penalty` site
 PENALTY = "training_penalty"
+#: the ``infer`` flag of a penalty that :class:`scale_latents` (KL warm-up) scales like the KL it belongs to
+WARMS_UP = "scaled_like_the_kl"
 
 #: how many measurements (:class:`unscaled`, :func:`measuring`) are under way: they leave penalties out
 _measurements = 0
@@ -40,13 +42,17 @@ def penalties_wanted() -> bool:
     return _measurements == 0
 
 
-def penalty(name: str, log_factor: torch.Tensor) -> None:
+def penalty(name: str, log_factor: torch.Tensor, *, warms_up: bool = True) -> None:
     """``pyro.factor(name, log_factor)`` for a term of the *training objective* only, such as beta-TCVAE's
     -(beta - 1) * total correlation: SVI maximises E_q[log p(x, z) + log_factor - log q(z | x)], while every
     measurement of the generative model (ELBO, importance-sampled log p(x)) leaves the site out
-    (:func:`is_penalty`; :class:`unscaled` gives it scale 0)."""
+    (:func:`is_penalty`; :class:`unscaled` gives it scale 0).
+
+    A penalty is a reweighting of the KL term, so KL warm-up (:class:`scale_latents`) scales it with the KL;
+    ``warms_up=False`` keeps the whole weight of a term that trains a network of its own instead, such as
+    FactorVAE's discriminator, which should learn from the first step."""
     unit = dist.Unit(log_factor)
-    pyro.sample(name, unit, obs=unit.sample(), infer={"is_auxiliary": True, PENALTY: True})
+    pyro.sample(name, unit, obs=unit.sample(), infer={"is_auxiliary": True, PENALTY: True, WARMS_UP: warms_up})
 
 
 def is_penalty(site: dict) -> bool:
@@ -54,10 +60,12 @@ def is_penalty(site: dict) -> bool:
 
 
 class scale_latents(Messenger):
-    """Multiply the log-density of every latent (non-observed) sample site by ``factor``.
+    """Multiply the log-density of every latent (non-observed) sample site, and of every :func:`penalty` that
+    warms up, by ``factor``.
 
     Applied to both model and guide it scales log p(z) - log q(z | x), i.e. the KL part of the ELBO, and
-    leaves the reconstruction term log p(x | z) alone: the KL warm-up of Sonderby et al. (2016).
+    leaves the reconstruction term log p(x | z) alone: the KL warm-up of Sonderby et al. (2016). Penalties
+    reweight parts of that KL (beta-TCVAE's total correlation), so they rise with it.
     """
 
     def __init__(self, factor: float):
@@ -65,7 +73,9 @@ class scale_latents(Messenger):
         self.factor = factor
 
     def _process_message(self, msg):
-        if msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg):
+        if msg["type"] != "sample" or site_is_subsample(msg):
+            return
+        if not msg["is_observed"] or msg["infer"].get(WARMS_UP):
             msg["scale"] = msg["scale"] * self.factor
 
 

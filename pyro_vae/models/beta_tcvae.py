@@ -15,7 +15,8 @@ Written as Pyro code it is the VAE's model with one more factor, ``penalty("tota
 the penalty is marked as a training term (:func:`pyro_vae.inference.scaling.penalty`), so that the ELBO and
 log-likelihood the library reports are those of the generative model p(z) p(x | z) alone. A scaled site
 could not say this (the TC is not the log-density of any one site), and an ELBO subclass would hide the
-objective away from the model.
+objective away from the model. Under ``--kl-warmup`` the penalty rises with the KL, so that the weighted KL,
+MI + beta TC + dimension-wise KL, warms up as a whole.
 
 The TC of each sampled z_i is estimated by minibatch-weighted sampling (Chen et al., section 4.1) over the
 batch of M images, from a data set of N:

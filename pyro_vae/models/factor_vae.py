@@ -20,7 +20,9 @@ One Adam step on the sum then takes the VAE step and the discriminator step of t
 once, on the same batch (as disentanglement_lib does; the paper draws a second batch for the shuffled codes),
 with the trainer's Adam settings (the paper gives the discriminator Adam betas (0.5, 0.9)). The reported ELBO
 and log-likelihood leave both terms out, as for beta-TCVAE. The discriminator is the paper's: 6 layers of
-1000 leaky-ReLU (slope 0.2) units, 2 logits; ``discriminator_dims`` makes it smaller for quick runs.
+1000 leaky-ReLU (slope 0.2) units, 2 logits; ``discriminator_dims`` makes it smaller for quick runs. Under
+``--kl-warmup`` the TC term rises with the KL; the discriminator's term keeps its whole weight from the first
+step (``warms_up=False``), so that D has learned the TC by the time it counts.
 
 Under ``--elbo iwae`` both terms join the bound outside its log-mean-exp, averaged over the particles
 (:class:`~pyro_vae.inference.iwae.IWAE_ELBO`), so each still reaches only its own network. A batch of one image
@@ -113,4 +115,4 @@ class FactorVAE(VAE):
             self.observe(self.decoder(z), x)
             if penalties_wanted():  # not while the model is only measured: the discriminator costs time
                 penalty("total_correlation", -self.gamma * self.total_correlation(z))
-                penalty("discriminator", self.discriminator_log_likelihood(z))
+                penalty("discriminator", self.discriminator_log_likelihood(z), warms_up=False)

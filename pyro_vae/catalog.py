@@ -27,8 +27,9 @@ BINARIZE_MODES = ("none", "dynamic", "static")
 
 MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "factor-vae", "cvae", "hierarchical-vae", "mixture-prior-vae",
                "bernoulli-mixture", "gmvae", "ss-vae", "vampprior")
-#: the structures ``beta-sweep`` trains, each with beta as its option
-SWEPT_MODELS = ("beta-vae", "beta-tcvae")
+#: the structures ``beta-sweep`` trains, each with the option its ``--betas`` set: the KL weight of beta-VAE, the
+#: total-correlation weight of beta-TCVAE (beta) and of FactorVAE (gamma)
+SWEPT_MODELS = {"beta-vae": "beta", "beta-tcvae": "beta", "factor-vae": "gamma"}
 #: the tree ensembles DCI can take its importances from: disentanglement_lib's exact gradient-boosted trees, or the
 #: same boosting on binned codes, about 11 times faster (pyro_vae.disentanglement.metrics.dci)
 DCI_TREES = ("gbt", "histogram")

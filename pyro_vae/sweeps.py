@@ -1,5 +1,5 @@
-"""Training sweeps: the beta-VAE (or beta-TCVAE) over a list of betas and seeds, measured as rate against
-distortion and, on data with known factors, by the disentanglement metrics."""
+"""Training sweeps: the beta-VAE (or beta-TCVAE, or FactorVAE) over a list of weights (beta; FactorVAE's gamma)
+and seeds, measured as rate against distortion and, on data with known factors, by the disentanglement metrics."""
 from __future__ import annotations
 
 import statistics
@@ -16,15 +16,18 @@ from pyro_vae.training import TrainConfig, Trainer, write_csv, write_json
 def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *, seeds: Sequence[int] = (),
                model: str = "beta-vae", score_points: Optional[int] = None, dci_trees: str = "gbt",
                progress: Optional[bool] = None, log: Callable[[str], None] = print) -> list[dict]:
-    """Train ``model`` (beta-vae or beta-tcvae) once per beta and seed (``seeds``, default ``base.seed``) with the
-    same budget and measure each on the test split; on data with known factors (dSprites) also every
+    """Train ``model`` (beta-vae, beta-tcvae or factor-vae) once per value of its swept weight in ``betas`` and
+    per seed (``seeds``, default ``base.seed``) with the same budget and measure each on the test split; on data with known factors (dSprites) also every
     disentanglement metric (:func:`pyro_vae.disentanglement.measure.measure`, with ``score_points`` points for
     the BetaVAE and FactorVAE scores, and DCI's importances from ``dci_trees``).
 
-    Writes into ``out_dir``: one run directory per beta and seed (``beta-B`` for one seed, ``beta-B-seed-S``
-    for several), ``traversals-beta-B.png`` per beta (first seed), ``results.csv`` / ``results.json`` (one row
-    per run: beta, seed, rate, distortion, ELBO, seconds, metrics), ``summary.json`` (mean and standard
-    deviation over seeds per beta), ``rate_distortion.png`` and, with metrics, ``metrics_against_beta.png``.
+    The swept weight is the model option named by :data:`~pyro_vae.catalog.SWEPT_MODELS`: beta (the KL weight
+    of beta-vae, the total-correlation weight of beta-tcvae) or gamma (FactorVAE's total-correlation weight);
+    below W is its name and B its value. Writes into ``out_dir``: one run directory per value and seed (``W-B``
+    for one seed, ``W-B-seed-S`` for several), ``traversals-W-B.png`` per value (first seed), ``results.csv`` /
+    ``results.json`` (one row per run: W, seed, rate, distortion, ELBO, seconds, metrics), ``summary.json``
+    (mean and standard deviation over seeds per value), ``rate_distortion.png`` and, with metrics,
+    ``metrics_against_beta.png`` (against W).
     """
     if not betas:
         raise PyroVAEError("give at least one beta")
@@ -33,11 +36,12 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
 
         check_dci_trees(dci_trees)
     if model not in SWEPT_MODELS:
-        raise PyroVAEError(f"a beta sweep trains {' or '.join(SWEPT_MODELS)}, not {model}")
+        raise PyroVAEError(f"a beta sweep trains {', '.join(SWEPT_MODELS)}, not {model}")
+    weight = SWEPT_MODELS[model]
     if any(not beta >= 0 for beta in betas):
-        raise PyroVAEError(f"beta must be non-negative, got {list(betas)}")
+        raise PyroVAEError(f"{weight} must be non-negative, got {list(betas)}")
     if len({f"{beta:g}" for beta in betas}) != len(betas):
-        raise PyroVAEError(f"each beta may appear once, got {list(betas)}")
+        raise PyroVAEError(f"each {weight} may appear once, got {list(betas)}")
     seeds = list(seeds) or [base.seed]
     if len(set(seeds)) != len(seeds):
         raise PyroVAEError(f"each seed may appear once, got {seeds}")
@@ -47,32 +51,33 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     rows = []
     for beta in betas:
         for seed in seeds:
-            name = f"beta-{beta:g}" + (f"-seed-{seed}" if len(seeds) > 1 else "")
-            config = replace(base, model=model, seed=seed, model_options={**base.model_options, "beta": float(beta)})
+            name = f"{weight}-{beta:g}" + (f"-seed-{seed}" if len(seeds) > 1 else "")
+            config = replace(base, model=model, seed=seed, model_options={**base.model_options, weight: float(beta)})
             trainer = Trainer(config, out_dir / name, progress=progress, log=log)
-            log(f"{model}, beta = {beta:g}, seed {seed}")
+            log(f"{model}, {weight} = {beta:g}, seed {seed}")
             history = trainer.fit()
             trained = trainer.model.eval()
             measured = rate_distortion(trained.model, trained.guide, trainer.batches("test"))
-            row = {"beta": float(beta), "seed": seed, **measured, "elbo": -(measured["rate"] + measured["distortion"]),
+            row = {weight: float(beta), "seed": seed, **measured, "elbo": -(measured["rate"] + measured["distortion"]),
                    "epochs": config.epochs, "seconds": history[-1]["seconds"]}
             if seed == seeds[0]:
                 code = trained.encode(trainer.dataset.test.images[:1])[0]
-                plot_latent_traversals(trained, code, out_dir / f"traversals-beta-{beta:g}.png",
-                                       title=f"beta = {beta:g}: latent i varied from -3 to 3 in row i")
+                plot_latent_traversals(trained, code, out_dir / f"traversals-{weight}-{beta:g}.png",
+                                       title=f"{weight} = {beta:g}: latent i varied from -3 to 3 in row i")
             if trainer.dataset.factor_sizes is not None:
                 row.update(_metrics(trained, trainer.dataset, seed, score_points, dci_trees))
             rows.append(row)
-            log(f"beta = {beta:g}, seed {seed}: rate {measured['rate']:.2f} nats, distortion "
+            log(f"{weight} = {beta:g}, seed {seed}: rate {measured['rate']:.2f} nats, distortion "
                 f"{measured['distortion']:.2f} nats" + (f", MIG {row['mig']:.3f}" if "mig" in row else ""))
     write_csv(rows, out_dir / "results.csv")
     write_json(rows, out_dir / "results.json")
     write_json(summarize(rows), out_dir / "summary.json")
-    plot_rate_distortion([row for row in rows if row["seed"] == seeds[0]], out_dir / "rate_distortion.png")
+    plot_rate_distortion([row for row in rows if row["seed"] == seeds[0]], out_dir / "rate_distortion.png",
+                         weight=weight, title=f"{model}: rate against distortion (test split)")
     if "mig" in rows[0]:
         from pyro_vae.plots.disentanglement import plot_metrics_against_beta
 
-        plot_metrics_against_beta(rows, out_dir / "metrics_against_beta.png")
+        plot_metrics_against_beta(rows, out_dir / "metrics_against_beta.png", weight=weight)
     return rows
 
 
@@ -86,15 +91,22 @@ def _metrics(model, dataset, seed: int, score_points: Optional[int], dci_trees: 
             "dci_trees": dci_trees}
 
 
+def swept_weight(rows: Sequence[dict]) -> str:
+    """The name of the weight a sweep's rows were trained over: "beta", or "gamma" for FactorVAE."""
+    return next(weight for weight in set(SWEPT_MODELS.values()) if weight in rows[0])
+
+
 def summarize(rows: Sequence[dict]) -> list[dict]:
-    """Per beta: the number of seeds and, for every measured number, its mean and standard deviation over seeds."""
+    """Per value of the swept weight (beta or gamma): the number of seeds and, for every measured number, its
+    mean and standard deviation over seeds."""
+    weight = swept_weight(rows)
     summary = []
-    for beta in sorted({row["beta"] for row in rows}):
-        group = [row for row in rows if row["beta"] == beta]
-        entry = {"beta": beta, "seeds": len(group),
+    for beta in sorted({row[weight] for row in rows}):
+        group = [row for row in rows if row[weight] == beta]
+        entry = {weight: beta, "seeds": len(group),
                  **({"dci_trees": group[0]["dci_trees"]} if "dci_trees" in group[0] else {})}
         for key, value in group[0].items():
-            if key in ("beta", "seed", "epochs") or not isinstance(value, (int, float)):
+            if key in (weight, "seed", "epochs") or not isinstance(value, (int, float)):
                 continue
             values = [row[key] for row in group]
             entry[key] = {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}

@@ -91,6 +91,22 @@ def test_a_beta_tcvae_sweep_over_seeds_reports_every_metric_and_its_spread(cli, 
     assert "MIG" in stdout and "FactorVAE" in stdout
 
 
+def test_a_factor_vae_sweep_trains_one_model_per_gamma(cli, tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, err = cli("beta-sweep", "--model", "factor-vae", "--betas", "10,20", "--model-option",
+                            "discriminator_dims=[16]", "--out-dir", out, *_for_sweep(TINY))
+    assert code == 0, err
+    rows = json.loads((out / "results.json").read_text())
+    assert [row["gamma"] for row in rows] == [10.0, 20.0] and all("beta" not in row for row in rows)
+    for gamma in (10, 20):
+        config = json.loads((out / f"gamma-{gamma}" / "config.json").read_text())
+        assert config["model_options"] == {"discriminator_dims": [16], "gamma": float(gamma)}
+        assert (out / f"traversals-gamma-{gamma}.png").is_file()
+    assert [entry["gamma"] for entry in json.loads((out / "summary.json").read_text())] == [10.0, 20.0]
+    assert any(line.split()[:2] == ["gamma", "seed"] for line in stdout.splitlines())  # the table's header
+    assert "traversals-gamma-*.png" in stdout and (out / "rate_distortion.png").is_file()
+
+
 def test_a_sweep_of_another_structure_is_one_sentence(cli, tmp_path):
     code, _, err = cli("beta-sweep", "--model", "vae", "--out-dir", tmp_path / "s", *_for_sweep(TINY))
-    assert_one_sentence_error(code, err, "beta-sweep trains --model beta-vae or beta-tcvae, not vae")
+    assert_one_sentence_error(code, err, "beta-sweep trains --model beta-vae, beta-tcvae, factor-vae, not vae")

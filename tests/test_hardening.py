@@ -130,13 +130,13 @@ CASES = [
     (["sample", "{tmp}/a_file"], "is not a run directory (it is a file)"),
     # beta-sweep
     (["beta-sweep", "--out-dir", NEW, "--beta", "7"], "drop --beta"),
-    (["beta-sweep", "--out-dir", NEW, "--betas", "-1,2"], "betas weight the KL term and must be finite numbers >= 0"),
-    (["beta-sweep", "--out-dir", NEW, "--betas", "1,nan"], "betas weight the KL term and must be finite numbers >= 0"),
-    (["beta-sweep", "--out-dir", NEW, "--betas", "inf"], "betas weight the KL term and must be finite numbers >= 0"),
+    (["beta-sweep", "--out-dir", NEW, "--betas", "-1,2"], "the swept weights (betas; gammas of factor-vae) must be finite numbers >= 0"),
+    (["beta-sweep", "--out-dir", NEW, "--betas", "1,nan"], "the swept weights (betas; gammas of factor-vae) must be finite numbers >= 0"),
+    (["beta-sweep", "--out-dir", NEW, "--betas", "inf"], "the swept weights (betas; gammas of factor-vae) must be finite numbers >= 0"),
     (["beta-sweep", "--out-dir", NEW, "--betas", "abc"], "expected comma-separated numbers"),
     (["beta-sweep", "--out-dir", NEW, "--epochs", "0"], "epochs must be a positive whole number"),
     (["beta-sweep", "--out-dir", "{tmp}/a_file"], "is a file, not a directory"),
-    (["beta-sweep", "--out-dir", NEW, "--model", "vae"], "beta-sweep trains --model beta-vae or beta-tcvae, not vae"),
+    (["beta-sweep", "--out-dir", NEW, "--model", "vae"], "beta-sweep trains --model beta-vae, beta-tcvae, factor-vae, not vae"),
     # reparam-toy
     (["reparam-toy", "--out", NEW, "--theta", "nan"], "--theta, the location of q, must be a finite number"),
     (["reparam-toy", "--out", NEW, "--theta", "inf"], "--theta, the location of q, must be a finite number"),

@@ -397,7 +397,8 @@ def _betas(text: str) -> list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,1,4, got {text!r}")
     if not betas or not all(0 <= beta < float("inf") for beta in betas):
-        raise argparse.ArgumentTypeError(f"betas weight the KL term and must be finite numbers >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"the swept weights (betas; gammas of factor-vae) must be finite numbers >= 0, "
+                                         f"got {text!r}")
     return betas
 
 
@@ -410,15 +411,17 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     given = _given_options(args)
     model = given.pop("model", "beta-vae")
     if model not in SWEPT_MODELS:
-        raise PyroVAEError(f"beta-sweep trains --model {' or '.join(SWEPT_MODELS)}, not {model}")
+        raise PyroVAEError(f"beta-sweep trains --model {', '.join(SWEPT_MODELS)}, not {model}")
     check_positive(args.score_points, "--score-points", optional=True)
     TrainConfig(**{**given, "model": model}).validate()
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
-    rows = beta_sweep(args.betas, TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
+    betas = args.betas or ([10.0, 20.0, 40.0] if SWEPT_MODELS[model] == "gamma" else [0.5, 1.0, 2.0, 4.0, 8.0])
+    rows = beta_sweep(betas, TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
                       score_points=args.score_points, dci_trees=args.dci_trees,
                       progress=False if args.no_progress else None)
-    columns = [("beta", "beta", "g"), ("seed", "seed", "d"), ("rate", "rate", ".2f"),
+    weight = SWEPT_MODELS[model]
+    columns = [(weight, weight, "g"), ("seed", "seed", "d"), ("rate", "rate", ".2f"),
                ("distortion", "distortion", ".2f"), ("elbo", "ELBO", ".2f")]
     columns += [(key, label, ".3f") for key, label in SWEEP_METRIC_COLUMNS if key in rows[0]]
     print(" ".join(f"{label:>11}" for _, label, _ in columns))
@@ -426,7 +429,7 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
         print(" ".join(f"{row[key]:>11{spec}}" for key, _, spec in columns))
     extra = f", {out_dir / 'metrics_against_beta.png'}, {out_dir / 'summary.json'}" if "mig" in rows[0] else ""
     print(f"results: {out_dir / 'results.csv'}, {out_dir / 'rate_distortion.png'}{extra}, "
-          f"{out_dir}/traversals-beta-*.png")
+          f"{out_dir}/traversals-{weight}-*.png")
     return 0
 
 
@@ -517,13 +520,16 @@ def add_subcommands(subparsers) -> None:
 
     sweep = subparsers.add_parser(
         "beta-sweep", help="train beta-VAEs over a list of betas; plot rate against distortion and traversals",
-        description="Train --model beta-vae (or beta-tcvae) once per beta (and per seed of --seeds) with the same "
-                    "options and budget, then measure rate (KL) and distortion (-E log p(x|z)) on the test split, "
-                    "plot one against the other, and write latent traversals (one latent varied at a time, the "
-                    "others held) for each beta. On data with known factors (--dataset dsprites-procedural) every "
-                    "disentanglement metric of 'pyro-vae disentanglement' joins the table, plotted against beta.")
-    sweep.add_argument("--betas", type=_betas, default=[0.5, 1.0, 2.0, 4.0, 8.0],
-                       help="comma-separated betas (default: 0.5,1,2,4,8)")
+        description="Train --model beta-vae (or beta-tcvae, or factor-vae) once per beta (and per seed of --seeds) "
+                    "with the same options and budget, then measure rate (KL) and distortion (-E log p(x|z)) on the "
+                    "test split, plot one against the other, and write latent traversals (one latent varied at a "
+                    "time, the others held) for each beta. On data with known factors (--dataset "
+                    "dsprites-procedural) every disentanglement metric of 'pyro-vae disentanglement' joins the table, "
+                    "plotted against beta. For factor-vae the swept weight is its total-correlation weight gamma.")
+    sweep.add_argument("--betas", type=_betas,
+                       help="comma-separated betas: the KL weight of beta-vae, the total-correlation weight of "
+                            "beta-tcvae, or gamma, the total-correlation weight of factor-vae (default: 0.5,1,2,4,8; "
+                            "for factor-vae 10,20,40, within the 10 to 100 of Kim & Mnih 2018)")
     sweep.add_argument("--seeds", type=_seeds, metavar="S,S,...",
                        help="train every beta once per seed, for the mean and spread over seeds in summary.json "
                             "(default: --seed alone)")

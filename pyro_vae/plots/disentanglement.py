@@ -33,20 +33,21 @@ def plot_mutual_information(matrix: Sequence[Sequence[float]], factor_names: Seq
     return save_figure(fig, path)
 
 
-def plot_metrics_against_beta(rows: Sequence[dict], path: Path) -> Path:
-    """Each metric against beta: one point per run, the line through the mean over seeds."""
+def plot_metrics_against_beta(rows: Sequence[dict], path: Path, weight: str = "beta") -> Path:
+    """Each metric against the swept weight (``weight``: beta, or FactorVAE's gamma): one point per run, the
+    line through the mean over seeds."""
     present = [key for key in SWEEP_METRICS if any(key in row for row in rows)]
     fig, axes = plt.subplots(1, len(present), figsize=(3.2 * len(present), 3.2), squeeze=False)
-    betas = sorted({row["beta"] for row in rows})
+    betas = sorted({row[weight] for row in rows})
     for ax, key in zip(axes[0], present):
         for row in rows:
             if key in row:
-                ax.plot(row["beta"], row[key], "o", color="C0", alpha=0.5)
-        means = [statistics.mean(r[key] for r in rows if r["beta"] == b and key in r) for b in betas]
+                ax.plot(row[weight], row[key], "o", color="C0", alpha=0.5)
+        means = [statistics.mean(r[key] for r in rows if r[weight] == b and key in r) for b in betas]
         ax.plot(betas, means, "-", color="C0")
         if min(betas) > 0 and len(betas) > 1:
             ax.set_xscale("log", base=2)
-        ax.set_xlabel("beta")
+        ax.set_xlabel(weight)
         ax.set_title(SWEEP_METRICS[key])
         ax.grid(alpha=0.3)
     return save_figure(fig, path)

@@ -175,17 +175,18 @@ def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *
     return paths
 
 
-def plot_rate_distortion(rows: Sequence[dict], path: Path) -> Path:
-    """Rate (KL, nats) against distortion (-E log p(x | z), nats), one point per beta."""
+def plot_rate_distortion(rows: Sequence[dict], path: Path, weight: str = "beta",
+                         title: str = "beta-VAE: rate against distortion (test split)") -> Path:
+    """Rate (KL, nats) against distortion (-E log p(x | z), nats), one point per value of the swept ``weight``."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     distortion = [row["distortion"] for row in rows]
     rate = [row["rate"] for row in rows]
     ax.plot(distortion, rate, "o-")
     for row in rows:
-        ax.annotate(f"beta={row['beta']:g}", (row["distortion"], row["rate"]), textcoords="offset points",
+        ax.annotate(f"{weight}={row[weight]:g}", (row["distortion"], row["rate"]), textcoords="offset points",
                     xytext=(5, 5))
     ax.set_xlabel("distortion  -E_q[log p(x | z)]  (nats)")
     ax.set_ylabel("rate  KL(q(z | x) || p(z))  (nats)")
-    ax.set_title("beta-VAE: rate against distortion (test split)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)

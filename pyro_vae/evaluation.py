@@ -310,11 +310,13 @@ def classification_accuracy(model, split: Split, batch_size: int = 1000) -> floa
 
 
 @torch.no_grad()
+@measuring()
 def rate_distortion(model: Callable, guide: Callable, batches: Iterable[tuple]) -> dict:
     """Rate E_q[log q(z | x) - log p(z)] (the KL, nats) and distortion -E_q[log p(x | z)] (nats), per data point.
 
     Latent sites count towards the rate and observed sites towards the distortion, so rate + distortion
-    is -ELBO for any model/guide pair. One sample of z per data point; scales are ignored.
+    is -ELBO for any model/guide pair. One sample of z per data point; scales are ignored, and training
+    penalties are neither counted nor computed (:func:`~pyro_vae.inference.scaling.measuring`).
     """
     rate, distortion, count = 0.0, 0.0, 0
     for batch in batches:

@@ -93,7 +93,11 @@ def _metrics(model, dataset, seed: int, score_points: Optional[int], dci_trees: 
 
 def swept_weight(rows: Sequence[dict]) -> str:
     """The name of the weight a sweep's rows were trained over: "beta", or "gamma" for FactorVAE."""
-    return next(weight for weight in set(SWEPT_MODELS.values()) if weight in rows[0])
+    for weight in ("beta", "gamma"):
+        if rows and weight in rows[0]:
+            return weight
+    raise PyroVAEError("these are not rows of a sweep: the first has neither beta nor gamma" if rows else
+                       "there are no rows to summarize")
 
 
 def summarize(rows: Sequence[dict]) -> list[dict]:

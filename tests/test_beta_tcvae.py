@@ -84,6 +84,35 @@ def test_the_reported_elbo_and_likelihood_are_those_of_the_generative_model_alon
     assert_measured_alike(tcvae, vae)
 
 
+def test_the_warmed_up_penalty_stays_live_in_the_jit_compiled_elbo(tmp_path):
+    """The JIT-compiled ELBO takes the warm-up weight as an argument: at every weight its loss is the eager
+    ELBO's under that weight, penalty included (not frozen at the weight it was traced with), and at weight 0
+    it is the reconstruction term alone."""
+    from pyro.infer import Trace_ELBO
+
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.training import Trainer
+
+    config = TrainConfig(model="beta-tcvae", subset=300, batch_size=50, kl_warmup=2, hidden_dims=[16], z_dim=3)
+    trainer = Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
+    assert trainer.jit
+    (x,) = next(iter(trainer.batches("train")))
+    trainer.compile((x,))
+    structure = trainer.model
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        compiled = trainer.elbo.loss_and_grads(trainer.svi.model, trainer.svi.guide, x, torch.tensor(weight))
+        torch.manual_seed(0)
+        with scale_latents(torch.tensor(weight)):
+            eager = Trace_ELBO().loss(structure.model, structure.guide, x)
+        assert compiled == pytest.approx(eager, rel=1e-5)
+        if weight == 0.0:
+            torch.manual_seed(0)
+            guide = poutine.trace(structure.guide).get_trace(x)
+            model = poutine.trace(poutine.replay(structure.model, trace=guide)).get_trace(x)
+            assert compiled == pytest.approx(-model.nodes["x"]["fn"].log_prob(x).sum().item(), rel=1e-5)
+
+
 def test_training_sets_the_data_set_size_and_resumes_with_it(tmp_path):
     from pyro_vae.config import TrainConfig
     from pyro_vae.training import Trainer

@@ -107,6 +107,34 @@ def test_a_factor_vae_sweep_trains_one_model_per_gamma(cli, tmp_path):
     assert "traversals-gamma-*.png" in stdout and (out / "rate_distortion.png").is_file()
 
 
+@pytest.mark.parametrize("model, expected", [("factor-vae", [10.0, 20.0, 40.0]),
+                                             ("beta-tcvae", [0.5, 1.0, 2.0, 4.0, 8.0])])
+def test_a_sweep_without_betas_takes_the_model_s_usual_weights(cli, tmp_path, monkeypatch, model, expected):
+    import pyro_vae.sweeps
+
+    asked = {}
+
+    def fake_sweep(betas, base, out_dir, **kwargs):
+        asked["betas"] = betas
+        weight = "gamma" if model == "factor-vae" else "beta"
+        return [{weight: betas[0], "seed": 0, "rate": 1.0, "distortion": 2.0, "elbo": -3.0}]
+
+    monkeypatch.setattr(pyro_vae.sweeps, "beta_sweep", fake_sweep)
+    code, _, err = cli("beta-sweep", "--model", model, "--out-dir", tmp_path / "s", *_for_sweep(TINY))
+    assert code == 0, err
+    assert asked["betas"] == expected
+
+
+def test_summarizing_rows_that_are_not_a_sweep_s_is_one_sentence():
+    from pyro_vae.errors import PyroVAEError
+    from pyro_vae.sweeps import summarize
+
+    with pytest.raises(PyroVAEError, match="no rows to summarize"):
+        summarize([])
+    with pytest.raises(PyroVAEError, match="neither beta nor gamma"):
+        summarize([{"seed": 0, "rate": 1.0}])
+
+
 def test_a_sweep_of_another_structure_is_one_sentence(cli, tmp_path):
     code, _, err = cli("beta-sweep", "--model", "vae", "--out-dir", tmp_path / "s", *_for_sweep(TINY))
     assert_one_sentence_error(code, err, "beta-sweep trains --model beta-vae, beta-tcvae, factor-vae, not vae")

@@ -135,7 +135,7 @@ def test_under_the_iwae_objective_the_discriminator_term_still_leaves_the_encode
 
 
 def test_measurements_skip_the_discriminator(monkeypatch):
-    from pyro_vae.evaluation import elbo_per_datapoint, negative_log_likelihood
+    from pyro_vae.evaluation import elbo_per_datapoint, negative_log_likelihood, rate_distortion
     from pyro_vae.models.factor_vae import Discriminator
 
     factor, _ = _same_weights(gamma=10.0)
@@ -145,6 +145,7 @@ def test_measurements_skip_the_discriminator(monkeypatch):
     batches = [(torch.bernoulli(torch.full((4, 784), 0.3)),)]
     elbo_per_datapoint(factor.model, factor.guide, batches)
     negative_log_likelihood(factor.model, factor.guide, batches, num_samples=10)
+    rate_distortion(factor.model, factor.guide, batches)  # what beta-sweep measures
     assert calls == []
     make_elbo("trace").loss(factor.model, factor.guide, *batches[0])  # training runs it: the held and the free
     assert len(calls) == 3

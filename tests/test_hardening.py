@@ -136,6 +136,8 @@ CASES = [
     (["beta-sweep", "--out-dir", NEW, "--betas", "abc"], "expected comma-separated numbers"),
     (["beta-sweep", "--out-dir", NEW, "--epochs", "0"], "epochs must be a positive whole number"),
     (["beta-sweep", "--out-dir", "{tmp}/a_file"], "is a file, not a directory"),
+    (["beta-sweep", "--out-dir", NEW, "--model", "factor-vae", "--model-option", "gamma=35"],
+     "beta-sweep sets gamma from --betas; drop --model-option gamma=... (use --betas 35"),
     (["beta-sweep", "--out-dir", NEW, "--model", "vae"], "beta-sweep trains --model beta-vae, beta-tcvae, factor-vae, not vae"),
     # reparam-toy
     (["reparam-toy", "--out", NEW, "--theta", "nan"], "--theta, the location of q, must be a finite number"),

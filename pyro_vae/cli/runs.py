@@ -412,15 +412,18 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     model = given.pop("model", "beta-vae")
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"beta-sweep trains --model {', '.join(SWEPT_MODELS)}, not {model}")
+    weight = SWEPT_MODELS[model]
+    if weight in given.get("model_options", {}):
+        raise PyroVAEError(f"beta-sweep sets {weight} from --betas; drop --model-option {weight}=... (use --betas "
+                           f"{given['model_options'][weight]} for that value alone)")
     check_positive(args.score_points, "--score-points", optional=True)
     TrainConfig(**{**given, "model": model}).validate()
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
-    betas = args.betas or ([10.0, 20.0, 40.0] if SWEPT_MODELS[model] == "gamma" else [0.5, 1.0, 2.0, 4.0, 8.0])
+    betas = args.betas or ([10.0, 20.0, 40.0] if weight == "gamma" else [0.5, 1.0, 2.0, 4.0, 8.0])
     rows = beta_sweep(betas, TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
                       score_points=args.score_points, dci_trees=args.dci_trees,
                       progress=False if args.no_progress else None)
-    weight = SWEPT_MODELS[model]
     columns = [(weight, weight, "g"), ("seed", "seed", "d"), ("rate", "rate", ".2f"),
                ("distortion", "distortion", ".2f"), ("elbo", "ELBO", ".2f")]
     columns += [(key, label, ".3f") for key, label in SWEEP_METRIC_COLUMNS if key in rows[0]]
@@ -519,7 +522,8 @@ def add_subcommands(subparsers) -> None:
     train.set_defaults(handler=train_command)
 
     sweep = subparsers.add_parser(
-        "beta-sweep", help="train beta-VAEs over a list of betas; plot rate against distortion and traversals",
+        "beta-sweep", help="train beta-VAEs (beta-TCVAEs, FactorVAEs) over a list of betas (gammas); plot rate "
+                           "against distortion, traversals and, on dSprites, the disentanglement metrics",
         description="Train --model beta-vae (or beta-tcvae, or factor-vae) once per beta (and per seed of --seeds) "
                     "with the same options and budget, then measure rate (KL) and distortion (-E log p(x|z)) on the "
                     "test split, plot one against the other, and write latent traversals (one latent varied at a "

@@ -206,3 +206,49 @@ def test_the_jit_compiled_enumerated_elbo_agrees_with_trace_enum_elbo_at_another
     else:
         standard_error = (compiled.var() / 100 + eager.var() / 100).sqrt()
         assert abs(compiled.mean() - eager.mean()) < 4 * standard_error
+
+
+def test_a_penalty_given_as_a_function_is_trained_on_and_never_computed_while_measured():
+    """A structure of one's own writes penalty(name, lambda: ...): SVI's loss includes the term, every
+    measurement neither counts nor computes it."""
+    import pyro.distributions as dist
+
+    from pyro_vae.inference.scaling import penalty
+    from pyro_vae.models import VAE
+
+    calls = []
+
+    class Penalized(VAE):
+        def model(self, x):
+            x = self.check_batch(x)
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                self.observe(self.decoder(z), x)
+                penalty("norm", lambda: calls.append(1) or -z.pow(2).sum(-1))
+
+    torch.manual_seed(0)
+    penalized = Penalized(**SMALL)
+    plain = VAE(**SMALL)
+    plain.load_state_dict(penalized.state_dict())
+    x = torch.bernoulli(torch.full((6, 784), 0.4))
+    batches = [(x,)]
+    for measure in (lambda m: elbo_per_datapoint(m.model, m.guide, batches),
+                    lambda m: rate_distortion(m.model, m.guide, batches)):
+        torch.manual_seed(1)
+        measured = measure(penalized)
+        torch.manual_seed(1)
+        assert measured == pytest.approx(measure(plain))
+    torch.manual_seed(1)
+    log_p = log_likelihood_iwae(penalized.model, penalized.guide, (x,), num_samples=5)
+    torch.manual_seed(1)
+    assert torch.allclose(log_p, log_likelihood_iwae(plain.model, plain.guide, (x,), num_samples=5))
+    assert calls == []
+    losses = {}
+    for name, structure in (("penalized", penalized), ("plain", plain)):
+        torch.manual_seed(2)
+        losses[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    torch.manual_seed(2)
+    z = poutine.trace(penalized.guide).get_trace(x).nodes["z"]["value"]
+    assert len(calls) == 1
+    assert losses["penalized"] == pytest.approx(losses["plain"] + z.pow(2).sum().item(), rel=1e-5)

@@ -3,7 +3,7 @@ and training penalties, factors of the training objective that are not part of t
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyro
 import pyro.distributions as dist
@@ -42,7 +42,7 @@ def penalties_wanted() -> bool:
     return _measurements == 0
 
 
-def penalty(name: str, log_factor: torch.Tensor, *, warms_up: bool = True) -> None:
+def penalty(name: str, log_factor: torch.Tensor | Callable[[], torch.Tensor], *, warms_up: bool = True) -> None:
     """``pyro.factor(name, log_factor)`` for a term of the *training objective* only, such as beta-TCVAE's
     -(beta - 1) * total correlation: SVI maximises E_q[log p(x, z) + log_factor - log q(z | x)], while every
     measurement of the generative model (ELBO, importance-sampled log p(x)) leaves the site out
@@ -50,7 +50,15 @@ def penalty(name: str, log_factor: torch.Tensor, *, warms_up: bool = True) -> No
 
     A penalty is a reweighting of the KL term, so KL warm-up (:class:`scale_latents`) scales it with the KL;
     ``warms_up=False`` keeps the whole weight of a term that trains a network of its own instead, such as
-    FactorVAE's discriminator, which should learn from the first step."""
+    FactorVAE's discriminator, which should learn from the first step.
+
+    ``log_factor`` may also be a function of no arguments that returns the tensor: it is then called only when
+    the penalty is wanted, so that measurements skip its work (:func:`penalties_wanted`) and the site is left
+    out of their traces."""
+    if callable(log_factor):
+        if not penalties_wanted():
+            return
+        log_factor = log_factor()
     unit = dist.Unit(log_factor)
     pyro.sample(name, unit, obs=unit.sample(), infer={"is_auxiliary": True, PENALTY: True, WARMS_UP: warms_up})
 

@@ -27,7 +27,7 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     for one seed, ``W-B-seed-S`` for several), ``traversals-W-B.png`` per value (first seed), ``results.csv`` /
     ``results.json`` (one row per run: W, seed, rate, distortion, ELBO, seconds, metrics), ``summary.json``
     (mean and standard deviation over seeds per value), ``rate_distortion.png`` and, with metrics,
-    ``metrics_against_beta.png`` (against W).
+    ``metrics_against_W.png``.
     """
     if not betas:
         raise PyroVAEError("give at least one beta")
@@ -77,7 +77,7 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     if "mig" in rows[0]:
         from pyro_vae.plots.disentanglement import plot_metrics_against_beta
 
-        plot_metrics_against_beta(rows, out_dir / "metrics_against_beta.png", weight=weight)
+        plot_metrics_against_beta(rows, out_dir / f"metrics_against_{weight}.png", weight=weight)
     return rows
 
 

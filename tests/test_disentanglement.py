@@ -138,3 +138,11 @@ def test_summarizing_rows_that_are_not_a_sweep_s_is_one_sentence():
 def test_a_sweep_of_another_structure_is_one_sentence(cli, tmp_path):
     code, _, err = cli("beta-sweep", "--model", "vae", "--out-dir", tmp_path / "s", *_for_sweep(TINY))
     assert_one_sentence_error(code, err, "beta-sweep trains --model beta-vae, beta-tcvae, factor-vae, not vae")
+
+
+def test_metrics_are_plotted_against_gamma_for_factor_vae_rows(tmp_path):
+    from pyro_vae.plots.disentanglement import plot_metrics_against_beta
+
+    rows = [{"gamma": gamma, "seed": seed, "mig": 0.1 * seed + gamma / 100} for gamma in (10.0, 40.0) for seed in (0, 1)]
+    path = plot_metrics_against_beta(rows, tmp_path / "metrics_against_gamma.png", weight="gamma")
+    assert path.is_file() and path.stat().st_size > 1000

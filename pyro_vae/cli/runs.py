@@ -430,7 +430,7 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     print(" ".join(f"{label:>11}" for _, label, _ in columns))
     for row in rows:
         print(" ".join(f"{row[key]:>11{spec}}" for key, _, spec in columns))
-    extra = f", {out_dir / 'metrics_against_beta.png'}, {out_dir / 'summary.json'}" if "mig" in rows[0] else ""
+    extra = f", {out_dir / f'metrics_against_{weight}.png'}, {out_dir / 'summary.json'}" if "mig" in rows[0] else ""
     print(f"results: {out_dir / 'results.csv'}, {out_dir / 'rate_distortion.png'}{extra}, "
           f"{out_dir}/traversals-{weight}-*.png")
     return 0

@@ -27,8 +27,8 @@ def _count_measurement(change: int) -> None:
 
 @contextlib.contextmanager
 def measuring() -> Iterator[None]:
-    """Inside, models skip the work of their training penalties (:func:`penalties_wanted` is False): every
-    measurement of the generative model leaves them out anyway, and FactorVAE's discriminator made an
+    """Inside, a :func:`penalty` given as a function is not computed (:func:`penalties_wanted` is False): every
+    measurement of the generative model leaves penalties out anyway, and FactorVAE's discriminator made an
     importance-sampled NLL 13 times slower."""
     _count_measurement(1)
     try:

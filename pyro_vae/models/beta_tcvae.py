@@ -41,7 +41,7 @@ import pyro.distributions as dist
 import torch
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.scaling import penalties_wanted, penalty
+from pyro_vae.inference.scaling import penalty
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
 
@@ -91,8 +91,11 @@ class BetaTCVAE(VAE):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             self.observe(self.decoder(z), x)
-            if self.beta != 1 and penalties_wanted():  # not while the model is only measured
-                pyro.module("encoder", self.encoder)
-                loc, scale = self.encoder(x)
-                tc = total_correlation(z, loc, scale, self.dataset_size)
-                penalty("total_correlation", -(self.beta - 1) * tc)
+            if self.beta != 1:  # a function: computed in training only, never while the model is measured
+                penalty("total_correlation", lambda: -(self.beta - 1) * self.batch_total_correlation(x, z))
+
+    def batch_total_correlation(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The minibatch-weighted TC estimate at each code z_i, from the encoder's q(z | x_m) over the batch x."""
+        pyro.module("encoder", self.encoder)
+        loc, scale = self.encoder(x)
+        return total_correlation(z, loc, scale, self.dataset_size)

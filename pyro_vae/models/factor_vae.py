@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.functional import linear, logsigmoid
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.scaling import penalties_wanted, penalty
+from pyro_vae.inference.scaling import penalty
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
 
@@ -113,6 +113,6 @@ class FactorVAE(VAE):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             self.observe(self.decoder(z), x)
-            if penalties_wanted():  # not while the model is only measured: the discriminator costs time
-                penalty("total_correlation", -self.gamma * self.total_correlation(z))
-                penalty("discriminator", self.discriminator_log_likelihood(z), warms_up=False)
+            # functions: computed in training only, never while the model is measured (the discriminator costs time)
+            penalty("total_correlation", lambda: -self.gamma * self.total_correlation(z))
+            penalty("discriminator", lambda: self.discriminator_log_likelihood(z), warms_up=False)

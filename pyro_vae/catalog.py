@@ -30,6 +30,8 @@ MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "factor-vae", "cvae", "hierarchi
 #: the structures ``beta-sweep`` trains, each with the option its ``--betas`` set: the KL weight of beta-VAE, the
 #: total-correlation weight of beta-TCVAE (beta) and of FactorVAE (gamma)
 SWEPT_MODELS = {"beta-vae": "beta", "beta-tcvae": "beta", "factor-vae": "gamma"}
+#: the values ``beta-sweep`` trains without ``--betas``, per swept weight (gamma: within Kim & Mnih's 10 to 100)
+SWEPT_DEFAULTS = {"beta": (0.5, 1.0, 2.0, 4.0, 8.0), "gamma": (10.0, 20.0, 40.0)}
 #: the tree ensembles DCI can take its importances from: disentanglement_lib's exact gradient-boosted trees, or the
 #: same boosting on binned codes, about 11 times faster (pyro_vae.disentanglement.metrics.dci)
 DCI_TREES = ("gbt", "histogram")

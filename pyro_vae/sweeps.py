@@ -38,6 +38,9 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"a beta sweep trains {', '.join(SWEPT_MODELS)}, not {model}")
     weight = SWEPT_MODELS[model]
+    if weight in base.model_options:
+        raise PyroVAEError(f"beta-sweep sets {weight} from --betas; drop --model-option {weight}=... (use --betas "
+                           f"{base.model_options[weight]} for that value alone)")
     if any(not beta >= 0 for beta in betas):
         raise PyroVAEError(f"{weight} must be non-negative, got {list(betas)}")
     if len({f"{beta:g}" for beta in betas}) != len(betas):
@@ -93,7 +96,7 @@ def _metrics(model, dataset, seed: int, score_points: Optional[int], dci_trees: 
 
 def swept_weight(rows: Sequence[dict]) -> str:
     """The name of the weight a sweep's rows were trained over: "beta", or "gamma" for FactorVAE."""
-    for weight in ("beta", "gamma"):
+    for weight in dict.fromkeys(SWEPT_MODELS.values()):
         if rows and weight in rows[0]:
             return weight
     raise PyroVAEError("these are not rows of a sweep: the first has neither beta nor gamma" if rows else

@@ -11,8 +11,8 @@ from pathlib import Path
 from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINARIZE_MODES, CHECKPOINT,
                               CHECKPOINT_CHOICES, DATASETS, DCI_TREES, ELBO_HELP, ELBO_NAMES, ENUM_MODELS,
                               FACTOR_DATASETS, LIKELIHOOD_HELP, LIKELIHOOD_NAMES, METRICS, MODEL_NAMES, NET_HELP,
-                              NET_NAMES, OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_MODELS, TORCHVISION_NAMES,
-                              is_dataset_path)
+                              NET_NAMES, OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_DEFAULTS, SWEPT_MODELS,
+                              TORCHVISION_NAMES, is_dataset_path)
 from pyro_vae.cli import HelpFormatter, existing_run_dir
 from pyro_vae.config import TrainConfig, check_positive, check_seed
 from pyro_vae.errors import PyroVAEError
@@ -402,6 +402,10 @@ def _betas(text: str) -> list[float]:
     return betas
 
 
+def _listed(values) -> str:
+    return ",".join(f"{value:g}" for value in values)
+
+
 def beta_sweep_command(args: argparse.Namespace) -> int:
     from pyro_vae.sweeps import beta_sweep
 
@@ -413,15 +417,11 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"beta-sweep trains --model {', '.join(SWEPT_MODELS)}, not {model}")
     weight = SWEPT_MODELS[model]
-    if weight in given.get("model_options", {}):
-        raise PyroVAEError(f"beta-sweep sets {weight} from --betas; drop --model-option {weight}=... (use --betas "
-                           f"{given['model_options'][weight]} for that value alone)")
     check_positive(args.score_points, "--score-points", optional=True)
     TrainConfig(**{**given, "model": model}).validate()
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
-    betas = args.betas or ([10.0, 20.0, 40.0] if weight == "gamma" else [0.5, 1.0, 2.0, 4.0, 8.0])
-    rows = beta_sweep(betas, TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
+    rows = beta_sweep(args.betas or list(SWEPT_DEFAULTS[weight]), TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
                       score_points=args.score_points, dci_trees=args.dci_trees,
                       progress=False if args.no_progress else None)
     columns = [(weight, weight, "g"), ("seed", "seed", "d"), ("rate", "rate", ".2f"),
@@ -532,8 +532,9 @@ def add_subcommands(subparsers) -> None:
                     "plotted against beta. For factor-vae the swept weight is its total-correlation weight gamma.")
     sweep.add_argument("--betas", type=_betas,
                        help="comma-separated betas: the KL weight of beta-vae, the total-correlation weight of "
-                            "beta-tcvae, or gamma, the total-correlation weight of factor-vae (default: 0.5,1,2,4,8; "
-                            "for factor-vae 10,20,40, within the 10 to 100 of Kim & Mnih 2018)")
+                            "beta-tcvae, or gamma, the total-correlation weight of factor-vae (default: "
+                            f"{_listed(SWEPT_DEFAULTS['beta'])}; for factor-vae {_listed(SWEPT_DEFAULTS['gamma'])}, "
+                            "within the 10 to 100 of Kim & Mnih 2018)")
     sweep.add_argument("--seeds", type=_seeds, metavar="S,S,...",
                        help="train every beta once per seed, for the mean and spread over seeds in summary.json "
                             "(default: --seed alone)")

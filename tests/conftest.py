@@ -83,6 +83,22 @@ def assert_one_sentence_error(code, err, *fragments):
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def trace_losses(x, structures, *, seed, kl_weight=None):
+    """Trace_ELBO's loss on ``x`` of each of ``structures`` ({name: structure}), each from the torch seed
+    ``seed`` (so on the same draws), under the KL warm-up weight ``kl_weight`` if one is given."""
+    import contextlib
+
+    from pyro_vae.inference import make_elbo
+    from pyro_vae.inference.scaling import scale_latents
+
+    losses = {}
+    for name, structure in structures.items():
+        torch.manual_seed(seed)
+        with contextlib.nullcontext() if kl_weight is None else scale_latents(torch.tensor(kl_weight)):
+            losses[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    return losses
+
+
 def assert_measured_alike(structure, reference, seed=2):
     """The ELBO and the importance-sampled NLL the library reports of ``structure`` equal those of ``reference``
     on the same draws: for structures whose training-only terms must not reach measurements."""

@@ -6,8 +6,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from conftest import assert_measured_alike
-from pyro_vae.inference import make_elbo
+from conftest import assert_measured_alike, trace_losses
 from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.models import VAE, BetaTCVAE, build_model
 from pyro_vae.models.beta_tcvae import total_correlation
@@ -47,10 +46,7 @@ def _same_weights(beta):
 def test_the_training_objective_is_the_elbo_minus_beta_minus_one_times_the_total_correlation():
     tcvae, vae = _same_weights(beta=4.0)
     x = torch.bernoulli(torch.full((8, 784), 0.3))
-    loss = {}
-    for name, structure in (("tcvae", tcvae), ("vae", vae)):
-        torch.manual_seed(1)
-        loss[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    loss = trace_losses(x, {"tcvae": tcvae, "vae": vae}, seed=1)
     torch.manual_seed(1)
     guide = poutine.trace(tcvae.guide).get_trace(x)
     loc, scale = tcvae.encoder(x)
@@ -67,11 +63,7 @@ def test_kl_warmup_scales_the_penalty_with_the_kl_it_reweights(weight):
     # reconstruction alone, as for the VAE
     tcvae, vae = _same_weights(beta=4.0)
     x = torch.bernoulli(torch.full((8, 784), 0.3))
-    loss = {}
-    for name, structure in (("tcvae", tcvae), ("vae", vae)):
-        torch.manual_seed(1)
-        with scale_latents(torch.tensor(weight)):
-            loss[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    loss = trace_losses(x, {"tcvae": tcvae, "vae": vae}, seed=1, kl_weight=weight)
     torch.manual_seed(1)
     guide = poutine.trace(tcvae.guide).get_trace(x)
     loc, scale = tcvae.encoder(x)

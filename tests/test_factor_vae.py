@@ -6,10 +6,9 @@ import pytest
 import torch
 from pyro import poutine
 
-from conftest import assert_measured_alike
+from conftest import assert_measured_alike, trace_losses
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
-from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.models import VAE, FactorVAE, build_model
 from pyro_vae.models.factor_vae import shuffle_dimensions
 
@@ -71,10 +70,7 @@ def test_the_penalty_trains_the_encoder_and_the_classification_trains_the_discri
 def test_the_training_objective_is_the_elbo_minus_gamma_tc_plus_the_classification_log_likelihood():
     factor, vae = _same_weights(gamma=10.0)
     x = torch.bernoulli(torch.full((8, 784), 0.3))
-    loss = {}
-    for name, structure in (("factor", factor), ("vae", vae)):
-        torch.manual_seed(1)
-        loss[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    loss = trace_losses(x, {"factor": factor, "vae": vae}, seed=1)
     torch.manual_seed(1)
     z = poutine.trace(factor.guide).get_trace(x).nodes["z"]["value"]
     tc = factor.total_correlation(z).sum().item()
@@ -86,11 +82,7 @@ def test_the_training_objective_is_the_elbo_minus_gamma_tc_plus_the_classificati
 def test_kl_warmup_scales_the_tc_term_with_the_kl_and_leaves_the_discriminator_its_whole_weight(weight):
     factor, vae = _same_weights(gamma=10.0)
     x = torch.bernoulli(torch.full((8, 784), 0.3))
-    loss = {}
-    for name, structure in (("factor", factor), ("vae", vae)):
-        torch.manual_seed(1)
-        with scale_latents(torch.tensor(weight)):
-            loss[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    loss = trace_losses(x, {"factor": factor, "vae": vae}, seed=1, kl_weight=weight)
     torch.manual_seed(1)
     z = poutine.trace(factor.guide).get_trace(x).nodes["z"]["value"]
     tc = factor.total_correlation(z).sum().item()

@@ -244,10 +244,9 @@ def test_a_penalty_given_as_a_function_is_trained_on_and_never_computed_while_me
     torch.manual_seed(1)
     assert torch.allclose(log_p, log_likelihood_iwae(plain.model, plain.guide, (x,), num_samples=5))
     assert calls == []
-    losses = {}
-    for name, structure in (("penalized", penalized), ("plain", plain)):
-        torch.manual_seed(2)
-        losses[name] = make_elbo("trace").loss(structure.model, structure.guide, x)
+    from conftest import trace_losses
+
+    losses = trace_losses(x, {"penalized": penalized, "plain": plain}, seed=2)
     torch.manual_seed(2)
     z = poutine.trace(penalized.guide).get_trace(x).nodes["z"]["value"]
     assert len(calls) == 1

@@ -27,6 +27,7 @@ from pyro_vae.files import (FileSystemError, atomic_write, load_checkpoint_file,
                             write_text)
 from pyro_vae.distributed import Distributed, collective_failure, is_collective_failure
 from pyro_vae.inference import make_elbo, optim
+from pyro_vae.inference.compiled_step import CompiledStep
 from pyro_vae.likelihoods import DISCRETE_LIKELIHOODS
 from pyro_vae.inference.scaling import scale_latents
 from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, check_elbo_applies, latent_sites, neural_baselines,
@@ -212,6 +213,8 @@ class Trainer:
         self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles,
                               max_plate_nesting=self.max_plate_nesting)
         self.compiled = not self.jit
+        #: after compile: SVI's step on the compiled graphs without Pyro's per-step parameter lookups
+        self.compiled_step: Optional[CompiledStep] = None
         self._example = example_batches
         self.history: list[dict] = []
         self.epoch = 0
@@ -373,6 +376,7 @@ class Trainer:
         for parameter in self._parameters():
             parameter.grad = None
         self.compiled = True
+        self.compiled_step = CompiledStep.of(self.elbo, self.optimizer)
         return time.perf_counter() - start
 
     def _parameters(self) -> list:
@@ -634,7 +638,9 @@ class Trainer:
         The first step of each call runs with Pyro validation on; the others run with it off unless
         ``validate_every_step`` is set, because the data were checked once up front and Pyro's per-step
         argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
-        stops training with ``TrainingDiverged`` either way.
+        stops training with ``TrainingDiverged`` either way. With ``JitTrace_ELBO`` the steps after the first
+        run Pyro's compiled graph through :class:`CompiledStep` (the same arithmetic as ``SVI.step``, without
+        its per-step parameter lookups).
         """
         total = 0.0
         for step, batch in enumerate(batches, start=1):
@@ -643,16 +649,11 @@ class Trainer:
                 continue
             if step == 1:
                 self.compile(batch)
-            with pyro.validation_enabled(step == 1 or self.config.validate_every_step):
-                try:
-                    loss = self.svi.step(*self._step_args(batch))
-                except ValueError as err:
-                    # Pyro's validation refuses NaN distribution arguments before the loss can show them.
-                    if isinstance(err, PyroVAEError) or not self._diverged(err):
-                        raise
-                    loss = math.nan
-                    if self.dist is not None:  # stopped before its gradients: let the others know
-                        self._share_divergence()
+            validate = step == 1 or self.config.validate_every_step
+            args = self._step_args(batch)
+            loss = None if validate or self.compiled_step is None else self.compiled_step(*args)
+            if loss is None:
+                loss = self._svi_step(args, validate)
             if not math.isfinite(loss):
                 raise TrainingDiverged(self._divergence_message(loss, step))
             self.step += 1
@@ -660,6 +661,19 @@ class Trainer:
             if on_step is not None:
                 on_step(step, total)
         return total
+
+    def _svi_step(self, args: tuple, validate: bool) -> float:
+        """``SVI.step`` with Pyro validation on or off; NaN where validation refused the NaN that diverged."""
+        with pyro.validation_enabled(validate):
+            try:
+                return self.svi.step(*args)
+            except ValueError as err:
+                # Pyro's validation refuses NaN distribution arguments before the loss can show them.
+                if isinstance(err, PyroVAEError) or not self._diverged(err):
+                    raise
+                if self.dist is not None:  # stopped before its gradients: let the others know
+                    self._share_divergence()
+                return math.nan
 
     @staticmethod
     def _stored_parameters() -> set:

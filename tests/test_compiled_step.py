@@ -1,0 +1,73 @@
+"""The trainer's step on Pyro's compiled graph (CompiledStep) trains exactly what SVI.step trains."""
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, JitTrace_ELBO
+
+from pyro_vae.inference import make_elbo, optim
+from pyro_vae.inference.compiled_step import CompiledStep
+from pyro_vae.training import TrainConfig, Trainer
+
+
+def fit(tmp_path, name, fast: bool, monkeypatch, **options):
+    """A 2-epoch run of the tiny default VAE; with ``fast=False`` every step goes through SVI.step."""
+    if not fast:
+        monkeypatch.setattr(CompiledStep, "of", classmethod(lambda cls, elbo, optimizer: None))
+    pyro.clear_param_store()
+    config = TrainConfig(subset=300, z_dim=2, hidden_dims=[32], batch_size=50, epochs=2, seed=7, **options)
+    trainer = Trainer(config, tmp_path / name, progress=False, log=lambda _: None)
+    svi_steps = []
+    step = trainer.svi.step
+    monkeypatch.setattr(trainer.svi, "step", lambda *args: svi_steps.append(1) or step(*args))
+    trainer.fit()
+    monkeypatch.undo()
+    return trainer, len(svi_steps)
+
+
+@pytest.mark.parametrize("options", [{}, {"kl_warmup": 2}])
+def test_compiled_step_trains_bit_for_bit_what_svi_step_trains(tmp_path, monkeypatch, options):
+    fast, fast_svi_steps = fit(tmp_path, "fast", True, monkeypatch, **options)
+    slow, slow_svi_steps = fit(tmp_path, "slow", False, monkeypatch, **options)
+    assert fast.compiled_step is not None and slow.compiled_step is None
+    # 300 training images in batches of 50, 6 steps an epoch: SVI.step only on the first (validated) one
+    assert (fast_svi_steps, slow_svi_steps) == (2, 12)
+    assert [r["train_loss"] for r in fast.history] == [r["train_loss"] for r in slow.history]
+    for (name, a), (_, b) in zip(fast.model.state_dict().items(), slow.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    for name, state in fast.optimizer.get_state().items():
+        assert torch.equal(state["exp_avg_sq"], slow.optimizer.get_state()[name]["exp_avg_sq"]), name
+
+
+def test_compiled_step_is_only_for_a_compiled_jit_trace_elbo(tmp_path):
+    trainer = Trainer(TrainConfig(subset=300, z_dim=2, hidden_dims=[32], batch_size=50, epochs=1, jit=False),
+                      tmp_path / "run", progress=False, log=lambda _: None)
+    trainer.fit()
+    assert trainer.compiled_step is None
+    assert CompiledStep.of(JitTrace_ELBO(), optim.Adam({"lr": 0.1})) is None  # nothing compiled yet
+
+
+def test_compiled_step_follows_a_parameter_replaced_in_the_store():
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    def guide(x):
+        pass
+
+    optimizer = optim.Adam({"lr": 0.1})
+    elbo = make_elbo("trace", jit=True)
+    svi = SVI(model, guide, optimizer, loss=elbo)
+    x = torch.full((4,), 3.0)
+    svi.step(x)  # compiles
+    step = CompiledStep.of(elbo, optimizer)
+    loss = step(x)
+    # -log N(x | loc, 1) summed over 4 points, at loc after one Adam step of lr 0.1 from 0
+    assert loss == pytest.approx(4 * (0.5 * (3.0 - 0.1) ** 2 + 0.5 * torch.log(torch.tensor(2 * torch.pi)).item()),
+                                 rel=1e-5)
+    assert pyro.param("loc").item() == pytest.approx(0.2, abs=1e-3)  # two Adam steps of about lr
+    pyro.get_param_store()["loc"] = torch.tensor(10.0)  # a new tensor under the same name
+    step(x)
+    assert pyro.param("loc").item() == pytest.approx(9.9, abs=1e-3)  # the new tensor moved, towards 3
+    assert step(x, x) is None  # no graph for two arguments: the caller takes SVI.step

@@ -50,6 +50,8 @@ class TrainConfig:
     # decoder output bias = logit of the training pixels' means on a fresh run; off by default: it cost 5 to 7 nats
     # of validation ELBO after 10 epochs of the default VAE (README, "The training recipe")
     init_output_bias: bool = False
+    # a run directory whose best checkpoint's weights a fresh run starts from (fine-tuning, e.g. a VAE with IWAE)
+    init_from: Optional[str] = None
     clip_norm: float = 10.0
     batch_size: int = 100
     epochs: int = 10
@@ -87,6 +89,9 @@ class TrainConfig:
         if self.init_output_bias and (self.likelihood != "bernoulli" or self.net != "mlp"):
             raise PyroVAEError("--init-output-bias sets the logits of an MLP's Bernoulli pixels to the data's log-odds; "
                                "it applies to --likelihood bernoulli with --net mlp only")
+        if self.init_from is not None and self.init_output_bias:
+            raise PyroVAEError("--init-from starts every weight from the earlier run, the decoder's output bias "
+                               "included; drop --init-output-bias")
         if self.likelihood != "bernoulli" and self.binarize != "none":
             raise PyroVAEError(f"--binarize makes binary pixels for the Bernoulli likelihood; the {self.likelihood} "
                                "likelihood models grey pixels as they are: drop --binarize")
@@ -120,8 +125,9 @@ class TrainConfig:
         """The learning rate of ``epoch`` (1-based) given the metrics of the epochs before it."""
         from pyro_vae.inference.schedules import learning_rate
 
+        key = selection_key(history)
         return learning_rate(self.lr_schedule, self.lr, epoch, gamma=self.lr_gamma, step=self.lr_step,
-                             patience=self.lr_patience, valid_elbos=[row["valid_elbo"] for row in history])
+                             patience=self.lr_patience, valid_elbos=[row[key] for row in history])
 
     def objective(self) -> str:
         """The bound training maximises, as the metrics name it: "elbo" or "iwae-K"."""
@@ -156,6 +162,19 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def selection_key(history: Sequence[dict]) -> str:
+    """The metric that picks the best epoch, stops early and drives the plateau schedule: the validation value
+    of the bound being trained. ``"valid_bound"`` (the IWAE bound with the training K, which IWAE training
+    raises while it may lower the ELBO) where every epoch recorded it, else ``"valid_elbo"`` (ELBO training,
+    and IWAE runs begun before the bound was recorded, which keep choosing by the ELBO)."""
+    return "valid_bound" if history and all("valid_bound" in row for row in history) else "valid_elbo"
+
+
+def selection_name(key: str, num_particles: int) -> str:
+    """The metric of :func:`selection_key` in words."""
+    return f"validation IWAE bound (K={num_particles})" if key == "valid_bound" else "validation ELBO"
 
 
 #: seeds go to numpy too, which takes 0 <= seed < 2**32

@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 from pyro_vae.catalog import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, CONFIG, METRICS,  # noqa: F401
                               OPTIMIZER_NAMES, check_registry)
 from pyro_vae.config import JIT_BY_DEFAULT, MAX_SEED, TrainConfig, check_seed  # noqa: F401 (re-exported)
+from pyro_vae.config import selection_key, selection_name
 from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, load_dataset, num_batches,
                            redraw, semi_supervised, semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
-from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.evaluation import elbo_per_datapoint, log_likelihood_iwae
 from pyro_vae.files import (FileSystemError, atomic_write, load_checkpoint_file, locked_run_dir,  # noqa: F401
                             os_error_sentence, run_lock, save_checkpoint, write_csv, write_json,
                             write_text)
@@ -124,7 +125,18 @@ def describe_checkpoint(checkpoint: dict) -> str:
     valid = checkpoint.get("valid_elbo", history[-1]["valid_elbo"] if history else None)
     of = f" of {checkpoint.get('epochs_trained', trained)}"
     elbo = f", validation ELBO {valid:.2f}" if valid is not None else ""
+    if checkpoint.get("valid_bound") is not None:
+        name = selection_name("valid_bound", checkpoint["config"]["num_particles"])
+        elbo += f", {name} {checkpoint['valid_bound']:.2f}"
     return f"the {checkpoint['kind']} checkpoint (epoch {checkpoint['epoch']}{of}{elbo})"
+
+
+def _setting(model_config: dict, config: TrainConfig, key: str) -> str:
+    """A structure setting in words for a mismatch message: the model's name, or a constructor argument."""
+    value = config.model if key == "model" else model_config.get(key)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "(none)" if value is None else str(value)
 
 
 def _load_model_state(model: LatentStructure, checkpoint: dict, path: Path) -> None:
@@ -158,6 +170,10 @@ class Trainer:
             raise PyroVAEError(f"the run directory {self.run_dir} already exists; pass --resume to continue it, "
                                "or choose another --name or --run-dir")
         config.validate()
+        if not resume and config.init_from is not None and not (Path(config.init_from) / CHECKPOINT).is_file():
+            # (a resumed run has its weights in its own checkpoint and no longer needs the other run)
+            raise PyroVAEError(f"--init-from takes the run directory of an earlier 'pyro-vae train'; "
+                               f"{config.init_from} holds no {CHECKPOINT}")
         if distributed is not None and config.batch_size < distributed.world_size:
             raise PyroVAEError(f"--batch-size {config.batch_size} is the global batch, cut into one shard per process: "
                                f"give at least {distributed.world_size} images for the {distributed.world_size} "
@@ -228,6 +244,8 @@ class Trainer:
                 self.model.initialize(self.dataset.train.images, torch.Generator().manual_seed(config.seed))
                 if config.init_output_bias:
                     init_output_bias(self.model, self.dataset.train.images)
+            if config.init_from is not None:
+                self._start_from(config.init_from)
             if self.dist is not None:
                 self._start_processes_alike()
         else:
@@ -235,6 +253,22 @@ class Trainer:
             if config.epochs < self.epoch:
                 raise CheckpointError(f"the run in {self.run_dir} is already at epoch {self.epoch}; "
                                       f"--epochs {config.epochs} would train nothing, ask for more epochs")
+
+    def _start_from(self, run_dir: str) -> None:
+        """``--init-from``: this fresh run's weights become those of ``run_dir``'s best checkpoint, whose
+        structure and sizes must be this run's (the ELBO, optimizer, schedule and data may differ)."""
+        source, source_config, checkpoint = load_trained_model(run_dir, which="best")
+        mismatched = [key for key in sorted(set(source.config()) | set(self.model.config()))
+                      if source.config().get(key) != self.model.config().get(key)]
+        if source_config.model != self.config.model:
+            mismatched.insert(0, "model")
+        if mismatched:
+            theirs = ", ".join(f"{key} {_setting(source.config(), source_config, key)}" for key in mismatched)
+            ours = ", ".join(f"{key} {_setting(self.model.config(), self.config, key)}" for key in mismatched)
+            raise PyroVAEError(f"--init-from {run_dir} holds a structure with {theirs}, but this run builds one with "
+                               f"{ours}; give the same structure options as that run")
+        self.model.load_state_dict(source.state_dict())
+        self.log(f"starting from the weights of {describe_checkpoint(checkpoint)} of {run_dir}")
 
     def _check_support(self) -> None:
         """Refuse, before training, data outside the support of the structure's likelihood (pixels off the 8-bit
@@ -455,12 +489,20 @@ class Trainer:
         return state
 
     def best_epoch(self) -> Optional[dict]:
-        """The metrics row of the epoch with the highest validation ELBO so far (the first of equals)."""
-        rows = [row for row in self.history if math.isfinite(row["valid_elbo"])]
-        return max(rows, key=lambda row: row["valid_elbo"]) if rows else None
+        """The metrics row of the epoch with the highest validation ELBO so far (the first of equals); with
+        ``--elbo iwae``, the highest validation IWAE bound (:func:`pyro_vae.config.selection_key`)."""
+        key = selection_key(self.history)
+        rows = [row for row in self.history if math.isfinite(row[key])]
+        return max(rows, key=lambda row: row[key]) if rows else None
+
+    def selection(self) -> tuple[str, str]:
+        """The metrics key that picks the best epoch, and its name in words."""
+        key = selection_key(self.history)
+        return key, selection_name(key, self.config.num_particles)
 
     def stopped_early(self) -> bool:
-        """Whether ``patience`` epochs have passed since the best validation ELBO (early stopping)."""
+        """Whether ``patience`` epochs have passed since the best validation ELBO (or IWAE bound: see
+        :meth:`best_epoch`) (early stopping)."""
         best = self.best_epoch()
         return (self.config.patience is not None and best is not None
                 and self.epoch - best["epoch"] >= self.config.patience)
@@ -470,8 +512,8 @@ class Trainer:
         ``checkpoint.pt``, so that a crash between the two leaves a best no older than the last checkpoint's."""
         best = {"format": list(CHECKPOINT_FORMAT), "kind": "best", "config": asdict(self.config),
                 "model_config": self.model.config(), "epoch": self.epoch, "step": self.step,
-                "valid_elbo": self.history[-1]["valid_elbo"], "model_state": self.model.state_dict(),
-                "structure_source": self.structure_source}
+                "valid_elbo": self.history[-1]["valid_elbo"], "valid_bound": self.history[-1].get("valid_bound"),
+                "model_state": self.model.state_dict(), "structure_source": self.structure_source}
         save_checkpoint(best, self.run_dir / BEST_CHECKPOINT)
 
     def load_best(self) -> Optional[dict]:
@@ -542,6 +584,21 @@ class Trainer:
         total, count = self.dist.sum(mean * count, count)
         return total / count
 
+    def validation_bound(self) -> float:
+        """The IWAE bound per image of the validation images with the training K (``num_particles``): what
+        ``--elbo iwae`` maximises, so what picks its best epoch. Distributed, as :meth:`validation_elbo`."""
+        batches = list(self.batches("valid"))
+        if self.dist is not None:
+            batches = batches[self.dist.rank::self.dist.world_size]
+        count = sum(batch[0].shape[0] for batch in batches)
+        with torch.no_grad():
+            total = sum(float(log_likelihood_iwae(self.model.model, self.model.guide, batch,
+                                                  num_samples=self.config.num_particles).sum()) for batch in batches)
+        if self.dist is None:
+            return total / count
+        total, count = self.dist.sum(total, count)
+        return total / count
+
     def fit(self) -> list[dict]:
         """Train up to ``config.epochs``, checkpointing each epoch; returns the per-epoch metrics.
 
@@ -588,8 +645,9 @@ class Trainer:
         while self.epoch < config.epochs:
             if self.stopped_early():
                 best = self.best_epoch()
-                self.log(f"stopped early after epoch {self.epoch}: the validation ELBO has not improved for "
-                         f"{config.patience} epochs (best {best['valid_elbo']:.2f} at epoch {best['epoch']})")
+                key, name = self.selection()
+                self.log(f"stopped early after epoch {self.epoch}: the {name} has not improved for "
+                         f"{config.patience} epochs (best {best[key]:.2f} at epoch {best['epoch']})")
                 break
             epoch = self.epoch + 1
             lr = config.learning_rate(epoch, self.history)
@@ -615,9 +673,12 @@ class Trainer:
             self.epoch = epoch
             row = {"epoch": epoch, "step": epoch * steps_per_epoch, "objective": objective,
                    "train_loss": total / n_train, "valid_elbo": self.validation_elbo(), "lr": lr, "seconds": elapsed}
+            if objective != "elbo":
+                row["valid_bound"] = self.validation_bound()
             best = self.best_epoch()
             self.history.append(row)
-            is_best = math.isfinite(row["valid_elbo"]) and (best is None or row["valid_elbo"] > best["valid_elbo"])
+            key, _ = self.selection()
+            is_best = math.isfinite(row[key]) and (best is None or row[key] > best[key])
             states = self.dist.gather(torch.get_rng_state()) if self.dist is not None else None
             cuda_states = (self.dist.gather(torch.cuda.get_rng_state(self.device).cpu())
                            if self.dist is not None and self.device.type == "cuda" else None)
@@ -626,8 +687,9 @@ class Trainer:
             if self.is_main:
                 self._save(states, cuda_states)
             name = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={config.num_particles})"
+            bound = f"  IWAE bound {row['valid_bound']:.2f}" if "valid_bound" in row else ""
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "
-                     f"valid ELBO {row['valid_elbo']:.2f} nats/image{' (best)' if is_best else ''}  "
+                     f"valid ELBO {row['valid_elbo']:.2f}{bound} nats/image{' (best)' if is_best else ''}  "
                      f"lr {lr:.3g}  ({elapsed:.1f} s)")
         return self.history
 

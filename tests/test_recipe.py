@@ -14,7 +14,8 @@ from pyro_vae.inference import make_elbo
 from pyro_vae.inference.schedules import learning_rate
 from pyro_vae.models import VAE, BernoulliMixture, BetaVAE
 from pyro_vae.models.base import OUTPUT_BIAS_CLAMP, init_output_bias
-from pyro_vae.training import BEST_CHECKPOINT, CHECKPOINT, TrainConfig, Trainer, load_checkpoint, load_trained_model
+from pyro_vae.training import (BEST_CHECKPOINT, CHECKPOINT, TrainConfig, Trainer, describe_checkpoint, load_checkpoint,
+                               load_trained_model)
 
 
 def tiny_config(**overrides):
@@ -214,6 +215,27 @@ def test_training_with_iwae_names_the_bound_in_the_metrics(tmp_path):
         tiny_config(elbo="iwae", kl_warmup=2).validate()
 
 
+def test_iwae_training_picks_its_best_epoch_and_stops_early_by_the_validation_iwae_bound(tmp_path, monkeypatch):
+    real = quiet(tiny_config(elbo="iwae", num_particles=3, epochs=1), tmp_path / "real").fit()
+    assert real[0]["valid_bound"] > real[0]["valid_elbo"]  # K = 3 is a tighter bound than the ELBO
+    assert "valid_bound" not in quiet(tiny_config(epochs=1), tmp_path / "elbo").fit()[0]
+    # the ELBO falls while the bound rises to epoch 2, as IWAE training can do
+    scripted_validation(monkeypatch, [-3.0, -4.0, -5.0, -6.0, -7.0, -8.0])
+    monkeypatch.setattr(Trainer, "validation_bound", lambda self: [-9.0, -2.0, -4.0, -3.0, -1.0, -1.0][self.epoch - 1])
+    logged = []
+    trainer = Trainer(tiny_config(elbo="iwae", num_particles=3, epochs=6, patience=2), tmp_path / "run",
+                      progress=False, log=logged.append)
+    trainer.fit()
+    assert [row["valid_bound"] for row in trainer.history] == [-9.0, -2.0, -4.0, -3.0]  # 2 epochs without a better one
+    assert load_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)["epoch"] == 2
+    assert logged[-1] == ("stopped early after epoch 4: the validation IWAE bound (K=3) has not improved for 2 epochs "
+                          "(best -2.00 at epoch 2)")
+    assert "IWAE bound -2.00 nats/image (best)" in logged[1]
+    _, _, best = load_trained_model(tmp_path / "run", which="best")
+    assert describe_checkpoint(best) == ("the best checkpoint (epoch 2 of 4, validation ELBO -4.00, "
+                                         "validation IWAE bound (K=3) -2.00)")
+
+
 def test_iwae_trains_enumerated_structures_and_refuses_sampled_discrete_sites(tmp_path):
     from pyro_vae.inference.sites import LatentSites, check_elbo_applies
 
@@ -238,6 +260,56 @@ def test_the_output_bias_starts_at_the_logit_of_the_pixel_means(tmp_path):
     off = quiet(tiny_config(epochs=1), tmp_path / "off")  # off by default
     assert not torch.allclose(off.model.decoder.output_layer.bias, bias)
     assert init_output_bias(BernoulliMixture(x_dim=784), images) == 0  # no decoder network: nothing to set
+
+
+# --- starting from another run's weights ----------------------------------------------------------------------
+
+
+def test_init_from_starts_from_the_other_runs_best_weights_and_resumes_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, [-5.0, -3.0, -4.0])
+    quiet(tiny_config(epochs=3), tmp_path / "vae").fit()  # best epoch 2 of 3
+    best, _, _ = load_trained_model(tmp_path / "vae", which="best")
+    last, _, _ = load_trained_model(tmp_path / "vae", which="last")
+    monkeypatch.undo()
+    pyro.clear_param_store()
+    logged = []
+    fine = Trainer(tiny_config(epochs=2, elbo="iwae", num_particles=3, init_from=str(tmp_path / "vae")),
+                   tmp_path / "iwae", progress=False, log=logged.append)
+    assert logged == [f"starting from the weights of the best checkpoint (epoch 2 of 3, validation ELBO -3.00) of "
+                      f"{tmp_path / 'vae'}"]
+    for (name, ours), (_, theirs) in zip(fine.model.state_dict().items(), best.state_dict().items()):
+        assert torch.equal(ours, theirs), name
+    assert not all(torch.equal(a, b) for a, b in zip(best.state_dict().values(), last.state_dict().values()))
+    fine.fit()
+    assert fine.epoch == 2 and fine.history[0]["objective"] == "iwae-3"
+    assert json.loads((tmp_path / "iwae" / "config.json").read_text())["init_from"] == str(tmp_path / "vae")
+    # resumed after epoch 1 (the other run gone by then: the weights are in this run's checkpoint)
+    pyro.clear_param_store()
+    quiet(tiny_config(epochs=1, elbo="iwae", num_particles=3, init_from=str(tmp_path / "vae")), tmp_path / "split").fit()
+    (tmp_path / "vae").rename(tmp_path / "moved")
+    pyro.clear_param_store()
+    resumed = quiet(tiny_config(epochs=2, elbo="iwae", num_particles=3, init_from=str(tmp_path / "vae")),
+                    tmp_path / "split", resume=True)
+    resumed.fit()
+    for (name, a), (_, b) in zip(fine.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_init_from_refuses_another_structure_or_a_folder_without_a_run(tmp_path):
+    quiet(tiny_config(epochs=1), tmp_path / "vae").fit()
+    pyro.clear_param_store()
+    with pytest.raises(PyroVAEError, match=r"holds a structure with z_dim 2, but this run builds one with z_dim 3; "
+                                           r"give the same structure options"):
+        quiet(tiny_config(z_dim=3, init_from=str(tmp_path / "vae")), tmp_path / "other")
+    with pytest.raises(PyroVAEError, match=r"holds a structure with model vae, beta \(none\), hidden_dims 32, but "
+                                           r"this run builds one with model beta-vae, beta 1.0, hidden_dims 16;"):
+        quiet(tiny_config(model="beta-vae", hidden_dims=[16], init_from=str(tmp_path / "vae")), tmp_path / "other")
+    with pytest.raises(PyroVAEError, match=r"--init-from takes the run directory of an earlier 'pyro-vae train'; "
+                                           r".*nowhere holds no checkpoint.pt"):
+        quiet(tiny_config(init_from=str(tmp_path / "nowhere")), tmp_path / "other")
+    with pytest.raises(PyroVAEError, match="drop --init-output-bias"):
+        quiet(tiny_config(init_from=str(tmp_path / "vae"), init_output_bias=True), tmp_path / "other")
+    assert not (tmp_path / "other").exists()
 
 
 # --- the command line ------------------------------------------------------------------------------------------
@@ -269,6 +341,7 @@ def test_evaluate_and_sample_say_which_checkpoint_they_use(cli, tmp_path, monkey
     (["--patience", "0"], "--patience is a number of epochs"),
     (["--adam-eps", "-1"], "--adam-eps must be a positive, finite number"),
     (["--elbo", "iwae", "--kl-warmup", "3"], "drop --kl-warmup"),
+    (["--init-from", "nowhere"], "nowhere holds no checkpoint.pt"),
 ])
 def test_bad_recipe_options_get_one_sentence_before_training(cli, tmp_path, options, message):
     from conftest import TINY, assert_one_sentence_error

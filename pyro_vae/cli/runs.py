@@ -119,6 +119,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                           help="start the decoder's output bias at the log-odds of the training pixels' means, so the "
                                "first decoded images are the mean image (default: off; it cost the default VAE 5 to "
                                "7 nats of validation ELBO after 10 epochs, see the README)")
+    training.add_argument("--init-from", metavar="RUN_DIR",
+                          help="start from the weights of another run's best checkpoint (its last where it has no "
+                               "best.pt) instead of a fresh initialisation, e.g. to fine-tune a VAE with --elbo iwae; "
+                               "the structure and its sizes must match; the optimizer starts afresh (default: off)")
     training.add_argument("--clip-norm", type=float, help=f"gradient clipping for clipped-adam (default: {d.clip_norm})")
     training.add_argument("--batch-size", type=int, help=f"images per SVI step (default: {d.batch_size})")
     training.add_argument("--epochs", type=int, help=f"total epochs; with --resume, train up to this many "
@@ -270,8 +274,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
     model = trainer.model
     best = trainer.load_best()
     if best is not None and best["epoch"] != trainer.epoch:
-        print(f"evaluating the best epoch, {best['epoch']} of {trainer.epoch} (validation ELBO "
-              f"{best['valid_elbo']:.2f}; the last epoch's model stays in {CHECKPOINT})")
+        key, name = trainer.selection()
+        print(f"evaluating the best epoch, {best['epoch']} of {trainer.epoch} ({name} "
+              f"{best[key]:.2f}; the last epoch's model stays in {CHECKPOINT})")
     model.eval()
     result = _evaluate(model, trainer.dataset, "test", args.eval_samples, show_progress=not args.no_progress,
                        extra={"checkpoint": "best" if best is not None else "last",

@@ -33,11 +33,17 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def plot_curves(history: Sequence[dict], path: Path) -> Path:
-    """Training loss (-ELBO on the training batches) and validation -ELBO, nats per image, by epoch."""
+    """Training loss (minus the bound trained, on the training batches), validation -ELBO and, for IWAE training,
+    minus the validation IWAE bound, nats per image, by epoch."""
     epochs = [row["epoch"] for row in history]
+    objective = history[-1].get("objective", "elbo") if history else "elbo"
+    trained = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={objective.partition('-')[2]})"
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [row["train_loss"] for row in history], "o-", label="train  -ELBO (running, during epoch)")
+    ax.plot(epochs, [row["train_loss"] for row in history], "o-", label=f"train  {trained} (running, during epoch)")
     ax.plot(epochs, [-row["valid_elbo"] for row in history], "s-", label="valid  -ELBO (end of epoch)")
+    bounds = [(row["epoch"], -row["valid_bound"]) for row in history if "valid_bound" in row]
+    if bounds:
+        ax.plot(*zip(*bounds), "^-", label=f"valid  {trained} (end of epoch)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per image")
     ax.set_title("Training curves")

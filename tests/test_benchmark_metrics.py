@@ -9,9 +9,9 @@ spec.loader.exec_module(benchmark)
 
 
 def test_the_benchmark_times_every_metric(capsys):
-    benchmark.main(["--num-codes", "400", "--dims", "4"])
+    benchmark.main(["--num-codes", "400", "--dims", "4", "--score-points", "500"])
     out = capsys.readouterr().out
-    for name in ("MIG", "DCI", "SAP", "modularity", "BetaVAE score", "FactorVAE score"):
+    for name in ("MIG", "DCI", "SAP", "modularity", "BetaVAE score (500 / 250 points)", "FactorVAE score (500 / 250"):
         assert name in out
     # the linear stand-in carries the factors: explicitness well above chance
     explicitness = float(out.split("explicitness_test ")[1].split(",")[0].split()[0])

@@ -23,17 +23,11 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="docs/results", help="folder of the runs' *-metrics.jsonl")
-    parser.add_argument("--out", default="docs/figures/likelihood/validation_curves.png")
-    args = parser.parse_args(argv)
-    results = Path(args.results)
-    files = sorted(results.glob("*-metrics.jsonl"))
-    if not files:
-        parser.error(f"no *-metrics.jsonl in {results}")
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for path in files:
+def curves(results: Path) -> dict[str, dict]:
+    """Per run in ``results``: its epochs (shifted by the best epoch of the run it started from, for
+    ``--init-from``), the metric it picks its best epoch by ("valid_bound" or "valid_elbo"), and its rows."""
+    found = {}
+    for path in sorted(results.glob("*-metrics.jsonl")):
         name = path.name.removesuffix("-metrics.jsonl")
         rows = read_rows(path)
         config_path = results / f"{name}-config.json"
@@ -43,8 +37,22 @@ def main(argv=None) -> None:
             source = results / f"{Path(init_from).name}-metrics.jsonl" if init_from else None
             if source is not None and source.is_file():  # start where the run it came from had its best epoch
                 offset = max(read_rows(source), key=lambda row: row["valid_elbo"])["epoch"]
-        epochs = [offset + row["epoch"] for row in rows]
         key = "valid_bound" if all("valid_bound" in row for row in rows) else "valid_elbo"
+        found[name] = {"epochs": [offset + row["epoch"] for row in rows], "key": key, "rows": rows}
+    return found
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="docs/results", help="folder of the runs' *-metrics.jsonl")
+    parser.add_argument("--out", default="docs/figures/likelihood/validation_curves.png")
+    args = parser.parse_args(argv)
+    runs = curves(Path(args.results))
+    if not runs:
+        parser.error(f"no *-metrics.jsonl in {args.results}")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, run in runs.items():
+        epochs, key, rows = run["epochs"], run["key"], run["rows"]
         values = [-row[key] for row in rows]
         label = f"{name}: -{'IWAE bound' if key == 'valid_bound' else 'ELBO'}"
         (line,) = ax.plot(epochs, values, "-", lw=1.2, label=label)

@@ -312,6 +312,30 @@ def test_init_from_refuses_another_structure_or_a_folder_without_a_run(tmp_path)
     assert not (tmp_path / "other").exists()
 
 
+def test_the_likelihood_curves_example_starts_a_fine_tuned_run_at_its_source_s_best_epoch(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "likelihood_curves.py"
+    spec = importlib.util.spec_from_file_location("likelihood_curves", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def write(name, rows, config):
+        (results / f"{name}-metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        (results / f"{name}-config.json").write_text(json.dumps(config))
+
+    write("vae", [{"epoch": e, "valid_elbo": v} for e, v in [(1, -99.0), (2, -95.0), (3, -96.0)]], {"init_from": None})
+    write("tuned", [{"epoch": e, "valid_elbo": -97.0, "valid_bound": -90.0} for e in (1, 2)], {"init_from": "runs/vae"})
+    runs = example.curves(results)
+    assert runs["vae"]["epochs"] == [1, 2, 3] and runs["vae"]["key"] == "valid_elbo"
+    assert runs["tuned"]["epochs"] == [3, 4] and runs["tuned"]["key"] == "valid_bound"  # after the VAE's best, 2
+    example.main(["--results", str(results), "--out", str(tmp_path / "curves.png")])
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
 # --- the command line ------------------------------------------------------------------------------------------
 
 

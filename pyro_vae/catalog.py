@@ -63,10 +63,11 @@ ELBO_HELP = ("'trace' is Trace_ELBO (Monte Carlo KL); 'meanfield' TraceMeanField
 SCHEDULES = ("constant", "iwae", "step", "exponential", "plateau")
 SCHEDULE_HELP = ("'constant'; 'iwae', the IWAE paper's 8 stages of 3^i epochs at lr * 10^(-i/7) (3,280 epochs); "
                  "'step', lr * gamma every --lr-step epochs; 'exponential', lr * gamma^(epoch - 1); 'plateau', "
-                 "lr * gamma when the validation ELBO has not improved for --lr-patience epochs")
+                 "lr * gamma when the validation ELBO (IWAE bound with --elbo iwae) has not improved for --lr-patience "
+                 "epochs")
 
 CHECKPOINT = "checkpoint.pt"
-BEST_CHECKPOINT = "best.pt"  # the model of the epoch with the highest validation ELBO so far
+BEST_CHECKPOINT = "best.pt"  # the model of the epoch with the highest validation ELBO (IWAE bound: --elbo iwae) so far
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 CHECKPOINT_CHOICES = ("best", "last")

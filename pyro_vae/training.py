@@ -125,18 +125,22 @@ def describe_checkpoint(checkpoint: dict) -> str:
     valid = checkpoint.get("valid_elbo", history[-1]["valid_elbo"] if history else None)
     of = f" of {checkpoint.get('epochs_trained', trained)}"
     elbo = f", validation ELBO {valid:.2f}" if valid is not None else ""
-    if checkpoint.get("valid_bound") is not None:
+    bound = checkpoint.get("valid_bound", history[-1].get("valid_bound") if history else None)
+    if bound is not None:
         name = selection_name("valid_bound", checkpoint["config"]["num_particles"])
-        elbo += f", {name} {checkpoint['valid_bound']:.2f}"
+        elbo += f", {name} {bound:.2f}"
     return f"the {checkpoint['kind']} checkpoint (epoch {checkpoint['epoch']}{of}{elbo})"
 
 
-def _setting(model_config: dict, config: TrainConfig, key: str) -> str:
-    """A structure setting in words for a mismatch message: the model's name, or a constructor argument."""
-    value = config.model if key == "model" else model_config.get(key)
+def _setting(value) -> str:
+    """A structure setting in words for a mismatch message."""
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
+        return "x".join(str(v) for v in value)
     return "(none)" if value is None else str(value)
+
+
+def _shape(shape: Optional[tuple]) -> str:
+    return "(absent)" if shape is None else "(" + ", ".join(str(n) for n in shape) + ")"
 
 
 def _load_model_state(model: LatentStructure, checkpoint: dict, path: Path) -> None:
@@ -170,8 +174,10 @@ class Trainer:
             raise PyroVAEError(f"the run directory {self.run_dir} already exists; pass --resume to continue it, "
                                "or choose another --name or --run-dir")
         config.validate()
-        if not resume and config.init_from is not None and not (Path(config.init_from) / CHECKPOINT).is_file():
-            # (a resumed run has its weights in its own checkpoint and no longer needs the other run)
+        if (not resume and config.init_from is not None and (distributed is None or distributed.is_main)
+                and not (Path(config.init_from) / CHECKPOINT).is_file()):
+            # (a resumed run has its weights in its own checkpoint and no longer needs the other run; distributed,
+            # rank 0 alone reads it: the folder may exist on its machine only)
             raise PyroVAEError(f"--init-from takes the run directory of an earlier 'pyro-vae train'; "
                                f"{config.init_from} holds no {CHECKPOINT}")
         if distributed is not None and config.batch_size < distributed.world_size:
@@ -244,7 +250,7 @@ class Trainer:
                 self.model.initialize(self.dataset.train.images, torch.Generator().manual_seed(config.seed))
                 if config.init_output_bias:
                     init_output_bias(self.model, self.dataset.train.images)
-            if config.init_from is not None:
+            if config.init_from is not None and self.is_main:
                 self._start_from(config.init_from)
             if self.dist is not None:
                 self._start_processes_alike()
@@ -255,18 +261,25 @@ class Trainer:
                                       f"--epochs {config.epochs} would train nothing, ask for more epochs")
 
     def _start_from(self, run_dir: str) -> None:
-        """``--init-from``: this fresh run's weights become those of ``run_dir``'s best checkpoint, whose
-        structure and sizes must be this run's (the ELBO, optimizer, schedule and data may differ)."""
-        source, source_config, checkpoint = load_trained_model(run_dir, which="best")
-        mismatched = [key for key in sorted(set(source.config()) | set(self.model.config()))
-                      if source.config().get(key) != self.model.config().get(key)]
-        if source_config.model != self.config.model:
-            mismatched.insert(0, "model")
+        """``--init-from``: this fresh run's weights become those of ``run_dir``'s best checkpoint. Its weights
+        (names and shapes) and its pixels (likelihood, network kind, image shape) must be this run's; settings
+        without weights may differ (the ELBO, a beta or gamma, the optimizer, schedule and data). Distributed,
+        rank 0 alone loads them and the start of the job hands them to the others."""
+        source, _, checkpoint = load_trained_model(run_dir, which="best")
+        theirs, ours = source.config(), self.model.config()
+        mismatched = [f"{key} {_setting(theirs.get(key))} against {_setting(ours.get(key))}"
+                      for key in ("likelihood", "net", "x_dim", "image_shape") if theirs.get(key) != ours.get(key)]
+        their_weights = {name: tuple(value.shape) for name, value in source.state_dict().items()}
+        our_weights = {name: tuple(value.shape) for name, value in self.model.state_dict().items()}
+        for name in sorted(set(their_weights) | set(our_weights)):
+            if their_weights.get(name) != our_weights.get(name):
+                mismatched.append(f"weight {name} {_shape(their_weights.get(name))} against "
+                                  f"{_shape(our_weights.get(name))}")
         if mismatched:
-            theirs = ", ".join(f"{key} {_setting(source.config(), source_config, key)}" for key in mismatched)
-            ours = ", ".join(f"{key} {_setting(self.model.config(), self.config, key)}" for key in mismatched)
-            raise PyroVAEError(f"--init-from {run_dir} holds a structure with {theirs}, but this run builds one with "
-                               f"{ours}; give the same structure options as that run")
+            more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+            raise PyroVAEError(f"--init-from {run_dir} holds another structure than this run builds: "
+                               f"{mismatched[0]}{more}; give the structure options of that run "
+                               f"(--model, --z-dim, --hidden-dims, ... as in its config.json)")
         self.model.load_state_dict(source.state_dict())
         self.log(f"starting from the weights of {describe_checkpoint(checkpoint)} of {run_dir}")
 

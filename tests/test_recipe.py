@@ -295,21 +295,25 @@ def test_init_from_starts_from_the_other_runs_best_weights_and_resumes_like_an_u
         assert torch.equal(a, b), name
 
 
-def test_init_from_refuses_another_structure_or_a_folder_without_a_run(tmp_path):
+def test_init_from_refuses_other_weights_or_a_folder_without_a_run_and_lets_a_beta_differ(tmp_path):
     quiet(tiny_config(epochs=1), tmp_path / "vae").fit()
     pyro.clear_param_store()
-    with pytest.raises(PyroVAEError, match=r"holds a structure with z_dim 2, but this run builds one with z_dim 3; "
-                                           r"give the same structure options"):
+    with pytest.raises(PyroVAEError, match=r"holds another structure than this run builds: weight \S+ \(\d+, 2\) "
+                                           r"against \(\d+, 3\) \(and \d+ more\); give the structure options"):
         quiet(tiny_config(z_dim=3, init_from=str(tmp_path / "vae")), tmp_path / "other")
-    with pytest.raises(PyroVAEError, match=r"holds a structure with model vae, beta \(none\), hidden_dims 32, but "
-                                           r"this run builds one with model beta-vae, beta 1.0, hidden_dims 16;"):
-        quiet(tiny_config(model="beta-vae", hidden_dims=[16], init_from=str(tmp_path / "vae")), tmp_path / "other")
+    with pytest.raises(PyroVAEError, match=r"weight decoder.net.0.bias \(32\) against \(16\) \(and 6 more\)"):
+        quiet(tiny_config(hidden_dims=[16], init_from=str(tmp_path / "vae")), tmp_path / "other")
     with pytest.raises(PyroVAEError, match=r"--init-from takes the run directory of an earlier 'pyro-vae train'; "
                                            r".*nowhere holds no checkpoint.pt"):
         quiet(tiny_config(init_from=str(tmp_path / "nowhere")), tmp_path / "other")
     with pytest.raises(PyroVAEError, match="drop --init-output-bias"):
         quiet(tiny_config(init_from=str(tmp_path / "vae"), init_output_bias=True), tmp_path / "other")
     assert not (tmp_path / "other").exists()
+    # a beta-VAE has the VAE's weights: fine-tuning the VAE at beta 4 starts from them
+    beta = quiet(tiny_config(model="beta-vae", model_options={"beta": 4.0}, init_from=str(tmp_path / "vae")),
+                 tmp_path / "beta")
+    best, _, _ = load_trained_model(tmp_path / "vae", which="best")
+    assert all(torch.equal(a, b) for a, b in zip(beta.model.state_dict().values(), best.state_dict().values()))
 
 
 def test_the_likelihood_curves_example_starts_a_fine_tuned_run_at_its_source_s_best_epoch(tmp_path, capsys):

@@ -109,11 +109,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--lr-step", type=int, metavar="EPOCHS",
                           help=f"epochs between the steps of --lr-schedule step (default: {d.lr_step})")
     training.add_argument("--lr-patience", type=int, metavar="EPOCHS",
-                          help=f"epochs without a better validation ELBO before --lr-schedule plateau lowers the rate "
+                          help=f"epochs without a better validation ELBO (IWAE bound with --elbo iwae) before "
+                               f"--lr-schedule plateau lowers the rate "
                                f"(default: {d.lr_patience})")
     training.add_argument("--adam-eps", type=float, help=f"Adam's epsilon; the IWAE paper used 1e-4 (default: {d.adam_eps:g})")
     training.add_argument("--patience", type=int, metavar="EPOCHS",
-                          help="early stopping: stop once the validation ELBO has not improved for this many epochs "
+                          help="early stopping: stop once the validation ELBO (IWAE bound with --elbo iwae) has not "
+                               "improved for this many epochs "
                                "(default: off; the best epoch's model is kept in best.pt either way)")
     training.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction, default=None,
                           help="start the decoder's output bias at the log-odds of the training pixels' means, so the "
@@ -146,6 +148,8 @@ def _given_options(args: argparse.Namespace) -> dict:
     dataset = given.get("dataset")
     if dataset is not None and is_dataset_path(dataset) and Path(dataset).exists():
         given["dataset"] = str(Path(dataset).resolve())  # so that evaluate and sample find it from anywhere
+    if given.get("init_from") is not None and Path(given["init_from"]).exists():
+        given["init_from"] = str(Path(given["init_from"]).resolve())  # the record says where the weights came from
     options = dict(args.model_option or [])
     if args.beta is not None:
         options["beta"] = args.beta
@@ -499,7 +503,8 @@ def _add_dci_trees_option(parser: argparse.ArgumentParser) -> None:
 def _add_trained_run_options(parser: argparse.ArgumentParser, seed_help: str) -> None:
     """--checkpoint, --device and --seed of the commands that use a trained run."""
     parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="best",
-                        help=f"which model of the run: the epoch with the highest validation ELBO ({BEST_CHECKPOINT}) "
+                        help=f"which model of the run: the epoch with the highest validation ELBO, or IWAE bound for "
+                             f"--elbo iwae ({BEST_CHECKPOINT}) "
                              f"or the last epoch trained ({CHECKPOINT}); runs without {BEST_CHECKPOINT} use the last")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pyro_vae.config import selection_key  # noqa: E402
 from pyro_vae.plots.training import save_figure  # noqa: E402
 
 
@@ -36,8 +37,10 @@ def curves(results: Path) -> dict[str, dict]:
             init_from = json.loads(config_path.read_text()).get("init_from")
             source = results / f"{Path(init_from).name}-metrics.jsonl" if init_from else None
             if source is not None and source.is_file():  # start where the run it came from had its best epoch
-                offset = max(read_rows(source), key=lambda row: row["valid_elbo"])["epoch"]
-        key = "valid_bound" if all("valid_bound" in row for row in rows) else "valid_elbo"
+                source_rows = read_rows(source)
+                source_key = selection_key(source_rows)
+                offset = max(source_rows, key=lambda row: row[source_key])["epoch"]
+        key = selection_key(rows)
         found[name] = {"epochs": [offset + row["epoch"] for row in rows], "key": key, "rows": rows}
     return found
 

@@ -22,7 +22,7 @@ from pyro_vae.config import selection_key, selection_name
 from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, load_dataset, num_batches,
                            redraw, semi_supervised, semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
-from pyro_vae.evaluation import elbo_per_datapoint, log_likelihood_iwae
+from pyro_vae.evaluation import elbo_per_datapoint, negative_log_likelihood
 from pyro_vae.files import (FileSystemError, atomic_write, load_checkpoint_file, locked_run_dir,  # noqa: F401
                             os_error_sentence, run_lock, save_checkpoint, write_csv, write_json,
                             write_text)
@@ -586,30 +586,26 @@ class Trainer:
         combined."""
         # TraceEnum_ELBO where sites are marked for enumeration, so their sums are exact, not sampled
         elbo = "meanfield" if self.config.elbo == "meanfield" else "enum" if self.sites.enumerated else "trace"
-        batches = list(self.batches(split))
-        if self.dist is not None:
-            batches = batches[self.dist.rank::self.dist.world_size]
-        count = sum(batch[0].shape[0] for batch in batches)
-        mean = elbo_per_datapoint(self.model.model, self.model.guide, batches, elbo=elbo,
-                                  plate_nesting=self.max_plate_nesting) if batches else 0.0
-        if self.dist is None:
-            return mean
-        total, count = self.dist.sum(mean * count, count)
-        return total / count
+        return self._per_image(split, lambda batches: elbo_per_datapoint(
+            self.model.model, self.model.guide, batches, elbo=elbo, plate_nesting=self.max_plate_nesting))
 
     def validation_bound(self) -> float:
         """The IWAE bound per image of the validation images with the training K (``num_particles``): what
         ``--elbo iwae`` maximises, so what picks its best epoch. Distributed, as :meth:`validation_elbo`."""
-        batches = list(self.batches("valid"))
+        return self._per_image("valid", lambda batches: -negative_log_likelihood(
+            self.model.model, self.model.guide, batches, num_samples=self.config.num_particles))
+
+    def _per_image(self, split: str, mean_of: Callable[[list], float]) -> float:
+        """``mean_of(batches)``, a mean per image, over the batches of ``split``; distributed, each process takes
+        every N-th batch and the sums are combined."""
+        batches = list(self.batches(split))
         if self.dist is not None:
             batches = batches[self.dist.rank::self.dist.world_size]
-        count = sum(batch[0].shape[0] for batch in batches)
-        with torch.no_grad():
-            total = sum(float(log_likelihood_iwae(self.model.model, self.model.guide, batch,
-                                                  num_samples=self.config.num_particles).sum()) for batch in batches)
+        mean = mean_of(batches) if batches else 0.0
         if self.dist is None:
-            return total / count
-        total, count = self.dist.sum(total, count)
+            return mean
+        count = sum(batch[0].shape[0] for batch in batches)
+        total, count = self.dist.sum(mean * count, count)
         return total / count
 
     def fit(self) -> list[dict]:

@@ -124,7 +124,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--init-from", metavar="RUN_DIR",
                           help="start from the weights of another run's best checkpoint (its last where it has no "
                                "best.pt) instead of a fresh initialisation, e.g. to fine-tune a VAE with --elbo iwae; "
-                               "the structure and its sizes must match; the optimizer starts afresh (default: off)")
+                               "its weights (names, shapes) and pixels must match this run's, while the ELBO, a beta "
+                               "or gamma may differ; the optimizer starts afresh (default: off)")
     training.add_argument("--clip-norm", type=float, help=f"gradient clipping for clipped-adam (default: {d.clip_norm})")
     training.add_argument("--batch-size", type=int, help=f"images per SVI step (default: {d.batch_size})")
     training.add_argument("--epochs", type=int, help=f"total epochs; with --resume, train up to this many "

@@ -90,19 +90,19 @@ _show_warning = warnings.showwarning
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         code = _main(argv)
-    except BaseException:  # an error no sentence foresaw; a process whose group broke must still end at once
-        if not _group_broke():
+    except BaseException:  # an error no sentence foresaw; a process of a distributed job must still end at once
+        if not _in_a_job():
             raise
         traceback.print_exc()
         code = 1
-    if _group_broke():  # a process of a distributed job whose process group broke ends at once, with its status
+    if _in_a_job():  # a process of a distributed job ends at once, with its status (not through gloo's destructors)
         sys.modules["pyro_vae.distributed"].exit_process(code)
     return code
 
 
-def _group_broke() -> bool:
+def _in_a_job() -> bool:
     distributed = sys.modules.get("pyro_vae.distributed")  # imported (with torch) only by commands that train
-    return distributed is not None and distributed.abandoned()
+    return distributed is not None and distributed.joined()
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:

@@ -76,10 +76,12 @@ def test_the_bernoulli_likelihood_refuses_non_binary_data(vae):
 def test_check_images_refuses_nan_and_inf():
     from pyro_vae.data import check_images
 
-    for value in (float("nan"), float("inf")):
+    for value in (float("nan"), float("inf"), float("-inf")):
         images = torch.zeros(4, 784)
         images[1, 3] = value
         with pytest.raises(InvalidDataError, match="NaN or Inf"):
             check_images(images)
-    with pytest.raises(InvalidDataError, match="outside"):
-        check_images(torch.full((2, 784), 2.0))
+    for value in (2.0, -0.5):
+        with pytest.raises(InvalidDataError, match="outside"):
+            check_images(torch.full((2, 784), value))
+    check_images(torch.tensor([[0.0, 1.0] * 392, [0.5] * 784]))  # the ends of [0, 1] and between: accepted

@@ -49,14 +49,17 @@ def test_elbo_is_finite_and_importance_sampling_bounds_it(structure, batch):
 
 def test_the_jit_compiled_elbo_agrees_with_trace_elbo_at_another_batch_size(structure, batch):
     """Training compiles every built-in structure's ELBO by default: traced on 50 images, it must give the
-    plain Trace_ELBO's value on 7 (the last, smaller batch of an epoch) on average."""
+    plain Trace_ELBO's value on 7 (the last, smaller batch of an epoch) on average. (The compiled graph draws
+    its noise otherwise, so the same seed gives other draws: measured, relative differences of 1e-4 to 8e-3.)
+    100 draws each: a batch size or a constant baked into the graph moves the mean by far more than 4 standard
+    errors (0.04% to 0.3% of the loss here)."""
     jit = make_elbo("trace", jit=True)
     jit.loss_and_grads(structure.model, structure.guide, batch, *conditioning_for(structure, 50))
     small = (batch[:7], *conditioning_for(structure, 7))
     torch.manual_seed(0)
-    compiled = torch.tensor([jit.loss_and_grads(structure.model, structure.guide, *small) for _ in range(300)])
-    plain = torch.tensor([make_elbo("trace").loss(structure.model, structure.guide, *small) for _ in range(300)])
-    standard_error = (compiled.var() / 300 + plain.var() / 300).sqrt()
+    compiled = torch.tensor([jit.loss_and_grads(structure.model, structure.guide, *small) for _ in range(100)])
+    plain = torch.tensor([make_elbo("trace").loss(structure.model, structure.guide, *small) for _ in range(100)])
+    standard_error = (compiled.var() / 100 + plain.var() / 100).sqrt()
     assert abs(compiled.mean() - plain.mean()) < 4 * standard_error
 
 
@@ -199,8 +202,9 @@ def test_the_jit_compiled_enumerated_elbo_agrees_with_trace_enum_elbo_at_another
     small = batch[:7]
     plain = make_elbo("enum", max_plate_nesting=1)
     torch.manual_seed(0)
-    compiled = torch.tensor([jit.loss_and_grads(structure.model, structure.guide, small) for _ in range(100)])
-    eager = torch.tensor([plain.loss(structure.model, structure.guide, small) for _ in range(100)])
+    draws = 1 if name == "bernoulli-mixture" else 100  # nothing is drawn there: one evaluation is the value
+    compiled = torch.tensor([jit.loss_and_grads(structure.model, structure.guide, small) for _ in range(draws)])
+    eager = torch.tensor([plain.loss(structure.model, structure.guide, small) for _ in range(draws)])
     if name == "bernoulli-mixture":
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=0)
     else:

@@ -15,7 +15,9 @@ from pyro_vae.errors import PyroVAEError
 #: 4% slower than TraceEnum_ELBO on the default GMVAE (benchmarks/gmvae_enum_vs_pytorch.py), its compiled
 #: backward doing more than the Python it saves; it pays only on small networks (--jit).
 #: IWAE is: JIT-compiled 1.06x a hand-written IWAE loop, eager 1.23x (K = 5, idle machine, svi_vs_pytorch.py).
-JIT_BY_DEFAULT = ("trace", "iwae")
+#: Meanfield is since its compiled loss is built once (inference.elbos.CompiledOnceMeanField_ELBO: Pyro's own
+#: rebuilt it every step, 5-7x slower than eager).
+JIT_BY_DEFAULT = ("trace", "meanfield", "iwae")
 
 
 @dataclass
@@ -142,11 +144,11 @@ class TrainConfig:
     def uses_jit(self) -> bool:
         """Whether training compiles the ELBO with Pyro's JIT (``JitTrace_ELBO``): ``jit`` when it is set.
 
-        Left unset, JIT is on for the built-in structures with ``--elbo trace``: the same estimator
-        without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py``). It stays off for
-        structures loaded from a file, whose Python control flow a trace would freeze, and for the other
-        ELBOs, whose JIT versions were slower than the plain ones on the default networks here
-        (``benchmarks/gmvae_enum_vs_pytorch.py`` for enum).
+        Left unset, JIT is on for the built-in structures with ``--elbo trace``, ``meanfield`` and ``iwae``:
+        the same estimator without Pyro's Python work on every step (see ``benchmarks/svi_vs_pytorch.py``). It
+        stays off for structures loaded from a file, whose Python control flow a trace would freeze, and for
+        the score-function and enumerated ELBOs, whose JIT versions were slower than the plain ones on the
+        default networks here (``benchmarks/gmvae_enum_vs_pytorch.py`` for enum).
         """
         if self.jit is not None:
             return self.jit

@@ -86,8 +86,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                                "trained on it ('neural', Mnih & Gregor 2014) (default: none)")
     training.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                           help="compile the ELBO with Pyro's JIT (JitTrace_ELBO, JitTraceEnum_ELBO, ...): the same "
-                               "estimator with less Python per step. Default: on for the built-in structures with --elbo iwae and "
-                               "--elbo trace; off for your own structures (a trace freezes Python control flow) and "
+                               "estimator with less Python per step. Default: on for the built-in structures with --elbo trace, "
+                               "meanfield and iwae; off for your own structures (a trace freezes Python control flow) and "
                                "for the other ELBOs (slower compiled on the default networks here; enum gains on "
                                "small networks)")
     training.add_argument("--validate-every-step", action="store_true", default=None,

@@ -11,10 +11,26 @@ from pyro_vae.catalog import ELBO_HELP, ELBO_NAMES, check_registry  # noqa: F401
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.iwae import IWAE_ELBO
 
+
+class CompiledOnceMeanField_ELBO(JitTraceMeanField_ELBO):
+    """Pyro's ``JitTraceMeanField_ELBO``, compiled once instead of at every step.
+
+    Pyro 1.9.2's ``differentiable_loss`` builds its compiled loss when ``self._loss_and_surrogate_loss`` is None
+    but stores it as ``self._differentiable_loss``, so every call builds a new one and traces the model and guide
+    again: a step of the default VAE took 29 ms against TraceMeanField_ELBO's 6.6 ms. Setting the attribute Pyro
+    looks for after the first call lets it reuse the compiled loss (harmless should Pyro look for the right one).
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = super().differentiable_loss(model, guide, *args, **kwargs)
+        self._loss_and_surrogate_loss = self._differentiable_loss
+        return loss
+
+
 #: name -> (plain class, JIT-compiled class)
 ELBOS = {
     "trace": (Trace_ELBO, JitTrace_ELBO),  # Monte Carlo KL: log p(z) - log q(z) at the sampled z
-    "meanfield": (TraceMeanField_ELBO, JitTraceMeanField_ELBO),  # analytic KL where Pyro knows it
+    "meanfield": (TraceMeanField_ELBO, CompiledOnceMeanField_ELBO),  # analytic KL where Pyro knows it
     "enum": (TraceEnum_ELBO, JitTraceEnum_ELBO),  # sites marked for enumeration summed out exactly
     "tracegraph": (TraceGraph_ELBO, JitTraceGraph_ELBO),  # score function, Rao-Blackwellized, with baselines
     "iwae": (IWAE_ELBO, IWAE_ELBO),  # importance-weighted bound with K = num_particles; IWAE_ELBO(jit=True) compiles

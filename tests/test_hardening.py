@@ -22,7 +22,7 @@ import torch
 
 from conftest import TINY, assert_one_sentence_error, run_cli
 from pyro_vae.errors import CheckpointError
-from pyro_vae.files import UncheckedCheckpointWarning, read_checkpoint_payload, run_lock, save_checkpoint
+from pyro_vae.files import UncheckedCheckpointWarning, read_checkpoint_payload, save_checkpoint
 from pyro_vae.training import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent

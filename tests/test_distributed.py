@@ -31,7 +31,7 @@ WORKER = textwrap.dedent('''
                           distributed=distributed)
     except Exception as err:
         print(f"ERROR {type(err).__name__}: {err}", flush=True)
-        sys.exit(2)
+        sys.exit(exit_process(2))
     if fault is not None and distributed is not None and distributed.rank == 1:
         what, at_step = fault
         steps = trainer.run_steps
@@ -86,16 +86,26 @@ def _run(tmp_path: Path, options: dict, run_dir: Path, out: str, *, processes: i
                                        "resume" if resume else "fresh", str(tmp_path / out)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=timeout)
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    finally:  # a process still running here (a timeout) must not outlive the test
+        for proc in procs:
+            proc.kill()
     return results
 
 
 def _train_here(options: dict, run_dir: Path, *, resume: bool = False) -> Trainer:
-    """One process, no process group: this test's own process (no start-up or imports to pay again)."""
-    trainer = Trainer(TrainConfig(**options), run_dir, resume=resume, progress=False, log=lambda line: None)
-    trainer.fit()
+    """One process, no process group: this test's own process (no start-up or imports to pay again), on one
+    thread as the spawned processes run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(TrainConfig(**options), run_dir, resume=resume, progress=False, log=lambda line: None)
+        trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
     return trainer
 
 
@@ -250,7 +260,11 @@ def test_the_command_line_trains_on_two_processes_and_each_ends_with_its_status_
                                               "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
                                               "WORLD_SIZE": "2"})
              for rank in range(2)]
-    (out0, err0), (out1, err1) = (proc.communicate(timeout=240) for proc in procs)
+    try:
+        (out0, err0), (out1, err1) = (proc.communicate(timeout=240) for proc in procs)
+    finally:
+        for proc in procs:
+            proc.kill()
     assert [proc.returncode for proc in procs] == [0, 0], out0 + err0 + out1 + err1
     assert "with JitTrace_ELBO, 2 processes (gloo) into" in out0 and "test NLL (K=100)" in out0
     assert out1 == ""

@@ -40,13 +40,15 @@ def test_checkpoint_loads_weights_only_and_holds_everything_to_resume(tmp_path):
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    whole = Trainer(tiny_config(epochs=3), tmp_path / "whole", progress=False, log=lambda _: None)
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])  # both JIT-compiled by default, traced again on resume
+def test_resumed_run_equals_uninterrupted_run(tmp_path, elbo):
+    whole = Trainer(tiny_config(epochs=3, elbo=elbo), tmp_path / "whole", progress=False, log=lambda _: None)
     whole.fit()
     pyro.clear_param_store()
-    Trainer(tiny_config(epochs=1), tmp_path / "split", progress=False, log=lambda _: None).fit()
+    Trainer(tiny_config(epochs=1, elbo=elbo), tmp_path / "split", progress=False, log=lambda _: None).fit()
     pyro.clear_param_store()
-    resumed = Trainer(tiny_config(epochs=3), tmp_path / "split", resume=True, progress=False, log=lambda _: None)
+    resumed = Trainer(tiny_config(epochs=3, elbo=elbo), tmp_path / "split", resume=True, progress=False,
+                      log=lambda _: None)
     assert resumed.epoch == 1
     resumed.fit()
     for (name, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):

@@ -88,6 +88,9 @@ _show_warning = warnings.showwarning
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; returns its exit status. In a process of a distributed job (torchrun) it does not
+    return: the process ends there with that status, its output flushed, without the interpreter's exit and its
+    atexit handlers (:func:`pyro_vae.distributed.exit_process`)."""
     try:
         code = _main(argv)
     except BaseException:  # an error no sentence foresaw; a process of a distributed job must still end at once

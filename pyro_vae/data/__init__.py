@@ -123,7 +123,7 @@ def check_images(images: torch.Tensor, what: str = "data", image_shape: tuple = 
                                f"{' x '.join(map(str, image_shape))} images")
     if len(images) == 0:
         raise InvalidDataError(f"{what} is empty")
-    if not ((images >= 0) & (images <= 1)).all():  # one pass; NaN and +-Inf fail it too, and are named below
+    if not ((images >= 0) & (images <= 1)).all():  # NaN and +-Inf fail it too, and are named below
         if not torch.isfinite(images).all():
             raise InvalidDataError(f"{what} contains NaN or Inf values; clean the data before training")
         raise InvalidDataError(f"{what} has values outside [0, 1]; scale pixel intensities to [0, 1]")

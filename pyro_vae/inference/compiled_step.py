@@ -1,4 +1,4 @@
-"""An SVI step of a compiled ``JitTrace_ELBO`` without Pyro's per-step parameter lookups.
+"""An SVI step of a compiled ``JitTrace_ELBO`` (or meanfield ELBO) without Pyro's per-step parameter lookups.
 
 ``SVI.step`` with ``JitTrace_ELBO`` runs the compiled graph, but around it looks every parameter up in the
 param store through Pyro's effect handlers twice a step: once to hand the graph its inputs
@@ -8,11 +8,13 @@ the training loop above hand-written PyTorch (``benchmarks/svi_vs_pytorch.py``).
 the graph, its inputs are the same parameter tensors step after step, so :class:`CompiledStep` looks them
 up once and then does what ``SVI.step`` does, in the same order: the graph's loss and surrogate loss, the
 surrogate's backward pass, one optimizer step over the same parameters. The parameters after any number
-of steps are bit for bit those of ``SVI.step`` (``tests/test_compiled_step.py``).
+of steps are bit for bit those of ``SVI.step`` (``tests/test_compiled_step.py``). The compiled meanfield ELBO
+(:class:`~pyro_vae.inference.elbos.CompiledOnceMeanField_ELBO`) gets the same step: its graph returns one
+differentiable loss, whose backward pass its ``loss_and_grads`` takes.
 
-It leans on two attributes of Pyro's JIT that are not public API (``JitTrace_ELBO._loss_and_surrogate_loss``
-and the compiled function's ``_param_names``); where they are missing, :meth:`CompiledStep.of` returns
-None and training goes through ``SVI.step`` as before.
+It leans on two attributes of Pyro's JIT that are not public API (``JitTrace_ELBO._loss_and_surrogate_loss``,
+``JitTraceMeanField_ELBO._differentiable_loss``, and the compiled function's ``_param_names``); where they
+are missing, :meth:`CompiledStep.of` returns None and training goes through ``SVI.step`` as before.
 """
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ class CompiledStep:
     parameter cannot leave the step training stale tensors.
     """
 
-    def __init__(self, graphs: dict[int, Callable], names: list[str], optimizer: Callable):
+    def __init__(self, graphs: dict[int, Callable], names: list[str], optimizer: Callable, *,
+                 surrogate: bool = True):
         self.graphs, self.names, self.optimizer = graphs, names, optimizer
+        self.surrogate = surrogate  # the graph returns (loss, surrogate loss), else one differentiable loss
         self.params: list[torch.Tensor] = []
         self.param_set: frozenset = frozenset()
 
@@ -41,9 +45,14 @@ class CompiledStep:
     def of(cls, elbo, optimizer: Callable) -> Optional["CompiledStep"]:
         """The fast step for ``elbo`` once Pyro has compiled it, or None (another ELBO, nothing compiled yet,
         or a Pyro whose JIT keeps its graphs elsewhere)."""
-        if type(elbo) is not JitTrace_ELBO:
+        from pyro_vae.inference.elbos import CompiledOnceMeanField_ELBO  # (elbos does not import this module)
+
+        if type(elbo) is JitTrace_ELBO:
+            compiled, surrogate = getattr(elbo, "_loss_and_surrogate_loss", None), True
+        elif type(elbo) is CompiledOnceMeanField_ELBO:
+            compiled, surrogate = getattr(elbo, "_differentiable_loss", None), False
+        else:
             return None
-        compiled = getattr(elbo, "_loss_and_surrogate_loss", None)
         graphs, names = getattr(compiled, "compiled", None), getattr(compiled, "_param_names", None)
         if not isinstance(graphs, dict) or not graphs or not isinstance(names, list):
             return None
@@ -55,7 +64,7 @@ class CompiledStep:
             if count in by_count:
                 return None
             by_count[count] = graph
-        return cls(by_count, list(names), optimizer)
+        return cls(by_count, list(names), optimizer, surrogate=surrogate)
 
     def _look_up_parameters(self) -> None:
         store = pyro.get_param_store()
@@ -73,7 +82,11 @@ class CompiledStep:
             return None
         if not self._parameters_current():
             self._look_up_parameters()
-        loss, surrogate_loss = graph(*self.params, *args)
-        surrogate_loss.backward()
+        if self.surrogate:
+            loss, surrogate_loss = graph(*self.params, *args)
+            surrogate_loss.backward()
+        else:
+            loss = graph(*self.params, *args)
+            loss.backward()
         self.optimizer(self.param_set)
         return loss.item()

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_vae.config import selection_key  # noqa: E402
+from pyro_vae.config import best_row, selection_key  # noqa: E402
 from pyro_vae.plots.training import save_figure  # noqa: E402
 
 
@@ -37,9 +37,7 @@ def curves(results: Path) -> dict[str, dict]:
             init_from = json.loads(config_path.read_text()).get("init_from")
             source = results / f"{Path(init_from).name}-metrics.jsonl" if init_from else None
             if source is not None and source.is_file():  # start where the run it came from had its best epoch
-                source_rows = read_rows(source)
-                source_key = selection_key(source_rows)
-                offset = max(source_rows, key=lambda row: row[source_key])["epoch"]
+                offset = best_row(read_rows(source))["epoch"]
         key = selection_key(rows)
         found[name] = {"epochs": [offset + row["epoch"] for row in rows], "key": key, "rows": rows}
     return found
@@ -59,7 +57,7 @@ def main(argv=None) -> None:
         values = [-row[key] for row in rows]
         label = f"{name}: -{'IWAE bound' if key == 'valid_bound' else 'ELBO'}"
         (line,) = ax.plot(epochs, values, "-", lw=1.2, label=label)
-        best = min(range(len(values)), key=values.__getitem__)
+        best = rows.index(best_row(rows))
         ax.plot(epochs[best], values[best], "o", color=line.get_color())
         if key == "valid_bound":
             ax.plot(epochs, [-row["valid_elbo"] for row in rows], ":", color=line.get_color(), lw=1,

@@ -174,6 +174,14 @@ def selection_key(history: Sequence[dict]) -> str:
     return "valid_bound" if history and all("valid_bound" in row for row in history) else "valid_elbo"
 
 
+def best_row(history: Sequence[dict]) -> Optional[dict]:
+    """The metrics row of the epoch with the highest finite :func:`selection_key` value (the first of equals), or
+    None before any."""
+    key = selection_key(history)
+    rows = [row for row in history if math.isfinite(row[key])]
+    return max(rows, key=lambda row: row[key]) if rows else None
+
+
 def selection_name(key: str, num_particles: int) -> str:
     """The metric of :func:`selection_key` in words."""
     return f"validation IWAE bound (K={num_particles})" if key == "valid_bound" else "validation ELBO"

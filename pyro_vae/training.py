@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from pyro_vae.catalog import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, CONFIG, METRICS,  # noqa: F401
                               OPTIMIZER_NAMES, check_registry)
 from pyro_vae.config import JIT_BY_DEFAULT, MAX_SEED, TrainConfig, check_seed  # noqa: F401 (re-exported)
-from pyro_vae.config import selection_key, selection_name
+from pyro_vae.config import best_row, selection_key, selection_name
 from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, load_dataset, num_batches,
                            redraw, semi_supervised, semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
@@ -504,9 +504,7 @@ class Trainer:
     def best_epoch(self) -> Optional[dict]:
         """The metrics row of the epoch with the highest validation ELBO so far (the first of equals); with
         ``--elbo iwae``, the highest validation IWAE bound (:func:`pyro_vae.config.selection_key`)."""
-        key = selection_key(self.history)
-        rows = [row for row in self.history if math.isfinite(row[key])]
-        return max(rows, key=lambda row: row[key]) if rows else None
+        return best_row(self.history)
 
     def selection(self) -> tuple[str, str]:
         """The metrics key that picks the best epoch, and its name in words."""

@@ -361,9 +361,10 @@ def load_dataset(
     else:
         dataset = load_path(name, image_size=image_size, seed=seed)
     for split_name in ("train", "valid", "test"):
-        split = dataset.split(split_name).subset(subset)
-        # the images kept, checked (with --subset the others are never read: a quick run checks no more)
-        check_images(split.images, f"the {split_name} split of {dataset.name}", dataset.image_shape)
+        setattr(dataset, split_name, dataset.split(split_name).subset(subset))
+    check_dataset(dataset)  # the images kept (with --subset the others are never read: a quick run checks no more)
+    for split_name in ("train", "valid", "test"):
+        split = dataset.split(split_name)
         # Dynamic binarization re-samples training batches; valid and test are sampled once, so that
         # every evaluation sees the same binary images.
         if binarize == "static" or (binarize == "dynamic" and split_name != "train"):

@@ -24,6 +24,7 @@ import pyro
 import torch
 from pyro.infer import JitTrace_ELBO
 
+from pyro_vae.inference.elbos import CompiledOnceMeanField_ELBO
 
 class CompiledStep:
     """``step(*args)``: one SVI step on the graphs Pyro compiled for ``elbo``; None for arguments it has no
@@ -45,8 +46,6 @@ class CompiledStep:
     def of(cls, elbo, optimizer: Callable) -> Optional["CompiledStep"]:
         """The fast step for ``elbo`` once Pyro has compiled it, or None (another ELBO, nothing compiled yet,
         or a Pyro whose JIT keeps its graphs elsewhere)."""
-        from pyro_vae.inference.elbos import CompiledOnceMeanField_ELBO  # (elbos does not import this module)
-
         if type(elbo) is JitTrace_ELBO:
             compiled, surrogate = getattr(elbo, "_loss_and_surrogate_loss", None), True
         elif type(elbo) is CompiledOnceMeanField_ELBO:

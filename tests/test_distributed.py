@@ -32,7 +32,7 @@ WORKER = textwrap.dedent('''
     except Exception as err:
         print(f"ERROR {type(err).__name__}: {err}", flush=True)
         sys.exit(exit_process(2))
-    if fault is not None and distributed is not None and distributed.rank == 1:
+    if fault is not None and distributed.rank == 1:
         what, at_step = fault
         steps = trainer.run_steps
         def faulty(batches, **kwargs):
@@ -52,12 +52,10 @@ WORKER = textwrap.dedent('''
     except Exception as err:
         print(f"ERROR {type(err).__name__}: {err}", flush=True)
         sys.exit(exit_process(2))  # as the command line ends: at once where the process group broke
-    rank = 0 if distributed is None else distributed.rank
-    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{out}-rank{rank}.pt")
-    with open(f"{out}-rank{rank}.json", "w") as f:
+    torch.save({k: v.clone() for k, v in trainer.model.state_dict().items()}, f"{out}-rank{distributed.rank}.pt")
+    with open(f"{out}-rank{distributed.rank}.json", "w") as f:
         json.dump(history, f)
-    if distributed is not None:
-        distributed.close()
+    distributed.close()
     sys.exit(exit_process(0))  # as the command line ends
 ''')
 
@@ -70,21 +68,23 @@ def _free_port() -> int:
 
 def _run(tmp_path: Path, options: dict, run_dir: Path, out: str, *, processes: int, resume: bool = False,
          timeout: float = 240, extra_env: dict | None = None) -> list[subprocess.CompletedProcess]:
-    """Train with ``processes`` processes (1: no process group at all); returns each process's result."""
+    """Train with the worker above in a job of ``processes`` processes; returns each process's result."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
+    return _job([sys.executable, str(worker), json.dumps(options), str(run_dir), "resume" if resume else "fresh",
+                 str(tmp_path / out)], processes=processes, timeout=timeout, extra_env=extra_env)
+
+
+def _job(command: list[str], *, processes: int, timeout: float = 240,
+         extra_env: dict | None = None) -> list[subprocess.CompletedProcess]:
+    """``command`` run as ``processes`` processes of one job on the loopback, with the environment torchrun
+    gives them; returns each process's result, in rank order."""
     port = _free_port()
     procs = []
     for rank in range(processes):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
-        if processes > 1:
-            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                       WORLD_SIZE=str(processes))
-        else:
-            env.pop("WORLD_SIZE", None)
-        procs.append(subprocess.Popen([sys.executable, str(worker), json.dumps(options), str(run_dir),
-                                       "resume" if resume else "fresh", str(tmp_path / out)],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {}), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)}
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     try:
         for proc in procs:
@@ -252,20 +252,12 @@ def test_the_command_line_trains_on_two_processes_and_each_ends_with_its_status_
     """``torchrun --nproc-per-node 2 -m pyro_vae train``, as torchrun starts it: rank 0 says what it trains,
     writes the run and evaluates; rank 1 trains its shards and prints nothing. Both end with status 0 without
     the interpreter's exit (gloo's destructors aborted a process of a job that had gone well, once in CI)."""
-    port, run_dir = _free_port(), tmp_path / "run"
+    run_dir = tmp_path / "run"
     argv = ["train", "--subset", "200", "--hidden-dims", "16", "--z-dim", "3", "--batch-size", "40", "--epochs", "1",
             "--no-progress", "--run-dir", str(run_dir)]
-    procs = [subprocess.Popen([sys.executable, "-c", CLI_PROCESS, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
-                                              "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
-                                              "WORLD_SIZE": "2"})
-             for rank in range(2)]
-    try:
-        (out0, err0), (out1, err1) = (proc.communicate(timeout=240) for proc in procs)
-    finally:
-        for proc in procs:
-            proc.kill()
-    assert [proc.returncode for proc in procs] == [0, 0], out0 + err0 + out1 + err1
+    first, second = _job([sys.executable, "-c", CLI_PROCESS, *argv], processes=2)
+    (out0, err0), (out1, err1) = (first.stdout, first.stderr), (second.stdout, second.stderr)
+    assert [first.returncode, second.returncode] == [0, 0], out0 + err0 + out1 + err1
     assert "with JitTrace_ELBO, 2 processes (gloo) into" in out0 and "test NLL (K=100)" in out0
     assert out1 == ""
     assert "the interpreter's exit ran" not in out0 + out1

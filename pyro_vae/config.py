@@ -48,6 +48,7 @@ class TrainConfig:
     lr_step: int = 100  # epochs between steps of --lr-schedule step
     lr_patience: int = 10  # epochs without improvement before --lr-schedule plateau lowers the rate
     adam_eps: float = 1e-8
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam's (beta1, beta2); Pyro's M2 uses 0.95, 0.999
     patience: Optional[int] = None  # early stopping: epochs without a better validation ELBO; None: off
     # decoder output bias = logit of the training pixels' means on a fresh run; off by default: it cost 5 to 7 nats
     # of validation ELBO after 10 epochs of the default VAE (README, "The training recipe")
@@ -62,6 +63,11 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)
     kl_warmup: int = 0
     num_labelled: Optional[int] = None  # semi-supervised structures: labelled training images
+    # semi-supervised: a labelled batch after every K unlabelled ones, the labelled images cycled; None: each labelled
+    # image once an epoch, its batches spread among the others (Pyro's M2 example)
+    labelled_every: Optional[int] = None
+    # what picks the best epoch (SELECT_BY); None: "accuracy" for semi-supervised runs, else "elbo" (set at the start)
+    select_by: Optional[str] = None
 
     #: fields that may change when a run is resumed; every other field must match the checkpoint
     RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir", "jit", "validate_every_step", "patience")
@@ -74,6 +80,9 @@ class TrainConfig:
         for name, option in (("lr", "--lr (the learning rate)"), ("adam_eps", "--adam-eps"),
                              ("clip_norm", "--clip-norm")):
             check_positive_finite(getattr(self, name), option)
+        if len(self.adam_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.adam_betas):
+            raise PyroVAEError(f"--adam-betas takes two numbers in [0, 1), beta1,beta2 (e.g. 0.95,0.999), got "
+                               f"{','.join(map(str, self.adam_betas))}")
         if self.subset is not None and self.subset < 1:
             raise PyroVAEError(f"--subset must be a positive number of images, got {self.subset}")
         if is_dataset_path(self.dataset) and not Path(self.dataset).exists():
@@ -116,6 +125,16 @@ class TrainConfig:
             raise PyroVAEError(f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)}")
         if self.num_labelled is not None and self.num_labelled < 1:
             raise PyroVAEError(f"--num-labelled must be a positive number of images, got {self.num_labelled}")
+        if self.labelled_every is not None:
+            if self.num_labelled is None:
+                raise PyroVAEError("--labelled-every sets how often semi-supervised runs (--num-labelled N) see a "
+                                   "labelled batch; drop it")
+            check_positive(self.labelled_every, "--labelled-every")
+        if self.select_by is not None and self.select_by not in SELECT_BY:
+            raise PyroVAEError(f"unknown --select-by {self.select_by!r}; choose one of {', '.join(SELECT_BY)}")
+        if self.select_by == "accuracy" and self.num_labelled is None:
+            raise PyroVAEError("--select-by accuracy picks the epoch that classifies labelled validation images best, "
+                               "for semi-supervised runs (--num-labelled N); drop it or use --select-by elbo")
         check_schedule(self.lr_schedule, self.lr_gamma, self.lr_step, self.lr_patience)
         if self.patience is not None and self.patience < 1:
             raise PyroVAEError(f"--patience is a number of epochs and must be positive, got {self.patience}")
@@ -127,7 +146,7 @@ class TrainConfig:
         """The learning rate of ``epoch`` (1-based) given the metrics of the epochs before it."""
         from pyro_vae.inference.schedules import learning_rate
 
-        key = selection_key(history)
+        key = selection_key(history, self.select_by)
         return learning_rate(self.lr_schedule, self.lr, epoch, gamma=self.lr_gamma, step=self.lr_step,
                              patience=self.lr_patience, valid_elbos=[row[key] for row in history])
 
@@ -166,25 +185,36 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def selection_key(history: Sequence[dict]) -> str:
-    """The metric that picks the best epoch, stops early and drives the plateau schedule: the validation value
-    of the bound being trained. ``"valid_bound"`` (the IWAE bound with the training K, which IWAE training
-    raises while it may lower the ELBO) where every epoch recorded it, else ``"valid_elbo"`` (ELBO training,
-    and IWAE runs begun before the bound was recorded, which keep choosing by the ELBO)."""
+#: what picks a run's best epoch (``--select-by``): "elbo", the validation value of the bound being trained, or
+#: "accuracy", the classification accuracy on labelled validation images (semi-supervised structures' default)
+SELECT_BY = ("elbo", "accuracy")
+
+
+def selection_key(history: Sequence[dict], select_by: Optional[str] = "elbo") -> str:
+    """The metric that picks the best epoch, stops early and drives the plateau schedule.
+
+    With ``select_by="accuracy"``: ``"valid_accuracy"``, the classification accuracy on labelled validation images,
+    where every epoch recorded it. Otherwise the validation value of the bound being trained: ``"valid_bound"``
+    (the IWAE bound with the training K, which IWAE training raises while it may lower the ELBO) where every epoch
+    recorded it, else ``"valid_elbo"`` (ELBO training, and IWAE runs begun before the bound was recorded, which keep
+    choosing by the ELBO)."""
+    if select_by == "accuracy" and history and all("valid_accuracy" in row for row in history):
+        return "valid_accuracy"
     return "valid_bound" if history and all("valid_bound" in row for row in history) else "valid_elbo"
 
 
-def best_row(history: Sequence[dict]) -> Optional[dict]:
+def best_row(history: Sequence[dict], select_by: Optional[str] = "elbo") -> Optional[dict]:
     """The metrics row of the epoch with the highest finite :func:`selection_key` value (the first of equals), or
     None before any."""
-    key = selection_key(history)
+    key = selection_key(history, select_by)
     rows = [row for row in history if math.isfinite(row[key])]
     return max(rows, key=lambda row: row[key]) if rows else None
 
 
 def selection_name(key: str, num_particles: int) -> str:
     """The metric of :func:`selection_key` in words."""
-    return f"validation IWAE bound (K={num_particles})" if key == "valid_bound" else "validation ELBO"
+    return {"valid_bound": f"validation IWAE bound (K={num_particles})",
+            "valid_accuracy": "validation classification accuracy"}.get(key, "validation ELBO")
 
 
 #: seeds go to numpy too, which takes 0 <= seed < 2**32

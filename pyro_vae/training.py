@@ -19,10 +19,10 @@ from pyro_vae.catalog import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, C
                               OPTIMIZER_NAMES, check_registry)
 from pyro_vae.config import JIT_BY_DEFAULT, MAX_SEED, TrainConfig, check_seed  # noqa: F401 (re-exported)
 from pyro_vae.config import best_row, selection_key, selection_name
-from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, load_dataset, num_batches,
-                           redraw, semi_supervised, semi_supervised_batches)
+from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, labelled_batch_count,
+                           load_dataset, num_batches, redraw, semi_supervised, semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
-from pyro_vae.evaluation import elbo_per_datapoint, negative_log_likelihood
+from pyro_vae.evaluation import classification_accuracy, elbo_per_datapoint, negative_log_likelihood
 from pyro_vae.files import (FileSystemError, atomic_write, load_checkpoint_file, locked_run_dir,  # noqa: F401
                             os_error_sentence, run_lock, save_checkpoint, write_csv, write_json,
                             write_text)
@@ -129,6 +129,9 @@ def describe_checkpoint(checkpoint: dict) -> str:
     if bound is not None:
         name = selection_name("valid_bound", checkpoint["config"]["num_particles"])
         elbo += f", {name} {bound:.2f}"
+    accuracy = checkpoint.get("valid_accuracy", history[-1].get("valid_accuracy") if history else None)
+    if accuracy is not None:
+        elbo += f", validation accuracy {100 * accuracy:.2f} %"
     return f"the {checkpoint['kind']} checkpoint (epoch {checkpoint['epoch']}{of}{elbo})"
 
 
@@ -209,6 +212,11 @@ class Trainer:
         if self.dataset.labelled is not None and not self.model.semi_supervised:
             raise PyroVAEError(f"--num-labelled is for semi-supervised structures such as ss-vae; {config.model} "
                                "does not use labels that way")
+        if config.select_by is None:
+            config.select_by = "accuracy" if self.dataset.labelled_valid is not None else "elbo"
+        elif config.select_by == "accuracy" and self.dataset.labelled_valid is None:
+            raise PyroVAEError(f"--select-by accuracy needs labelled validation images, and {config.dataset} has none "
+                               "(its validation split carries no labels); use --select-by elbo")
         config.elbo = config.elbo_name()
         example_batches = self._example_batches()
         self.sites = latent_sites(self.model.model, self.model.guide, example_batches[0])
@@ -221,7 +229,7 @@ class Trainer:
         self.max_plate_nesting = self.sites.max_plate_nesting
         self.baseline_networks = (neural_baselines(self.sites, self.dataset.train.images.shape[1]).to(self.device)
                                   if config.elbo == "tracegraph" and config.baseline == "neural" else None)
-        optimizer_args = {"lr": config.lr, "eps": config.adam_eps}
+        optimizer_args = {"lr": config.lr, "eps": config.adam_eps, "betas": tuple(config.adam_betas)}
         if config.optimizer == "clipped-adam":
             optimizer_args["clip_norm"] = config.clip_norm
         self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
@@ -344,15 +352,20 @@ class Trainer:
                      f"run ({self.run_dir / STRUCTURE_FILE}, SHA-256 {saved['sha256'][:12]})")
         return saved
 
+    def _labelled_per_epoch(self) -> tuple[int, int]:
+        """The labelled batches of an epoch and the labelled images they hold (none without labelled images)."""
+        if self.dataset.labelled is None:
+            return 0, 0
+        return labelled_batch_count(len(self.dataset.train), len(self.dataset.labelled), self.config.batch_size,
+                                    self.config.labelled_every)
+
     @property
     def steps_per_epoch(self) -> int:
-        labelled = self.dataset.labelled
-        return (num_batches(len(self.dataset.train), self.config.batch_size)
-                + (num_batches(len(labelled), self.config.batch_size) if labelled is not None else 0))
+        return num_batches(len(self.dataset.train), self.config.batch_size) + self._labelled_per_epoch()[0]
 
     @property
     def images_per_epoch(self) -> int:
-        return len(self.dataset.train) + (len(self.dataset.labelled) if self.dataset.labelled is not None else 0)
+        return len(self.dataset.train) + self._labelled_per_epoch()[1]
 
     def _example_batches(self) -> list[tuple]:
         """A training batch of each kind the programs will see: unlabelled and, if any, labelled.
@@ -453,7 +466,7 @@ class Trainer:
         for f in fields(TrainConfig):
             if f.name in TrainConfig.RESUMABLE_CHANGES:
                 setattr(saved, f.name, getattr(requested, f.name))
-            elif f.name == "elbo" and requested.elbo is None:
+            elif f.name in ("elbo", "select_by") and getattr(requested, f.name) is None:
                 continue  # not asked for: the checkpoint's
             elif getattr(requested, f.name) != getattr(saved, f.name):
                 raise CheckpointError(f"the checkpoint in {self.run_dir} was trained with "
@@ -503,12 +516,13 @@ class Trainer:
 
     def best_epoch(self) -> Optional[dict]:
         """The metrics row of the epoch with the highest validation ELBO so far (the first of equals); with
-        ``--elbo iwae``, the highest validation IWAE bound (:func:`pyro_vae.config.selection_key`)."""
-        return best_row(self.history)
+        ``--elbo iwae``, the highest validation IWAE bound; semi-supervised, by default, the highest validation
+        accuracy (``--select-by``, :func:`pyro_vae.config.selection_key`)."""
+        return best_row(self.history, self.config.select_by)
 
     def selection(self) -> tuple[str, str]:
         """The metrics key that picks the best epoch, and its name in words."""
-        key = selection_key(self.history)
+        key = selection_key(self.history, self.config.select_by)
         return key, selection_name(key, self.config.num_particles)
 
     def stopped_early(self) -> bool:
@@ -524,6 +538,7 @@ class Trainer:
         best = {"format": list(CHECKPOINT_FORMAT), "kind": "best", "config": asdict(self.config),
                 "model_config": self.model.config(), "epoch": self.epoch, "step": self.step,
                 "valid_elbo": self.history[-1]["valid_elbo"], "valid_bound": self.history[-1].get("valid_bound"),
+                "valid_accuracy": self.history[-1].get("valid_accuracy"),
                 "model_state": self.model.state_dict(), "structure_source": self.structure_source}
         save_checkpoint(best, self.run_dir / BEST_CHECKPOINT)
 
@@ -575,7 +590,8 @@ class Trainer:
         shard = self.shard if split == "train" else (0, 1)
         if split == "train" and self.dataset.labelled is not None:
             return semi_supervised_batches(self.dataset.train, self.dataset.labelled, size, shard=shard,
-                                           generator=generator or torch.Generator().manual_seed(0), binarize=binarize)
+                                           generator=generator or torch.Generator().manual_seed(0), binarize=binarize,
+                                           labelled_every=self.config.labelled_every)
         return iterate_batches(self.dataset.split(split), size, shuffle=shuffle, generator=generator,
                                binarize=binarize, with_labels=self.model.needs_labels, shard=shard)
 
@@ -682,6 +698,8 @@ class Trainer:
                    "train_loss": total / n_train, "valid_elbo": self.validation_elbo(), "lr": lr, "seconds": elapsed}
             if objective != "elbo":
                 row["valid_bound"] = self.validation_bound()
+            if self.dataset.labelled_valid is not None:
+                row["valid_accuracy"] = classification_accuracy(self.model, self.dataset.labelled_valid)
             best = self.best_epoch()
             self.history.append(row)
             key, _ = self.selection()
@@ -695,8 +713,9 @@ class Trainer:
                 self._save(states, cuda_states)
             name = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={config.num_particles})"
             bound = f"  IWAE bound {row['valid_bound']:.2f}" if "valid_bound" in row else ""
+            accuracy = f"  valid accuracy {100 * row['valid_accuracy']:.2f} %" if "valid_accuracy" in row else ""
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "
-                     f"valid ELBO {row['valid_elbo']:.2f}{bound} nats/image{' (best)' if is_best else ''}  "
+                     f"valid ELBO {row['valid_elbo']:.2f}{bound} nats/image{accuracy}{' (best)' if is_best else ''}  "
                      f"lr {lr:.3g}  ({elapsed:.1f} s)")
         return self.history
 

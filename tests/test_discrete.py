@@ -273,13 +273,16 @@ def train_twice(tmp_path, **options):
 
 @pytest.mark.parametrize("options", [
     {"model": "ss-vae", "num_labelled": 30},  # enumeration, JIT, labelled and unlabelled batches
+    {"model": "ss-vae", "num_labelled": 30, "labelled_every": 2},  # labelled images cycled
     {"model": "bernoulli-mixture", "elbo": "tracegraph", "baseline": "neural"},  # baselines' state
-], ids=["ss-vae-enum", "mixture-tracegraph-neural"])
+], ids=["ss-vae-enum", "ss-vae-cycled", "mixture-tracegraph-neural"])
 def test_resumed_discrete_run_equals_uninterrupted_run(tmp_path, options):
     whole, resumed = train_twice(tmp_path, **options)
     for (name, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
     assert [r["train_loss"] for r in whole.history] == [r["train_loss"] for r in resumed.history]
+    assert [r.get("valid_accuracy") for r in whole.history] == [r.get("valid_accuracy") for r in resumed.history]
+    assert whole.best_epoch()["epoch"] == resumed.best_epoch()["epoch"]
     if whole.baseline_networks is not None:
         for a, b in zip(whole.baseline_networks.parameters(), resumed.baseline_networks.parameters()):
             assert torch.equal(a, b)

@@ -14,7 +14,7 @@ from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINA
                               NET_NAMES, OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_DEFAULTS, SWEPT_MODELS,
                               TORCHVISION_NAMES, is_dataset_path)
 from pyro_vae.cli import HelpFormatter, existing_run_dir
-from pyro_vae.config import TrainConfig, check_positive, check_seed
+from pyro_vae.config import SELECT_BY, TrainConfig, check_positive, check_seed
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.files import check_can_create_dir, check_can_write_file, locked_run_dir, run_lock
 
@@ -58,7 +58,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                       help="for semi-supervised structures (ss-vae): N labelled training images, N/10 of each digit, "
                            "among the unlabelled ones. On binarized-mnist they come from the 7,000 training images of "
                            "binarized-mnist-labelled, the 50,000 training images are the unlabelled set, and the "
-                           "test split is its 2,000 held-out labelled images")
+                           "test split is its 2,000 held-out labelled images; its 1,000 validation images, labelled, "
+                           "choose the best epoch (--select-by)")
+    data.add_argument("--labelled-every", type=int, metavar="K",
+                      help="semi-supervised runs: a labelled batch after every K unlabelled batches, the labelled "
+                           "images cycled (with 100 labels and K = 1 every step sees them); default: each labelled "
+                           "image once an epoch, its batches spread among the others, as Pyro's M2 example")
     model = parser.add_argument_group("model")
     model.add_argument("--model", help=f"latent structure: one of {', '.join(sorted(MODEL_NAMES))}, or your own as "
                                        f"path/to/file.py:ClassName (default: {d.model})")
@@ -112,11 +117,19 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                           help=f"epochs without a better validation ELBO (IWAE bound with --elbo iwae) before "
                                f"--lr-schedule plateau lowers the rate "
                                f"(default: {d.lr_patience})")
+    training.add_argument("--adam-betas", type=_adam_betas, metavar="B1,B2",
+                          help="Adam's two decay rates, of the gradient's mean and of its square; Pyro's M2 example "
+                               "uses 0.95,0.999 (default: %s)" % ",".join(map(str, d.adam_betas)))
     training.add_argument("--adam-eps", type=float, help=f"Adam's epsilon; the IWAE paper used 1e-4 (default: {d.adam_eps:g})")
     training.add_argument("--patience", type=int, metavar="EPOCHS",
                           help="early stopping: stop once the validation ELBO (IWAE bound with --elbo iwae) has not "
                                "improved for this many epochs "
                                "(default: off; the best epoch's model is kept in best.pt either way)")
+    training.add_argument("--select-by", choices=SELECT_BY,
+                          help="what picks the best epoch, kept in best.pt and used by evaluate: 'elbo', the validation "
+                               "value of the bound trained (the IWAE bound with --elbo iwae), or 'accuracy', the "
+                               "classification accuracy on labelled validation images, never the test images "
+                               "(default: accuracy for semi-supervised runs, --num-labelled N; elbo otherwise)")
     training.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction, default=None,
                           help="start the decoder's output bias at the log-odds of the training pixels' means, so the "
                                "first decoded images are the mean image (default: off; it cost the default VAE 5 to "
@@ -185,7 +198,8 @@ def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool 
     the caller prints the figures before it tries to save them."""
     from tqdm.auto import tqdm
 
-    from pyro_vae.evaluation import classification_accuracy, evaluate_model
+    from pyro_vae.data import clustering_splits
+    from pyro_vae.evaluation import classification_accuracy, clustering_evaluation, evaluate_model
     from pyro_vae.likelihoods import bits_per_dim
     from pyro_vae.models import MODELS
 
@@ -201,6 +215,9 @@ def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool 
                                                jit=type(model) in MODELS.values())}
     if model.can_classify and dataset.split(split).labels is not None:
         result["accuracy"] = classification_accuracy(model, dataset.split(split))
+    parts = clustering_splits(dataset) if model.can_cluster else None
+    if parts is not None:
+        result.update(clustering_evaluation(model, *parts))
     if dataset.eight_bit:
         result["bits_per_dim"] = bits_per_dim(result["nll"], math.prod(dataset.image_shape),
                                               dequantized=dataset.dequantized)
@@ -220,6 +237,11 @@ def _accuracy_text(result: dict) -> str:
         text += f" = {result['bits_per_dim']:.4f} bits/dim ({how})"
     if "accuracy" in result:
         text += f"; classification accuracy {100 * result['accuracy']:.2f} % ({result['images']} labelled images)"
+    if "clustering_accuracy" in result:
+        text += (f"\nclustering accuracy {100 * result['clustering_accuracy']:.2f} % on {result['held_out_images']} "
+                 f"held-out labelled images (each cluster given a label on {result['matched_on_images']} others, "
+                 f"{result['matching']} matching); held-out images per cluster: "
+                 + " ".join(map(str, result["cluster_sizes"])))
     return text
 
 
@@ -280,8 +302,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
     best = trainer.load_best()
     if best is not None and best["epoch"] != trainer.epoch:
         key, name = trainer.selection()
+        value = f"{100 * best[key]:.2f} %" if key == "valid_accuracy" else f"{best[key]:.2f}"
         print(f"evaluating the best epoch, {best['epoch']} of {trainer.epoch} ({name} "
-              f"{best[key]:.2f}; the last epoch's model stays in {CHECKPOINT})")
+              f"{value}; the last epoch's model stays in {CHECKPOINT})")
     model.eval()
     result = _evaluate(model, trainer.dataset, "test", args.eval_samples, show_progress=not args.no_progress,
                        extra={"checkpoint": "best" if best is not None else "last",
@@ -399,6 +422,17 @@ def _seeds(text: str) -> list[int]:
         except PyroVAEError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
     return seeds
+
+
+def _adam_betas(text: str) -> list[float]:
+    try:
+        betas = [float(part) for part in text.split(",")]
+    except ValueError:
+        betas = []
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise argparse.ArgumentTypeError(f"Adam's betas are two numbers in [0, 1) separated by a comma, e.g. "
+                                         f"0.95,0.999; got {text!r}")
+    return betas
 
 
 def _betas(text: str) -> list[float]:

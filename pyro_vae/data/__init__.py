@@ -90,6 +90,9 @@ class Dataset:
     binarize: str = "none"
     #: for semi-supervised structures: the few labelled training images (``train`` then holds the unlabelled ones)
     labelled: Optional[Split] = None
+    #: for semi-supervised structures: labelled validation images, disjoint from ``labelled`` and ``test``, on which
+    #: each epoch's classification accuracy is measured (and the best epoch chosen, never on the test images)
+    labelled_valid: Optional[Split] = None
     image_shape: tuple = MNIST_SHAPE
     #: whether the pixels are 8-bit values k / 255 (and not all 0 or 1): bits per dimension are then reported
     eight_bit: bool = False
@@ -384,18 +387,22 @@ def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Da
 
     ``binarized-mnist`` has no training labels, so its labelled images come from the 7,000 training images
     of ``binarized-mnist-labelled`` (its binarized test split, shuffled once), its 50,000 training images are
-    the unlabelled ones, and the test split becomes the 2,000 held-out labelled images, which no model
-    has seen. Data sets with training labels keep their splits; the labelled images leave the unlabelled set.
+    the unlabelled ones, the test split becomes the 2,000 held-out labelled images, which no model has seen,
+    and the 1,000 validation images of ``binarized-mnist-labelled`` are the labelled validation set
+    (``labelled_valid``). Data sets with training labels keep their splits (their validation split, labelled, is
+    ``labelled_valid``); the labelled images leave the unlabelled set.
     """
     if dataset.name == "binarized-mnist":
         labelled_release = split_labelled("binarized-mnist-labelled", load_binarized_mnist().test)
         pool, unlabelled = labelled_release.train, dataset.train
-        subset_size = len(dataset.test) if len(dataset.test) < len(labelled_release.test) else None
-        test = labelled_release.test.subset(subset_size).to(dataset.test.images.device)
+        device = dataset.test.images.device
+        test = labelled_release.test.subset(min(len(dataset.test), len(labelled_release.test))).to(device)
+        labelled_valid = labelled_release.valid.subset(min(len(dataset.valid), len(labelled_release.valid))).to(device)
     elif dataset.train.labels is None:
         raise PyroVAEError(f"{dataset.name} has no training labels to draw --num-labelled images from")
     else:
         pool, unlabelled, test = dataset.train, None, dataset.test
+        labelled_valid = dataset.valid if dataset.valid.labels is not None else None
     classes = pool.labels.unique()
     if num_labelled < 1 or num_labelled % len(classes):
         raise PyroVAEError(f"--num-labelled must be a positive multiple of the {len(classes)} classes (the same "
@@ -415,21 +422,80 @@ def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Da
         keep = torch.ones(len(pool), dtype=torch.bool, device=pool.images.device)
         keep[index] = False
         unlabelled = Split(pool.images[keep])
-    return dataclasses.replace(dataset, train=Split(unlabelled.images), test=test, labelled=labelled)
+    return dataclasses.replace(dataset, train=Split(unlabelled.images), test=test, labelled=labelled,
+                               labelled_valid=labelled_valid)
+
+
+def clustering_splits(dataset: Dataset) -> Optional[tuple[Split, Split]]:
+    """Labelled images to map clusters to labels on, and held-out labelled images to measure clustering accuracy on;
+    None where the data set has no such labels.
+
+    ``binarized-mnist`` trains without labels: the 7,000 training and the 2,000 held-out images of
+    ``binarized-mnist-labelled`` (its test split, shuffled once; the images on which ``ss-vae`` is measured).
+    A data set whose validation and test splits are labelled: those two.
+    """
+    if dataset.name == "binarized-mnist":
+        release = split_labelled("binarized-mnist-labelled", load_binarized_mnist().test)
+        device = dataset.test.images.device
+        return (release.train.subset(min(len(dataset.train), len(release.train))).to(device),
+                release.test.subset(min(len(dataset.test), len(release.test))).to(device))
+    if dataset.valid.labels is not None and dataset.test.labels is not None:
+        return dataset.valid, dataset.test
+    return None
 
 
 def semi_supervised_batches(unlabelled: Split, labelled: Split, batch_size: int, *, generator: torch.Generator,
-                            binarize: str = "none", shard: tuple[int, int] = (0, 1)) -> Iterator[tuple]:
-    """One epoch over both parts: the ``(x,)`` batches of the unlabelled images with the ``(x, y)`` batches of
-    the labelled ones spread evenly among them (as in Pyro's ``ss_vae_M2`` example), both shuffled."""
+                            binarize: str = "none", shard: tuple[int, int] = (0, 1),
+                            labelled_every: Optional[int] = None) -> Iterator[tuple]:
+    """One epoch over both parts: the ``(x,)`` batches of the unlabelled images with ``(x, y)`` batches of the
+    labelled ones, both shuffled.
+
+    By default each labelled image comes once, its batches spread evenly among the others (as in Pyro's
+    ``ss_vae_M2`` example: with 100 labels and 50,000 other images, one labelled batch in 251). With
+    ``labelled_every=K`` a labelled batch of ``min(batch_size, len(labelled))`` images follows every K-th
+    unlabelled batch, the labelled images cycled in a new order at each pass (:func:`labelled_batch_count`).
+    """
     unlabelled_batches = iterate_batches(unlabelled, batch_size, shuffle=True, generator=generator, binarize=binarize,
                                          shard=shard)
+    if labelled_every is not None:
+        cycled = cycled_batches(labelled, min(batch_size, len(labelled)), generator=generator, binarize=binarize,
+                                shard=shard)
+        for k, batch in enumerate(unlabelled_batches, start=1):
+            yield batch
+            if k % labelled_every == 0:
+                yield next(cycled)
+        return
     labelled_batches = iterate_batches(labelled, batch_size, shuffle=True, generator=generator, binarize=binarize,
                                        with_labels=True, shard=shard)
     nu, nl = num_batches(len(unlabelled), batch_size), num_batches(len(labelled), batch_size)
     order = sorted([(k / nu, 0) for k in range(nu)] + [((j + 0.5) / nl, 1) for j in range(nl)])
     for _, is_labelled in order:
         yield next(labelled_batches if is_labelled else unlabelled_batches)
+
+
+def cycled_batches(split: Split, batch_size: int, *, generator: torch.Generator, binarize: str = "none",
+                   shard: tuple[int, int] = (0, 1)) -> Iterator[tuple]:
+    """Endless ``(x, y)`` batches of ``batch_size`` images: the split's images in one shuffled order after another,
+    cut into batches across the passes' borders (so that every batch is full)."""
+    pending = torch.empty(0, dtype=torch.long)
+    rank, processes = shard
+    while True:
+        while len(pending) < batch_size:
+            pending = torch.cat([pending, torch.randperm(len(split), generator=generator)])
+        index, pending = pending[:batch_size], pending[batch_size:]
+        if processes > 1:
+            index = shard_of(index, rank, processes)
+        index = index.to(split.images.device)
+        yield redraw(split.images[index], binarize), split.labels[index]
+
+
+def labelled_batch_count(num_unlabelled: int, num_labelled: int, batch_size: int,
+                         labelled_every: Optional[int] = None) -> tuple[int, int]:
+    """The labelled batches of an epoch of :func:`semi_supervised_batches` and the labelled images they hold."""
+    if labelled_every is None:
+        return num_batches(num_labelled, batch_size), num_labelled
+    count = num_batches(num_unlabelled, batch_size) // labelled_every
+    return count, count * min(batch_size, num_labelled)
 
 
 def iterate_batches(

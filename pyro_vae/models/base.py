@@ -276,6 +276,15 @@ class LatentStructure(nn.Module):
     def can_classify(self) -> bool:
         return type(self).classify is not LatentStructure.classify
 
+    def cluster(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable value of the structure's discrete latent under q for each image of a batch (0 to
+        ``num_components`` - 1), for structures whose discrete latent ranges over clusters (the GMVAE)."""
+        raise PyroVAEError(f"the {type(self).__name__} structure has no discrete latent to cluster by")
+
+    @property
+    def can_cluster(self) -> bool:
+        return type(self).cluster is not LatentStructure.cluster
+
     @staticmethod
     def check_binary(x: torch.Tensor) -> None:
         """A Bernoulli likelihood silently gives wrong densities for grey pixels, so refuse them.

@@ -65,6 +65,11 @@ class BernoulliMixture(LatentStructure):
             pyro.sample("c", dist.OneHotCategorical(logits=self.encoder(x)), infer={"enumerate": "parallel"})
 
     @torch.no_grad()
+    def cluster(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable component under q(c | x)."""
+        return self.encoder(self.check_batch(x)).argmax(-1)
+
+    @torch.no_grad()
     def initialize(self, images: torch.Tensor, generator: torch.Generator) -> None:
         """Each component starts at a random training image, blended one part to four with the mean image.
 

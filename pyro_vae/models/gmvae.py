@@ -70,3 +70,8 @@ class GMVAE(LatentStructure):
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample("c", dist.OneHotCategorical(logits=self.classifier(x)), infer={"enumerate": "parallel"})
             pyro.sample("z", dist.Normal(*self.encoder(x, c)).to_event(1))
+
+    @torch.no_grad()
+    def cluster(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable cluster under q(c | x)."""
+        return self.classifier(self.check_batch(x)).argmax(-1)

@@ -34,11 +34,21 @@ def save_figure(fig, path: Path) -> Path:
 
 def plot_curves(history: Sequence[dict], path: Path) -> Path:
     """Training loss (minus the bound trained, on the training batches), validation -ELBO and, for IWAE training,
-    minus the validation IWAE bound, nats per image, by epoch."""
+    minus the validation IWAE bound, nats per image, by epoch; beside them, for semi-supervised runs, the
+    classification accuracy on the labelled validation images."""
     epochs = [row["epoch"] for row in history]
     objective = history[-1].get("objective", "elbo") if history else "elbo"
     trained = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={objective.partition('-')[2]})"
-    fig, ax = plt.subplots(figsize=(6, 4))
+    accuracies = [(row["epoch"], 100 * row["valid_accuracy"]) for row in history if "valid_accuracy" in row]
+    if accuracies:
+        fig, (ax, acc) = plt.subplots(1, 2, figsize=(11, 4))
+        acc.plot(*zip(*accuracies), "o-", color="tab:green")
+        acc.set_xlabel("epoch")
+        acc.set_ylabel("% of the labelled validation images")
+        acc.set_title("Validation classification accuracy")
+        acc.grid(alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [row["train_loss"] for row in history], "o-", label=f"train  {trained} (running, during epoch)")
     ax.plot(epochs, [-row["valid_elbo"] for row in history], "s-", label="valid  -ELBO (end of epoch)")
     bounds = [(row["epoch"], -row["valid_bound"]) for row in history if "valid_bound" in row]

@@ -1,0 +1,183 @@
+"""Issue 21: semi-supervised runs choose their epoch on labelled validation images (never the test images), the
+recipe options of Pyro's M2 example, and the unsupervised clustering accuracy of structures whose discrete latent
+ranges over clusters."""
+import itertools
+import json
+
+import pytest
+import torch
+
+from conftest import TINY, assert_one_sentence_error
+from pyro_vae.config import best_row, selection_key
+from pyro_vae.data import Split, clustering_splits, labelled_batch_count, load_dataset, semi_supervised, semi_supervised_batches
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.evaluation import clustering_accuracy, clustering_evaluation, match_clusters
+from pyro_vae.models import build_model
+from pyro_vae.training import BEST_CHECKPOINT, TrainConfig, Trainer, load_checkpoint
+
+SMALL = {"z_dim": 2, "hidden_dims": [16]}
+#: a scripted history: the ELBO rises every epoch, the validation accuracy peaks at epoch 2
+HISTORY = [{"epoch": 1, "valid_elbo": -120.0, "valid_accuracy": 0.50},
+           {"epoch": 2, "valid_elbo": -110.0, "valid_accuracy": 0.80},
+           {"epoch": 3, "valid_elbo": -100.0, "valid_accuracy": 0.70}]
+
+
+# ---------------------------------------------------------------- choosing the epoch
+
+
+def test_selection_by_accuracy_picks_the_epoch_that_classifies_validation_images_best():
+    assert selection_key(HISTORY, "accuracy") == "valid_accuracy"
+    assert best_row(HISTORY, "accuracy")["epoch"] == 2
+    assert best_row(HISTORY, "elbo")["epoch"] == 3
+    # a run whose early epochs recorded no accuracy keeps choosing by the ELBO, as old IWAE runs by their ELBO
+    older = [{k: v for k, v in HISTORY[0].items() if k != "valid_accuracy"}, *HISTORY[1:]]
+    assert selection_key(older, "accuracy") == "valid_elbo" and best_row(older, "accuracy")["epoch"] == 3
+
+
+def scripted_trainer(tmp_path, monkeypatch, accuracies, **options):
+    """A tiny ss-vae run whose validation accuracy at epoch k is ``accuracies[k - 1]``."""
+    scripted = iter(accuracies)
+    monkeypatch.setattr("pyro_vae.training.classification_accuracy", lambda model, split: next(scripted))
+    config = TrainConfig(model="ss-vae", num_labelled=20, subset=200, batch_size=50, epochs=len(accuracies),
+                         **SMALL, **options)
+    return Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
+
+
+def test_a_semi_supervised_run_keeps_its_best_validation_accuracy_in_best_pt(tmp_path, monkeypatch):
+    trainer = scripted_trainer(tmp_path, monkeypatch, [0.5, 0.8, 0.7])
+    assert trainer.config.select_by == "accuracy"  # the default of semi-supervised runs
+    history = trainer.fit()
+    assert [row["valid_accuracy"] for row in history] == [0.5, 0.8, 0.7]
+    best = load_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)
+    assert best["epoch"] == 2 and best["valid_accuracy"] == 0.8
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["select_by"] == "accuracy"
+
+
+def test_select_by_elbo_keeps_the_best_validation_elbo_instead(tmp_path, monkeypatch):
+    trainer = scripted_trainer(tmp_path, monkeypatch, [0.5, 0.8, 0.7], select_by="elbo")
+    history = trainer.fit()
+    best_elbo_epoch = max(history, key=lambda row: row["valid_elbo"])["epoch"]
+    assert load_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)["epoch"] == best_elbo_epoch
+
+
+def test_the_labelled_validation_images_are_neither_training_labels_nor_held_out_images():
+    data = semi_supervised(load_dataset(), 1000, seed=3)
+    rows = {name: {bytes(image.to(torch.uint8).tolist()) for image in split.images}
+            for name, split in (("labelled", data.labelled), ("valid", data.labelled_valid), ("test", data.test))}
+    assert len(rows["valid"]) == len(data.labelled_valid) == 1000
+    assert len(rows["test"]) == len(data.test) == 2000
+    for a, b in itertools.combinations(rows, 2):
+        assert not rows[a] & rows[b], (a, b)
+    assert data.labelled_valid.labels.bincount().min() > 50  # every digit is there
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--select-by", "accuracy"], "for semi-supervised runs (--num-labelled N)"),
+    (["--model", "ss-vae", "--num-labelled", 20, "--select-by", "nll"], "invalid choice"),
+    (["--labelled-every", 2], "--labelled-every sets how often semi-supervised runs"),
+    (["--model", "ss-vae", "--num-labelled", 20, "--labelled-every", 0], "--labelled-every must be a positive"),
+    (["--adam-betas", "0.95"], "two numbers in [0, 1)"),
+    (["--adam-betas", "0.9,1.5"], "two numbers in [0, 1)"),
+    (["--adam-betas", "a,b"], "two numbers in [0, 1)"),
+])
+def test_selection_and_adam_mistakes_are_one_sentence(tmp_path, cli, options, fragment):
+    code, _, err = cli("train", *options, *TINY, "--run-dir", tmp_path / "run")
+    assert_one_sentence_error(code, err, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+def test_adam_betas_reach_the_optimizer(tmp_path):
+    config = TrainConfig(subset=100, batch_size=50, epochs=1, adam_betas=[0.95, 0.999], **SMALL)
+    trainer = Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
+    trainer.fit()
+    assert trainer.optimizer.optimizer.param_groups[0]["betas"] == (0.95, 0.999)
+    with pytest.raises(PyroVAEError, match="two numbers"):
+        TrainConfig(adam_betas=[0.9]).validate()
+
+
+def test_labelled_every_k_cycles_the_labelled_images_after_every_kth_unlabelled_batch():
+    unlabelled = Split(torch.arange(300.0).unsqueeze(-1))
+    labelled = Split(torch.arange(300.0, 330.0).unsqueeze(-1), torch.arange(30) % 10)
+    batches = list(semi_supervised_batches(unlabelled, labelled, 50, generator=torch.Generator().manual_seed(0),
+                                           labelled_every=2))
+    assert [len(batch) for batch in batches] == [1, 1, 2] * 3  # 6 unlabelled (x,), then (x, y) after every 2nd
+    assert labelled_batch_count(300, 30, 50, 2) == (3, 90)  # batches of min(50, 30) images
+    shown = [batch[0].flatten() for batch in batches if len(batch) == 2]
+    assert all(len(x) == 30 and len(set(x.tolist())) == 30 for x in shown)  # each pass holds every labelled image
+    for x, y in (batch for batch in batches if len(batch) == 2):
+        assert torch.equal(y, (x.flatten().long() - 300) % 10)  # each image keeps its label
+    seen = torch.cat([batch[0] for batch in batches if len(batch) == 1]).flatten().sort().values
+    assert torch.equal(seen, torch.arange(300.0))
+
+
+def test_labelled_every_sets_the_steps_of_an_epoch(tmp_path):
+    config = TrainConfig(model="ss-vae", num_labelled=20, subset=200, batch_size=50, epochs=1, labelled_every=2,
+                         **SMALL)
+    trainer = Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
+    history = trainer.fit()
+    assert trainer.steps_per_epoch == 4 + 2 and history[-1]["step"] == 6  # 4 unlabelled batches, 2 labelled
+    assert trainer.images_per_epoch == 200 + 2 * 20
+
+
+# ---------------------------------------------------------------- clustering accuracy
+
+
+def test_a_permuted_labelling_has_clustering_accuracy_one():
+    labels = torch.arange(10).repeat(30)
+    permutation = torch.randperm(10, generator=torch.Generator().manual_seed(1))
+    clusters = permutation[labels]
+    mapping = match_clusters(clusters, labels, 10, 10)
+    assert [mapping[int(permutation[k])] for k in range(10)] == list(range(10))
+    assert clustering_accuracy(clusters, labels, mapping) == 1.0
+
+
+def test_a_random_clustering_has_the_accuracy_of_chance():
+    generator = torch.Generator().manual_seed(2)
+    fit_clusters, fit_labels, clusters, labels = (torch.randint(10, (20_000,), generator=generator) for _ in range(4))
+    mapping = match_clusters(fit_clusters, fit_labels, 10, 10)
+    assert sorted(mapping) == list(range(10))  # one-to-one
+    assert clustering_accuracy(clusters, labels, mapping) == pytest.approx(0.1, abs=0.007)  # 3 standard errors
+
+
+def test_clustering_accuracy_by_hand():
+    clusters, labels = torch.tensor([0, 0, 0, 1, 1, 2]), torch.tensor([1, 1, 0, 0, 0, 2])
+    # counts: cluster 0 holds label 1 twice and label 0 once, cluster 1 label 0 twice, cluster 2 label 2 once
+    assert match_clusters(clusters, labels, 3, 3) == [1, 0, 2]
+    assert clustering_accuracy(clusters, labels, [1, 0, 2]) == 5 / 6
+    # more clusters than labels: each takes its most frequent label; an empty cluster none
+    assert match_clusters(torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([1, 1, 1, 0, 0, 1]), 4, 2) == [1, 1, 0, -1]
+    # fewer clusters than labels: one-to-one, the best labels kept
+    assert match_clusters(clusters, labels, 3, 4) == [1, 0, 2]
+
+
+def test_clustering_evaluation_maps_on_one_split_and_measures_on_the_other(small_data):
+    model = build_model("gmvae", num_components=3, **SMALL)
+    matched_on, held_out = clustering_splits(small_data)
+    clusters = model.cluster(held_out.images)
+    result = clustering_evaluation(model, matched_on, held_out)
+    assert result["cluster_sizes"] == torch.bincount(clusters, minlength=3).tolist()
+    assert sum(result["cluster_sizes"]) == result["held_out_images"] == len(held_out)
+    mapping = match_clusters(model.cluster(matched_on.images), matched_on.labels, 3, 10)
+    assert result["cluster_labels"] == mapping and result["matching"] == "hungarian"
+    assert result["clustering_accuracy"] == clustering_accuracy(clusters, held_out.labels, mapping)
+
+
+def test_binarized_mnist_clusters_are_measured_on_the_held_out_labelled_images():
+    data = load_dataset()
+    matched_on, held_out = clustering_splits(data)
+    ss = semi_supervised(data, 100)
+    assert torch.equal(held_out.images, ss.test.images) and torch.equal(held_out.labels, ss.test.labels)
+    assert len(matched_on) == 7000
+
+
+def test_evaluate_reports_the_clustering_accuracy_of_the_gmvae(tmp_path, cli):
+    run = tmp_path / "gmvae"
+    code, out, err = cli("train", "--model", "gmvae", *TINY, "--run-dir", run)
+    assert code == 0, err
+    assert "clustering accuracy" in out and "held-out images per cluster" in out
+    code, out, err = cli("evaluate", run, "-K", 2, "--out", tmp_path / "e.json")
+    assert code == 0, err
+    assert "clustering accuracy" in out
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert sum(result["cluster_sizes"]) == result["held_out_images"] == 300
+    assert 0 <= result["clustering_accuracy"] <= 1

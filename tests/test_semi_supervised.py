@@ -3,6 +3,7 @@ recipe options of Pyro's M2 example, and the unsupervised clustering accuracy of
 ranges over clusters."""
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +182,50 @@ def test_evaluate_reports_the_clustering_accuracy_of_the_gmvae(tmp_path, cli):
     result = json.loads((tmp_path / "e.json").read_text())
     assert sum(result["cluster_sizes"]) == result["held_out_images"] == 300
     assert 0 <= result["clustering_accuracy"] <= 1
+
+
+# ---------------------------------------------------------------- the same objective as Pyro's M2 example
+
+
+class _Through(torch.nn.Module):
+    """One of Pyro's example networks, its outputs turned into what ours return (logits for probabilities)."""
+
+    def __init__(self, net, turn):
+        super().__init__()
+        self.net, self.turn = net, turn
+
+    def forward(self, *inputs):
+        return self.turn(self.net(list(inputs) if len(inputs) > 1 else inputs[0]))
+
+
+def test_pyros_m2_script_and_ours_give_the_same_loss_with_the_same_networks(monkeypatch, small_data):
+    import pyro
+    from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks" / "pyro_ss_vae_m2"))
+    from ss_vae_M2 import SSVAE as PyroSSVAE
+
+    reference = PyroSSVAE(z_dim=4, hidden_layers=[16], config_enum="parallel", aux_loss_multiplier=46.0).double()
+    for layer in reference.modules():  # away from Pyro's start at 0.001, so that every term matters
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.05)
+    ours = build_model("ss-vae", z_dim=4, hidden_dims=[16], activation="softplus", aux_weight=46.0).double()
+    ours.classifier = _Through(reference.encoder_y, torch.log)  # q(y | x): Pyro's softmax, as logits
+    ours.encoder = _Through(reference.encoder_z, tuple)  # q(z | x, y): (loc, scale)
+    ours.decoder = _Through(reference.decoder, torch.logit)  # p(x | y, z): Pyro's sigmoid, as logits
+    x, labels = small_data.test.images[:40].double(), small_data.test.labels[:40]
+    one_hot = torch.nn.functional.one_hot(labels, 10).double()
+    enum = TraceEnum_ELBO(max_plate_nesting=1, strict_enumeration_warning=False)
+    pyro_guide = config_enumerate(reference.guide, "parallel", expand=True)
+
+    def loss(model, guide, *args, elbo=enum):
+        pyro.set_rng_seed(7)  # the same draws of z
+        return elbo.differentiable_loss(model, guide, *args).item()
+
+    # unlabelled images: y summed out, z drawn
+    assert 100 < loss(ours.model, ours.guide, x) / len(x) < 2000  # nats per image: every term finite and in play
+    assert loss(ours.model, ours.guide, x) == pytest.approx(loss(reference.model, pyro_guide, x), rel=1e-12)
+    # labelled images: Pyro's script takes the ELBO and the auxiliary classification loss as two SVI steps
+    pyro_labelled = loss(reference.model, pyro_guide, x, one_hot) + loss(
+        reference.model_classify, reference.guide_classify, x, one_hot, elbo=Trace_ELBO())
+    assert loss(ours.model, ours.guide, x, labels) == pytest.approx(pyro_labelled, rel=1e-12)

@@ -229,3 +229,51 @@ def test_pyros_m2_script_and_ours_give_the_same_loss_with_the_same_networks(monk
     pyro_labelled = loss(reference.model, pyro_guide, x, one_hot) + loss(
         reference.model_classify, reference.guide_classify, x, one_hot, elbo=Trace_ELBO())
     assert loss(ours.model, ours.guide, x, labels) == pytest.approx(pyro_labelled, rel=1e-12)
+
+
+# ---------------------------------------------------------------- the GMVAE's remedies for one cluster
+
+
+def test_the_minimum_information_constraint_replaces_the_cluster_kl_by_its_floor(batch):
+    from pyro.infer import TraceEnum_ELBO
+
+    from pyro_vae.evaluation import elbo_per_datapoint
+
+    plain = build_model("gmvae", num_components=4, **SMALL)
+    floored = build_model("gmvae", num_components=4, min_cluster_info=1.2, **SMALL)
+    floored.load_state_dict(plain.state_dict())
+    x = batch[:30]
+
+    def loss(model):
+        torch.manual_seed(3)
+        return TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x).item()
+
+    log_q = torch.log_softmax(plain.classifier(x), -1)
+    kl = (log_q.exp() * (log_q + torch.log(torch.tensor(4.0)))).sum(-1).mean().item()
+    assert kl < 1.2  # a fresh classifier is unsure: the floor applies
+    # the ELBO holds -KL summed over the batch; the constraint makes it -max(1.2, KL) per image
+    assert loss(floored) == pytest.approx(loss(plain) + len(x) * (1.2 - kl), rel=1e-6)
+    # a measurement of the model leaves the training term out
+    torch.manual_seed(4)
+    a = elbo_per_datapoint(plain.model, plain.guide, [(x,)], elbo="enum")
+    torch.manual_seed(4)
+    assert elbo_per_datapoint(floored.model, floored.guide, [(x,)], elbo="enum") == a
+
+
+def test_the_kmeans_start_puts_the_gmvae_clusters_apart(small_data):
+    images = small_data.train.images
+    fresh = build_model("gmvae", num_components=5, **SMALL)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    fresh.initialize(images, torch.Generator().manual_seed(0))  # off by default: nothing changes
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+    started = build_model("gmvae", num_components=5, kmeans_init=True, **SMALL)
+    started.initialize(images, torch.Generator().manual_seed(0))
+    sizes = torch.bincount(started.cluster(images), minlength=5)
+    assert (sizes >= 0.05 * len(images)).all(), sizes  # every cluster holds images from the start
+    assert sizes.max() < 0.6 * len(images)
+
+
+@pytest.mark.parametrize("option", ["min_cluster_info=-1", "min_cluster_info=nan", "kmeans_init=maybe"])
+def test_gmvae_remedy_mistakes_are_one_sentence(tmp_path, cli, option):
+    code, _, err = cli("train", "--model", "gmvae", "--model-option", option, *TINY, "--run-dir", tmp_path / "run")
+    assert_one_sentence_error(code, err, option.partition("=")[0])

@@ -8,9 +8,18 @@ The guide marks c for parallel enumeration, so ``TraceEnum_ELBO`` computes the E
 the K clusters of q(c | x) times the (reparameterized) ELBO given c: no score-function gradient at all.
 p(c) is uniform, as in Dilokthanakul et al.: with learned weights the prior followed the guide onto one
 cluster (0.87 of its mass after 5 epochs, every test image on it).
+
+Two remedies for the clusters' degeneracy (every image in one cluster), both off by default:
+
+* ``min_cluster_info=LAMBDA``: Dilokthanakul et al.'s minimum information constraint on the cluster term,
+  max(LAMBDA, KL(q(c | x) || p(c))) in place of the KL (the batch's mean, as the free bits of Kingma et al. 2016):
+  below LAMBDA nats q(c | x) may grow confident at no cost. A training penalty (measurements leave it out).
+* ``kmeans_init=true``: a data-dependent start, as the Bernoulli mixture's: k-means on the training pixels, then
+  q(c | x) trained for a few hundred steps to predict each image's k-means cluster, before the first SVI step.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import pyro
@@ -19,7 +28,9 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vae.models.base import LatentStructure, positive_int
+from pyro_vae.inference.scaling import penalty
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.models.base import LatentStructure, finite_number, positive_int
 
 
 
@@ -38,13 +49,19 @@ class ClusterGaussians(nn.Module):
 class GMVAE(LatentStructure):
     code_site = "z"
     default_elbo = "enum"
+    option_rules = {"min_cluster_info": (lambda v: finite_number(v) and v >= 0, "a finite number of nats >= 0")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = "bernoulli", net: str = "mlp"):
+                 likelihood: str = "bernoulli", net: str = "mlp", min_cluster_info: float = 0.0,
+                 kmeans_init: bool = False):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
+        if not (finite_number(min_cluster_info) and min_cluster_info >= 0):
+            raise PyroVAEError(f"the model option min_cluster_info must be a finite number of nats >= 0, got "
+                               f"{min_cluster_info!r}")
+        self.min_cluster_info, self.kmeans_init = float(min_cluster_info), bool(kmeans_init)
         self.prior_z = ClusterGaussians(self.num_components, z_dim)
         self.decoder = self.make_decoder(z_dim, tuple(reversed(self.hidden_dims)), activation)
         self.classifier = self.make_classifier(self.hidden_dims, self.num_components, activation)
@@ -52,16 +69,26 @@ class GMVAE(LatentStructure):
 
     def config(self) -> dict:
         return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
-                "activation": self.activation, "num_components": self.num_components}
+                "activation": self.activation, "num_components": self.num_components,
+                "min_cluster_info": self.min_cluster_info, "kmeans_init": self.kmeans_init}
 
     def model(self, x):
         x = self.check_batch(x)
         pyro.module("prior_z", self.prior_z)
         pyro.module("decoder", self.decoder)
+        if self.min_cluster_info:  # (before the plate, which its batch mean spans)
+            penalty("cluster_information", lambda: self._free_cluster_information(x))
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample("c", dist.OneHotCategorical(logits=x.new_zeros(self.num_components)))
             z = pyro.sample("z", dist.Normal(*self.prior_z(c)).to_event(1))
             self.observe(self.decoder(z), x)
+
+    def _free_cluster_information(self, x: torch.Tensor) -> torch.Tensor:
+        """KL - max(LAMBDA, KL) for the batch, KL the mean of KL(q(c | x) || p(c)) over its images: added to the ELBO,
+        which holds -KL, it leaves -max(LAMBDA, KL)."""
+        log_q = torch.log_softmax(self.classifier(x), -1)
+        kl = (log_q.exp() * (log_q + math.log(self.num_components))).sum(-1).mean()
+        return x.shape[0] * (kl - torch.clamp(kl, min=self.min_cluster_info))
 
     def guide(self, x):
         x = self.check_batch(x)
@@ -75,3 +102,26 @@ class GMVAE(LatentStructure):
     def cluster(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable cluster under q(c | x)."""
         return self.classifier(self.check_batch(x)).argmax(-1)
+
+    @torch.no_grad()
+    def initialize(self, images: torch.Tensor, generator: torch.Generator) -> None:
+        """With ``kmeans_init``: k-means on (up to 10,000 of) the training images' pixels, then q(c | x) trained to
+        predict each image's cluster (300 Adam steps of cross-entropy on batches of 100), so that the clusters
+        start apart; without, nothing."""
+        if not self.kmeans_init:
+            return
+        from sklearn.cluster import KMeans
+
+        keep = torch.randperm(len(images), generator=generator)[:10_000]
+        x = images[keep.to(images.device)].flatten(1).to(self.device)
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
+        clusters = torch.as_tensor(KMeans(self.num_components, n_init=3, random_state=seed)
+                                   .fit_predict(x.cpu().numpy()), device=self.device).long()
+        optimizer = torch.optim.Adam(self.classifier.parameters(), lr=1e-3)
+        with torch.enable_grad():
+            for _ in range(300):
+                index = torch.randint(len(x), (100,), generator=generator).to(self.device)
+                loss = torch.nn.functional.cross_entropy(self.classifier(x[index]), clusters[index])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()

@@ -273,7 +273,7 @@ def test_the_kmeans_start_puts_the_gmvae_clusters_apart(small_data):
     assert sizes.max() < 0.6 * len(images)
 
 
-@pytest.mark.parametrize("option", ["min_cluster_info=-1", "min_cluster_info=nan", "kmeans_init=maybe"])
+@pytest.mark.parametrize("option", ["min_cluster_info=-1", "min_cluster_info=nan", "kmeans_init=maybe", "kmeans_init=1"])
 def test_gmvae_remedy_mistakes_are_one_sentence(tmp_path, cli, option):
     code, _, err = cli("train", "--model", "gmvae", "--model-option", option, *TINY, "--run-dir", tmp_path / "run")
     assert_one_sentence_error(code, err, option.partition("=")[0])

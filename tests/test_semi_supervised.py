@@ -277,3 +277,50 @@ def test_the_kmeans_start_puts_the_gmvae_clusters_apart(small_data):
 def test_gmvae_remedy_mistakes_are_one_sentence(tmp_path, cli, option):
     code, _, err = cli("train", "--model", "gmvae", "--model-option", option, *TINY, "--run-dir", tmp_path / "run")
     assert_one_sentence_error(code, err, option.partition("=")[0])
+
+
+def test_the_gmvae_with_vades_guide_draws_one_z_per_image_and_its_elbo_is_the_sum_by_hand(batch):
+    import pyro
+    import pyro.distributions as dist
+    from pyro import poutine
+    from pyro.infer import TraceEnum_ELBO
+
+    model = build_model("gmvae", num_components=3, encoder_sees_cluster=False, **SMALL).double()
+    x = batch[:20].double()
+    assert model.encoder.trunk[0].in_features == x.shape[1]  # q(z | x): the encoder does not see c
+    pyro.set_rng_seed(5)
+    guide_trace = poutine.trace(poutine.enum(model.guide, first_available_dim=-2)).get_trace(x)
+    z = guide_trace.nodes["z"]["value"]
+    assert z.shape == (20, 2)  # one draw per image, shared by every value of c
+    loc, scale = model.encoder(x)
+    log_q_c = torch.log_softmax(model.classifier(x), -1)
+    prior_loc, prior_scale = model.prior_z(torch.eye(3, dtype=x.dtype))
+    log_p_z_given_c = dist.Normal(prior_loc, prior_scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (20, 3)
+    log_p_x = dist.Bernoulli(logits=model.decoder(z)).log_prob(x).sum(-1)
+    by_hand = (log_p_x - dist.Normal(loc, scale).log_prob(z).sum(-1)
+               + (log_q_c.exp() * (log_p_z_given_c - torch.log(torch.tensor(3.0)) - log_q_c)).sum(-1)).sum()
+    pyro.set_rng_seed(5)
+    elbo = -TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x)
+    assert elbo.item() == pytest.approx(by_hand.item(), rel=1e-10)
+
+
+def test_the_side_by_side_script_reads_both_programs_and_picks_the_best_validation_epoch(tmp_path, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    import m2_side_by_side
+
+    log = tmp_path / "pyro.log"
+    log.write_text("0 epoch: avg losses 5.0 1.0 2.0 0.0 validation accuracy 0.37 test accuracy 0.3765\n"
+                   "1 epoch: avg losses 4.0 1.0 2.0 0.0 validation accuracy 0.626 test accuracy 0.6225\n"
+                   "2 epoch: avg losses 3.0 1.0 2.0 0.0 validation accuracy 0.5 test accuracy 0.51\n"
+                   "best validation accuracy 0.626 corresponding testing accuracy 0.6225 last testing accuracy 0.51\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "valid_accuracy": a}) + "\n"
+                                               for e, a in ((1, 0.5), (2, 0.7), (3, 0.6))))
+    (run / "evaluation.json").write_text(json.dumps({"epoch": 2, "accuracy": 0.69}))
+    assert m2_side_by_side.main(["--pyro", f"Pyro={log}", "--ours", f"ours={run}", "--out", str(tmp_path / "m2.png")]) == 0
+    out = capsys.readouterr().out
+    assert "| Pyro | 3 | 2 | 62.60 % | 62.25 % | 50.00 / 51.00 % |" in out
+    assert "| ours | 3 | 2 | 70.00 % | 69.00 % | 60.00 / (not measured) |" in out
+    assert (tmp_path / "m2.png").stat().st_size > 0

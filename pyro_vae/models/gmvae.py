@@ -16,6 +16,11 @@ Two remedies for the clusters' degeneracy (every image in one cluster), both off
   below LAMBDA nats q(c | x) may grow confident at no cost. A training penalty (measurements leave it out).
 * ``kmeans_init=true``: a data-dependent start, as the Bernoulli mixture's: k-means on the training pixels, then
   q(c | x) trained for a few hundred steps to predict each image's k-means cluster, before the first SVI step.
+
+and a third, a change of the guide: ``encoder_sees_cluster=false`` draws z from q(z | x), as VaDE's guide does
+(Jiang et al. 2017), instead of q(z | x, c). Given c the encoder can move z into any cluster's Gaussian and the
+decoder, which sees z only, can draw any image from each: every cluster then explains every image and q(c | x)
+has no reason to prefer one. Without c, z has one place per image, and the clusters must divide z-space.
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ class GMVAE(LatentStructure):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
                  likelihood: str = "bernoulli", net: str = "mlp", min_cluster_info: float = 0.0,
-                 kmeans_init: bool = False):
+                 kmeans_init: bool = False, encoder_sees_cluster: bool = True):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
@@ -65,12 +70,15 @@ class GMVAE(LatentStructure):
         self.prior_z = ClusterGaussians(self.num_components, z_dim)
         self.decoder = self.make_decoder(z_dim, tuple(reversed(self.hidden_dims)), activation)
         self.classifier = self.make_classifier(self.hidden_dims, self.num_components, activation)
-        self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation, extra_dim=self.num_components)
+        self.encoder_sees_cluster = bool(encoder_sees_cluster)
+        self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation,
+                                         extra_dim=self.num_components if self.encoder_sees_cluster else 0)
 
     def config(self) -> dict:
         return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "num_components": self.num_components,
-                "min_cluster_info": self.min_cluster_info, "kmeans_init": self.kmeans_init}
+                "min_cluster_info": self.min_cluster_info, "kmeans_init": self.kmeans_init,
+                "encoder_sees_cluster": self.encoder_sees_cluster}
 
     def model(self, x):
         x = self.check_batch(x)
@@ -96,7 +104,8 @@ class GMVAE(LatentStructure):
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample("c", dist.OneHotCategorical(logits=self.classifier(x)), infer={"enumerate": "parallel"})
-            pyro.sample("z", dist.Normal(*self.encoder(x, c)).to_event(1))
+            pyro.sample("z", dist.Normal(*(self.encoder(x, c) if self.encoder_sees_cluster else self.encoder(x)))
+                        .to_event(1))
 
     @torch.no_grad()
     def cluster(self, x: torch.Tensor) -> torch.Tensor:

@@ -324,3 +324,24 @@ def test_the_side_by_side_script_reads_both_programs_and_picks_the_best_validati
     assert "| Pyro | 3 | 2 | 62.60 % | 62.25 % | 50.00 / 51.00 % |" in out
     assert "| ours | 3 | 2 | 70.00 % | 69.00 % | 60.00 / (not measured) |" in out
     assert (tmp_path / "m2.png").stat().st_size > 0
+
+
+def test_the_cluster_information_term_leaves_only_the_clusters_imbalance_to_pay(batch):
+    from pyro.infer import TraceEnum_ELBO
+
+    plain = build_model("gmvae", num_components=4, **SMALL)
+    informed = build_model("gmvae", num_components=4, cluster_information=1.0, **SMALL)
+    informed.load_state_dict(plain.state_dict())
+    x = batch[:30]
+
+    def loss(model):
+        torch.manual_seed(3)
+        return TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x).item()
+
+    q = torch.softmax(plain.classifier(x), -1)
+    marginal = q.mean(0)
+    per_image_kl = (q * (q / 0.25).log()).sum()  # the ELBO's cluster term, -sum_x KL(q(c | x) || p(c))
+    information = (q * (q / marginal).log()).sum()
+    imbalance = len(x) * (marginal * (marginal / 0.25).log()).sum()
+    assert per_image_kl.item() == pytest.approx((information + imbalance).item(), rel=1e-5)  # ELBO surgery
+    assert loss(informed) == pytest.approx(loss(plain) - information.item(), rel=1e-6)

@@ -17,7 +17,14 @@ Two remedies for the clusters' degeneracy (every image in one cluster), both off
 * ``kmeans_init=true``: a data-dependent start, as the Bernoulli mixture's: k-means on the training pixels, then
   q(c | x) trained for a few hundred steps to predict each image's k-means cluster, before the first SVI step.
 
-and a third, a change of the guide: ``encoder_sees_cluster=false`` draws z from q(z | x), as VaDE's guide does
+* ``cluster_information=W``: W times the minibatch estimate of the mutual information I(x; c) under q added to the
+  training objective (a penalty). The ELBO's cluster term is -E_x KL(q(c | x) || p(c)) = -I(x; c) -
+  KL(q(c) || p(c)), q(c) the images' average of q(c | x) (Hoffman & Johnson 2016): it charges log K nats per image
+  alike for every image in one cluster (all in the second part) and for confident, balanced clusters (all in the
+  first), so nothing in it prefers the clusters; with W = 1 the term left is -KL(q(c) || p(c)), which charges
+  only the clusters' imbalance (the information-preferring reading of InfoVAE, Zhao et al. 2017).
+
+and a fourth, a change of the guide: ``encoder_sees_cluster=false`` draws z from q(z | x), as VaDE's guide does
 (Jiang et al. 2017), instead of q(z | x, c). Given c the encoder can move z into any cluster's Gaussian and the
 decoder, which sees z only, can draw any image from each: every cluster then explains every image and q(c | x)
 has no reason to prefer one. Without c, z has one place per image, and the clusters must divide z-space.
@@ -54,19 +61,24 @@ class ClusterGaussians(nn.Module):
 class GMVAE(LatentStructure):
     code_site = "z"
     default_elbo = "enum"
-    option_rules = {"min_cluster_info": (lambda v: finite_number(v) and v >= 0, "a finite number of nats >= 0")}
+    option_rules = {"min_cluster_info": (lambda v: finite_number(v) and v >= 0, "a finite number of nats >= 0"),
+                    "cluster_information": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
                  likelihood: str = "bernoulli", net: str = "mlp", min_cluster_info: float = 0.0,
-                 kmeans_init: bool = False, encoder_sees_cluster: bool = True):
+                 kmeans_init: bool = False, encoder_sees_cluster: bool = True, cluster_information: float = 0.0):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
         if not (finite_number(min_cluster_info) and min_cluster_info >= 0):
             raise PyroVAEError(f"the model option min_cluster_info must be a finite number of nats >= 0, got "
                                f"{min_cluster_info!r}")
+        if not (finite_number(cluster_information) and cluster_information >= 0):
+            raise PyroVAEError(f"the model option cluster_information must be a finite number >= 0, got "
+                               f"{cluster_information!r}")
         self.min_cluster_info, self.kmeans_init = float(min_cluster_info), bool(kmeans_init)
+        self.cluster_information = float(cluster_information)
         self.prior_z = ClusterGaussians(self.num_components, z_dim)
         self.decoder = self.make_decoder(z_dim, tuple(reversed(self.hidden_dims)), activation)
         self.classifier = self.make_classifier(self.hidden_dims, self.num_components, activation)
@@ -78,18 +90,27 @@ class GMVAE(LatentStructure):
         return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "num_components": self.num_components,
                 "min_cluster_info": self.min_cluster_info, "kmeans_init": self.kmeans_init,
-                "encoder_sees_cluster": self.encoder_sees_cluster}
+                "encoder_sees_cluster": self.encoder_sees_cluster, "cluster_information": self.cluster_information}
 
     def model(self, x):
         x = self.check_batch(x)
         pyro.module("prior_z", self.prior_z)
         pyro.module("decoder", self.decoder)
-        if self.min_cluster_info:  # (before the plate, which its batch mean spans)
-            penalty("cluster_information", lambda: self._free_cluster_information(x))
+        # (before the plate: both are terms of the whole batch)
+        if self.min_cluster_info:
+            penalty("minimum_cluster_information", lambda: self._free_cluster_information(x))
+        if self.cluster_information:
+            penalty("cluster_information", lambda: self.cluster_information * self._mutual_information(x))
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample("c", dist.OneHotCategorical(logits=x.new_zeros(self.num_components)))
             z = pyro.sample("z", dist.Normal(*self.prior_z(c)).to_event(1))
             self.observe(self.decoder(z), x)
+
+    def _mutual_information(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch's I(x; c) under q, summed over its images: sum_x KL(q(c | x) || q(c)), q(c) their average."""
+        log_q = torch.log_softmax(self.classifier(x), -1)
+        log_marginal = torch.logsumexp(log_q, 0) - math.log(x.shape[0])
+        return (log_q.exp() * (log_q - log_marginal)).sum()
 
     def _free_cluster_information(self, x: torch.Tensor) -> torch.Tensor:
         """KL - max(LAMBDA, KL) for the batch, KL the mean of KL(q(c | x) || p(c)) over its images: added to the ELBO,

@@ -31,13 +31,16 @@ def read_pyro_log(path: Path) -> list[dict]:
     return rows
 
 
-def read_run(run_dir: Path) -> tuple[list[dict], dict | None]:
-    """A pyro-vae run's metrics rows and its final evaluation (None before one exists)."""
+def read_run(run_dir: Path) -> tuple[list[dict], dict | None, dict | None]:
+    """A pyro-vae run's metrics rows, its final evaluation (of the epoch validation chose) and an evaluation of its
+    last epoch (``pyro-vae evaluate RUN --checkpoint last``); None for those not made."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     if not rows or "valid_accuracy" not in rows[0]:
         raise SystemExit(f"{run_dir} is not a semi-supervised run that records validation accuracy")
     evaluation = run_dir / "evaluation.json"
-    return rows, json.loads(evaluation.read_text()) if evaluation.is_file() else None
+    lasts = sorted(run_dir.glob("evaluation-test-*-last.json"))
+    return (rows, json.loads(evaluation.read_text()) if evaluation.is_file() else None,
+            json.loads(lasts[0].read_text()) if lasts else None)
 
 
 def best(rows: list[dict]) -> dict:
@@ -45,7 +48,7 @@ def best(rows: list[dict]) -> dict:
     return max(rows, key=lambda row: row["valid_accuracy"])
 
 
-def table(pyro: dict[str, list[dict]], ours: dict[str, tuple[list[dict], dict | None]]) -> str:
+def table(pyro: dict[str, list[dict]], ours: dict[str, tuple]) -> str:
     lines = ["| program | epochs | best validation epoch | its validation accuracy | its test accuracy | "
              "last epoch's validation / test accuracy |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, rows in pyro.items():
@@ -53,16 +56,18 @@ def table(pyro: dict[str, list[dict]], ours: dict[str, tuple[list[dict], dict | 
         lines.append(f"| {name} | {last['epoch']} | {chosen['epoch']} | {100 * chosen['valid_accuracy']:.2f} % | "
                      f"{100 * chosen['test_accuracy']:.2f} % | {100 * last['valid_accuracy']:.2f} / "
                      f"{100 * last['test_accuracy']:.2f} % |")
-    for name, (rows, evaluation) in ours.items():
+    for name, (rows, evaluation, last_evaluation) in ours.items():
         chosen, last = best(rows), rows[-1]
         test = ("not evaluated" if evaluation is None or evaluation.get("epoch") != chosen["epoch"]
                 else f"{100 * evaluation['accuracy']:.2f} %")
+        last_test = ("(not measured)" if last_evaluation is None or last_evaluation.get("epoch") != last["epoch"]
+                     else f"{100 * last_evaluation['accuracy']:.2f} %")
         lines.append(f"| {name} | {last['epoch']} | {chosen['epoch']} | {100 * chosen['valid_accuracy']:.2f} % | "
-                     f"{test} | {100 * last['valid_accuracy']:.2f} / (not measured) |")
+                     f"{test} | {100 * last['valid_accuracy']:.2f} / {last_test} |")
     return "\n".join(lines)
 
 
-def plot(pyro: dict[str, list[dict]], ours: dict[str, tuple[list[dict], dict | None]], path: Path,
+def plot(pyro: dict[str, list[dict]], ours: dict[str, tuple], path: Path,
          title: str) -> None:
     import matplotlib
 
@@ -72,7 +77,7 @@ def plot(pyro: dict[str, list[dict]], ours: dict[str, tuple[list[dict], dict | N
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, rows in pyro.items():
         ax.plot([r["epoch"] for r in rows], [100 * r["valid_accuracy"] for r in rows], "s-", ms=3, label=name)
-    for name, (rows, _) in ours.items():
+    for name, (rows, *_) in ours.items():
         ax.plot([r["epoch"] for r in rows], [100 * r["valid_accuracy"] for r in rows], "o-", ms=3, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy on the 1,000 labelled validation images (%)")

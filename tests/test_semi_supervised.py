@@ -319,10 +319,11 @@ def test_the_side_by_side_script_reads_both_programs_and_picks_the_best_validati
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "valid_accuracy": a}) + "\n"
                                                for e, a in ((1, 0.5), (2, 0.7), (3, 0.6))))
     (run / "evaluation.json").write_text(json.dumps({"epoch": 2, "accuracy": 0.69}))
+    (run / "evaluation-test-K1-last.json").write_text(json.dumps({"epoch": 3, "accuracy": 0.61}))
     assert m2_side_by_side.main(["--pyro", f"Pyro={log}", "--ours", f"ours={run}", "--out", str(tmp_path / "m2.png")]) == 0
     out = capsys.readouterr().out
     assert "| Pyro | 3 | 2 | 62.60 % | 62.25 % | 50.00 / 51.00 % |" in out
-    assert "| ours | 3 | 2 | 70.00 % | 69.00 % | 60.00 / (not measured) |" in out
+    assert "| ours | 3 | 2 | 70.00 % | 69.00 % | 60.00 / 61.00 % |" in out
     assert (tmp_path / "m2.png").stat().st_size > 0
 
 

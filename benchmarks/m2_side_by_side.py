@@ -6,6 +6,9 @@ the epoch that validation chose is in the run's ``evaluation.json``), prints a t
 validation epoch and last epoch, and draws the validation accuracy of every run by epoch:
 
     python benchmarks/m2_side_by_side.py --pyro pyro-100-s0.log --ours runs/ss-vae-100 [--ours ...] --out m2.png
+
+and, with ``--targets RUN_DIR ...``, the held-out accuracy of several runs (label counts, seeds) as one table of
+means and spreads by number of labels.
 """
 from __future__ import annotations
 
@@ -67,6 +70,33 @@ def table(pyro: dict[str, list[dict]], ours: dict[str, tuple]) -> str:
     return "\n".join(lines)
 
 
+def targets_table(run_dirs: list[Path]) -> str:
+    """One row per number of labels over the given runs (seeds): the held-out accuracy of the epoch each run chose
+    on validation (its ``evaluation.json``), their mean and spread, and the training time."""
+    import statistics
+
+    groups: dict[int, list[tuple[int, float, int, float]]] = {}
+    for run_dir in run_dirs:
+        config = json.loads((run_dir / "config.json").read_text())
+        rows, evaluation, _ = read_run(run_dir)
+        if evaluation is None or "accuracy" not in evaluation:
+            raise SystemExit(f"{run_dir} has no final evaluation with an accuracy; run pyro-vae evaluate on it")
+        groups.setdefault(config["num_labelled"], []).append(
+            (config["seed"], evaluation["accuracy"], evaluation["epoch"], rows[-1]["seconds"]))
+    lines = ["| labels | seeds | held-out accuracy, mean | spread (sample sd; min - max) | per seed (epoch chosen) | "
+             "training time per run |", "| ---: | ---: | ---: | --- | --- | --- |"]
+    for labels, runs in sorted(groups.items()):
+        runs.sort()
+        accuracies = [100 * accuracy for _, accuracy, _, _ in runs]
+        sd = f"{statistics.stdev(accuracies):.2f}" if len(runs) > 1 else "-"
+        per_seed = ", ".join(f"{a:.2f} % (s{seed}, ep {epoch})" for (seed, _, epoch, _), a in zip(runs, accuracies))
+        seconds = [s for *_, s in runs]
+        lines.append(f"| {labels} | {len(runs)} | **{statistics.mean(accuracies):.2f} %** | {sd}; "
+                     f"{min(accuracies):.2f} - {max(accuracies):.2f} | {per_seed} | "
+                     f"{min(seconds):,.0f} - {max(seconds):,.0f} s |")
+    return "\n".join(lines)
+
+
 def plot(pyro: dict[str, list[dict]], ours: dict[str, tuple], path: Path,
          title: str) -> None:
     import matplotlib
@@ -95,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a log of Pyro's ss_vae_M2.py (repeatable)")
     parser.add_argument("--ours", action="append", default=[], metavar="[NAME=]RUN_DIR",
                         help="a pyro-vae ss-vae run directory (repeatable)")
+    parser.add_argument("--targets", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="instead: a table of the held-out accuracy by number of labels over these runs (seeds)")
     parser.add_argument("--out", type=Path, help="draw the validation accuracy by epoch into this PNG")
     parser.add_argument("--title", default="M2 with 100 labels: Pyro's script and pyro-vae on the same data")
     args = parser.parse_args(argv)
@@ -103,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         name, sep, path = spec.partition("=")
         return (name, Path(path)) if sep else (Path(spec).stem, Path(spec))
 
+    if args.targets:
+        for run_dir in args.targets:
+            if not (run_dir / "metrics.jsonl").is_file():
+                parser.error(f"{run_dir} is not a run directory (no metrics.jsonl)")
+        print(targets_table(args.targets))
+        return 0
     if not args.pyro and not args.ours:
-        parser.error("give at least one --pyro LOG or --ours RUN_DIR")
+        parser.error("give at least one --pyro LOG or --ours RUN_DIR (or --targets RUN_DIR ...)")
     for spec in args.pyro + args.ours:
         if not named(spec)[1].exists():
             parser.error(f"{named(spec)[1]} does not exist")

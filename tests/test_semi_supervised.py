@@ -325,6 +325,18 @@ def test_the_side_by_side_script_reads_both_programs_and_picks_the_best_validati
     assert "| Pyro | 3 | 2 | 62.60 % | 62.25 % | 50.00 / 51.00 % |" in out
     assert "| ours | 3 | 2 | 70.00 % | 69.00 % | 60.00 / 61.00 % |" in out
     assert (tmp_path / "m2.png").stat().st_size > 0
+    # the targets' table: mean and spread over seeds of the held-out accuracy of the epoch validation chose
+    (run / "config.json").write_text(json.dumps({"num_labelled": 100, "seed": 0}))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "valid_accuracy": 0.8, "seconds": 50.0}) + "\n")
+    (other / "evaluation.json").write_text(json.dumps({"epoch": 1, "accuracy": 0.73}))
+    (other / "config.json").write_text(json.dumps({"num_labelled": 100, "seed": 1}))
+    rows = (run / "metrics.jsonl").read_text().replace('"valid_accuracy": 0.6}', '"valid_accuracy": 0.6, "seconds": 90.0}')
+    (run / "metrics.jsonl").write_text(rows)
+    assert m2_side_by_side.main(["--targets", str(run), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "| 100 | 2 | **71.00 %** | 2.83; 69.00 - 73.00 | 69.00 % (s0, ep 2), 73.00 % (s1, ep 1) | 50 - 90 s |" in out
 
 
 def test_the_cluster_information_term_leaves_only_the_clusters_imbalance_to_pay(batch):

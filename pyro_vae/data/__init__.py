@@ -381,6 +381,17 @@ def load_dataset(
     return dataset
 
 
+def _labelled_release(dataset: Dataset) -> Dataset:
+    """``binarized-mnist-labelled`` (the binarized test split, shuffled once, with its labels) for a run on
+    ``binarized-mnist``: its valid and test splits kept no larger than the run's own (``--subset``), every split on
+    the run's device."""
+    release = split_labelled("binarized-mnist-labelled", load_binarized_mnist().test)
+    device = dataset.test.images.device
+    return dataclasses.replace(release, train=release.train.to(device),
+                               valid=release.valid.subset(min(len(dataset.valid), len(release.valid))).to(device),
+                               test=release.test.subset(min(len(dataset.test), len(release.test))).to(device))
+
+
 def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Dataset:
     """Split the training images into ``num_labelled`` labelled ones, the same number of each class drawn
     with ``seed``, and the unlabelled rest, for semi-supervised structures (``dataset.labelled``).
@@ -393,11 +404,8 @@ def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Da
     ``labelled_valid``); the labelled images leave the unlabelled set.
     """
     if dataset.name == "binarized-mnist":
-        labelled_release = split_labelled("binarized-mnist-labelled", load_binarized_mnist().test)
-        pool, unlabelled = labelled_release.train, dataset.train
-        device = dataset.test.images.device
-        test = labelled_release.test.subset(min(len(dataset.test), len(labelled_release.test))).to(device)
-        labelled_valid = labelled_release.valid.subset(min(len(dataset.valid), len(labelled_release.valid))).to(device)
+        release = _labelled_release(dataset)
+        pool, unlabelled, test, labelled_valid = release.train, dataset.train, release.test, release.valid
     elif dataset.train.labels is None:
         raise PyroVAEError(f"{dataset.name} has no training labels to draw --num-labelled images from")
     else:
@@ -435,10 +443,8 @@ def clustering_splits(dataset: Dataset) -> Optional[tuple[Split, Split]]:
     A data set whose validation and test splits are labelled: those two.
     """
     if dataset.name == "binarized-mnist":
-        release = split_labelled("binarized-mnist-labelled", load_binarized_mnist().test)
-        device = dataset.test.images.device
-        return (release.train.subset(min(len(dataset.train), len(release.train))).to(device),
-                release.test.subset(min(len(dataset.test), len(release.test))).to(device))
+        release = _labelled_release(dataset)
+        return release.train.subset(min(len(dataset.train), len(release.train))), release.test
     if dataset.valid.labels is not None and dataset.test.labels is not None:
         return dataset.valid, dataset.test
     return None

@@ -234,25 +234,32 @@ def test_pyros_m2_script_and_ours_give_the_same_loss_with_the_same_networks(monk
 # ---------------------------------------------------------------- the GMVAE's remedies for one cluster
 
 
-def test_the_minimum_information_constraint_replaces_the_cluster_kl_by_its_floor(batch):
+def gmvae_with_and_without(**option):
+    """Two 4-cluster GMVAEs with the same weights, the second with ``option``."""
+    plain = build_model("gmvae", num_components=4, **SMALL)
+    changed = build_model("gmvae", num_components=4, **option, **SMALL)
+    changed.load_state_dict(plain.state_dict())
+    return plain, changed
+
+
+def enumerated_loss(model, x) -> float:
+    """The training loss (TraceEnum_ELBO) of a batch, with the same draws of z each time."""
     from pyro.infer import TraceEnum_ELBO
 
+    torch.manual_seed(3)
+    return TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x).item()
+
+
+def test_the_minimum_information_constraint_replaces_the_cluster_kl_by_its_floor(batch):
     from pyro_vae.evaluation import elbo_per_datapoint
 
-    plain = build_model("gmvae", num_components=4, **SMALL)
-    floored = build_model("gmvae", num_components=4, min_cluster_info=1.2, **SMALL)
-    floored.load_state_dict(plain.state_dict())
+    plain, floored = gmvae_with_and_without(min_cluster_info=1.2)
     x = batch[:30]
-
-    def loss(model):
-        torch.manual_seed(3)
-        return TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x).item()
-
     log_q = torch.log_softmax(plain.classifier(x), -1)
     kl = (log_q.exp() * (log_q + torch.log(torch.tensor(4.0)))).sum(-1).mean().item()
     assert kl < 1.2  # a fresh classifier is unsure: the floor applies
     # the ELBO holds -KL summed over the batch; the constraint makes it -max(1.2, KL) per image
-    assert loss(floored) == pytest.approx(loss(plain) + len(x) * (1.2 - kl), rel=1e-6)
+    assert enumerated_loss(floored, x) == pytest.approx(enumerated_loss(plain, x) + len(x) * (1.2 - kl), rel=1e-6)
     # a measurement of the model leaves the training term out
     torch.manual_seed(4)
     a = elbo_per_datapoint(plain.model, plain.guide, [(x,)], elbo="enum")
@@ -340,21 +347,12 @@ def test_the_side_by_side_script_reads_both_programs_and_picks_the_best_validati
 
 
 def test_the_cluster_information_term_leaves_only_the_clusters_imbalance_to_pay(batch):
-    from pyro.infer import TraceEnum_ELBO
-
-    plain = build_model("gmvae", num_components=4, **SMALL)
-    informed = build_model("gmvae", num_components=4, cluster_information=1.0, **SMALL)
-    informed.load_state_dict(plain.state_dict())
+    plain, informed = gmvae_with_and_without(cluster_information=1.0)
     x = batch[:30]
-
-    def loss(model):
-        torch.manual_seed(3)
-        return TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model.model, model.guide, x).item()
-
     q = torch.softmax(plain.classifier(x), -1)
     marginal = q.mean(0)
     per_image_kl = (q * (q / 0.25).log()).sum()  # the ELBO's cluster term, -sum_x KL(q(c | x) || p(c))
     information = (q * (q / marginal).log()).sum()
     imbalance = len(x) * (marginal * (marginal / 0.25).log()).sum()
     assert per_image_kl.item() == pytest.approx((information + imbalance).item(), rel=1e-5)  # ELBO surgery
-    assert loss(informed) == pytest.approx(loss(plain) - information.item(), rel=1e-6)
+    assert enumerated_loss(informed, x) == pytest.approx(enumerated_loss(plain, x) - information.item(), rel=1e-6)

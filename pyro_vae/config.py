@@ -217,6 +217,11 @@ def selection_name(key: str, num_particles: int) -> str:
             "valid_accuracy": "validation classification accuracy"}.get(key, "validation ELBO")
 
 
+def selection_value(key: str, value: float) -> str:
+    """A value of :func:`selection_key` in words: nats with two decimals, an accuracy in per cent."""
+    return f"{100 * value:.2f} %" if key == "valid_accuracy" else f"{value:.2f}"
+
+
 #: seeds go to numpy too, which takes 0 <= seed < 2**32
 MAX_SEED = 2 ** 32 - 1
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from pyro_vae.catalog import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, CONFIG, METRICS,  # noqa: F401
                               OPTIMIZER_NAMES, check_registry)
 from pyro_vae.config import JIT_BY_DEFAULT, MAX_SEED, TrainConfig, check_seed  # noqa: F401 (re-exported)
-from pyro_vae.config import best_row, selection_key, selection_name
+from pyro_vae.config import best_row, selection_key, selection_name, selection_value
 from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, labelled_batch_count,
                            load_dataset, num_batches, redraw, semi_supervised, semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
@@ -670,7 +670,7 @@ class Trainer:
                 best = self.best_epoch()
                 key, name = self.selection()
                 self.log(f"stopped early after epoch {self.epoch}: the {name} has not improved for "
-                         f"{config.patience} epochs (best {best[key]:.2f} at epoch {best['epoch']})")
+                         f"{config.patience} epochs (best {selection_value(key, best[key])} at epoch {best['epoch']})")
                 break
             epoch = self.epoch + 1
             lr = config.learning_rate(epoch, self.history)

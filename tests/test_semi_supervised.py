@@ -35,13 +35,13 @@ def test_selection_by_accuracy_picks_the_epoch_that_classifies_validation_images
     assert selection_key(older, "accuracy") == "valid_elbo" and best_row(older, "accuracy")["epoch"] == 3
 
 
-def scripted_trainer(tmp_path, monkeypatch, accuracies, **options):
+def scripted_trainer(tmp_path, monkeypatch, accuracies, log=lambda _: None, **options):
     """A tiny ss-vae run whose validation accuracy at epoch k is ``accuracies[k - 1]``."""
     scripted = iter(accuracies)
     monkeypatch.setattr("pyro_vae.training.classification_accuracy", lambda model, split: next(scripted))
     config = TrainConfig(model="ss-vae", num_labelled=20, subset=200, batch_size=50, epochs=len(accuracies),
                          **SMALL, **options)
-    return Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
+    return Trainer(config, tmp_path / "run", progress=False, log=log)
 
 
 def test_a_semi_supervised_run_keeps_its_best_validation_accuracy_in_best_pt(tmp_path, monkeypatch):
@@ -52,6 +52,14 @@ def test_a_semi_supervised_run_keeps_its_best_validation_accuracy_in_best_pt(tmp
     best = load_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)
     assert best["epoch"] == 2 and best["valid_accuracy"] == 0.8
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["select_by"] == "accuracy"
+
+
+def test_early_stopping_follows_the_validation_accuracy(tmp_path, monkeypatch):
+    notes = []
+    trainer = scripted_trainer(tmp_path, monkeypatch, [0.5, 0.8, 0.7, 0.6, 0.9], log=notes.append, patience=2)
+    assert [row["epoch"] for row in trainer.fit()] == [1, 2, 3, 4]  # epochs 3 and 4 did not beat epoch 2
+    assert ("stopped early after epoch 4: the validation classification accuracy has not improved for 2 epochs "
+            "(best 80.00 % at epoch 2)") in notes
 
 
 def test_select_by_elbo_keeps_the_best_validation_elbo_instead(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINA
                               NET_NAMES, OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_DEFAULTS, SWEPT_MODELS,
                               TORCHVISION_NAMES, is_dataset_path)
 from pyro_vae.cli import HelpFormatter, existing_run_dir
-from pyro_vae.config import SELECT_BY, TrainConfig, check_positive, check_seed
+from pyro_vae.config import SELECT_BY, TrainConfig, check_positive, check_seed, selection_value
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.files import check_can_create_dir, check_can_write_file, locked_run_dir, run_lock
 
@@ -304,9 +304,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
     best = trainer.load_best()
     if best is not None and best["epoch"] != trainer.epoch:
         key, name = trainer.selection()
-        value = f"{100 * best[key]:.2f} %" if key == "valid_accuracy" else f"{best[key]:.2f}"
         print(f"evaluating the best epoch, {best['epoch']} of {trainer.epoch} ({name} "
-              f"{value}; the last epoch's model stays in {CHECKPOINT})")
+              f"{selection_value(key, best[key])}; the last epoch's model stays in {CHECKPOINT})")
     model.eval()
     result = _evaluate(model, trainer.dataset, "test", args.eval_samples, show_progress=not args.no_progress,
                        extra={"checkpoint": "best" if best is not None else "last",

@@ -9,25 +9,24 @@ the K clusters of q(c | x) times the (reparameterized) ELBO given c: no score-fu
 p(c) is uniform, as in Dilokthanakul et al.: with learned weights the prior followed the guide onto one
 cluster (0.87 of its mass after 5 epochs, every test image on it).
 
-Two remedies for the clusters' degeneracy (every image in one cluster), both off by default:
+Four remedies for the clusters' degeneracy (every image in one cluster), all off by default; what each does is
+measured in docs/semi-supervised.md:
 
 * ``min_cluster_info=LAMBDA``: Dilokthanakul et al.'s minimum information constraint on the cluster term,
   max(LAMBDA, KL(q(c | x) || p(c))) in place of the KL (the batch's mean, as the free bits of Kingma et al. 2016):
   below LAMBDA nats q(c | x) may grow confident at no cost. A training penalty (measurements leave it out).
 * ``kmeans_init=true``: a data-dependent start, as the Bernoulli mixture's: k-means on the training pixels, then
   q(c | x) trained for a few hundred steps to predict each image's k-means cluster, before the first SVI step.
-
 * ``cluster_information=W``: W times the minibatch estimate of the mutual information I(x; c) under q added to the
   training objective (a penalty). The ELBO's cluster term is -E_x KL(q(c | x) || p(c)) = -I(x; c) -
   KL(q(c) || p(c)), q(c) the images' average of q(c | x) (Hoffman & Johnson 2016): it charges log K nats per image
   alike for every image in one cluster (all in the second part) and for confident, balanced clusters (all in the
   first), so nothing in it prefers the clusters; with W = 1 the term left is -KL(q(c) || p(c)), which charges
   only the clusters' imbalance (the information-preferring reading of InfoVAE, Zhao et al. 2017).
-
-and a fourth, a change of the guide: ``encoder_sees_cluster=false`` draws z from q(z | x), as VaDE's guide does
-(Jiang et al. 2017), instead of q(z | x, c). Given c the encoder can move z into any cluster's Gaussian and the
-decoder, which sees z only, can draw any image from each: every cluster then explains every image and q(c | x)
-has no reason to prefer one. Without c, z has one place per image, and the clusters must divide z-space.
+* ``encoder_sees_cluster=false``, a change of the guide: draws z from q(z | x), as VaDE's guide does
+  (Jiang et al. 2017), instead of q(z | x, c). Given c the encoder can move z into any cluster's Gaussian and the
+  decoder, which sees z only, can draw any image from each: every cluster then explains every image and q(c | x)
+  has no reason to prefer one. Without c, z has one place per image, and the clusters must divide z-space.
 """
 from __future__ import annotations
 
@@ -41,7 +40,6 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vae.inference.scaling import penalty
-from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure, finite_number, positive_int
 
 
@@ -71,12 +69,7 @@ class GMVAE(LatentStructure):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
-        if not (finite_number(min_cluster_info) and min_cluster_info >= 0):
-            raise PyroVAEError(f"the model option min_cluster_info must be a finite number of nats >= 0, got "
-                               f"{min_cluster_info!r}")
-        if not (finite_number(cluster_information) and cluster_information >= 0):
-            raise PyroVAEError(f"the model option cluster_information must be a finite number >= 0, got "
-                               f"{cluster_information!r}")
+        self.check_options({"min_cluster_info": min_cluster_info, "cluster_information": cluster_information})
         self.min_cluster_info, self.kmeans_init = float(min_cluster_info), bool(kmeans_init)
         self.cluster_information = float(cluster_information)
         self.prior_z = ClusterGaussians(self.num_components, z_dim)

@@ -18,7 +18,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure, finite_number, one_hot_labels, positive_int
 from pyro_vae.networks import concat
 
@@ -37,8 +36,7 @@ class SSVAE(LatentStructure):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_classes = positive_int("num_classes", num_classes)
-        if isinstance(aux_weight, bool) or not isinstance(aux_weight, (int, float)) or not 0 <= aux_weight < float("inf"):
-            raise PyroVAEError(f"the model option aux_weight must be a finite number >= 0, got {aux_weight!r}")
+        self.check_options({"aux_weight": aux_weight})
         self.aux_weight = float(aux_weight)
         self.classifier = self.make_classifier(self.hidden_dims, self.num_classes, activation)
         self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation, extra_dim=self.num_classes)

@@ -19,6 +19,20 @@ from pyro_vae.errors import PyroVAEError
 #: rebuilt it every step, 5-7x slower than eager).
 JIT_BY_DEFAULT = ("trace", "meanfield", "iwae")
 
+#: the learning-rate schedules that multiply the rate by a factor (--lr-gamma; inference/schedules.py)
+GAMMA_SCHEDULES = ("step", "exponential", "plateau")
+#: options that only some schedules or optimizers read: the sentence that refuses each where it would be ignored
+IGNORED_OPTIONS = {
+    "lr_gamma": "--lr-gamma is the factor of --lr-schedule step, exponential and plateau; the {schedule} schedule "
+                "has none, so drop --lr-gamma or choose one of those schedules",
+    "lr_step": "--lr-step is the number of epochs between the steps of --lr-schedule step; the {schedule} schedule "
+               "does not read it, so drop --lr-step or pass --lr-schedule step",
+    "lr_patience": "--lr-patience is the patience of --lr-schedule plateau; the {schedule} schedule does not read "
+                   "it, so drop --lr-patience or pass --lr-schedule plateau (--patience stops training early)",
+    "clip_norm": "--clip-norm is the gradient clipping of --optimizer clipped-adam; {optimizer} does not clip, so "
+                 "drop --clip-norm or pass --optimizer clipped-adam",
+}
+
 
 @dataclass
 class TrainConfig:
@@ -136,6 +150,9 @@ class TrainConfig:
             raise PyroVAEError("--select-by accuracy picks the epoch that classifies labelled validation images best, "
                                "for semi-supervised runs (--num-labelled N); drop it or use --select-by elbo")
         check_schedule(self.lr_schedule, self.lr_gamma, self.lr_step, self.lr_patience)
+        ignored = self.ignored_options()
+        if ignored:  # an option that would change nothing is a mistake, not a wish
+            raise PyroVAEError(IGNORED_OPTIONS[ignored[0]].format(schedule=self.lr_schedule, optimizer=self.optimizer))
         if self.patience is not None and self.patience < 1:
             raise PyroVAEError(f"--patience is a number of epochs and must be positive, got {self.patience}")
         if self.elbo == "iwae" and self.kl_warmup:
@@ -182,7 +199,22 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        config = cls(**{k: v for k, v in data.items() if k in known})
+        # a run saved before validate() refused them may hold values its schedule or optimizer never read: they
+        # go back to the defaults, which changes nothing it computes, so that the run still resumes
+        defaults = cls()
+        for name in config.ignored_options():
+            setattr(config, name, getattr(defaults, name))
+        return config
+
+    def ignored_options(self) -> list[str]:
+        """The fields set away from their default that this config's schedule or optimizer never reads
+        (:data:`IGNORED_OPTIONS`): ``lr_gamma`` of a schedule without a factor, ``lr_step`` of a schedule other
+        than step, ``lr_patience`` of one other than plateau, ``clip_norm`` of an optimizer that does not clip."""
+        defaults = {f.name: f.default for f in fields(self) if f.name in IGNORED_OPTIONS}
+        used = {"lr_gamma": self.lr_schedule in GAMMA_SCHEDULES, "lr_step": self.lr_schedule == "step",
+                "lr_patience": self.lr_schedule == "plateau", "clip_norm": self.optimizer == "clipped-adam"}
+        return [name for name in IGNORED_OPTIONS if not used[name] and getattr(self, name) != defaults[name]]
 
 
 #: what picks a run's best epoch (``--select-by``): "elbo", the validation value of the bound being trained, or

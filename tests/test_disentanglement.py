@@ -65,7 +65,8 @@ def test_metrics_of_a_run_without_factors_are_one_sentence(cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--num-samples", 0], "--num-samples must be a positive whole number"),
     (["--score-points", -3], "--score-points must be a positive whole number"),
-    (["--num-samples", 5000], "5,000 samples were asked for, but the training split of dsprites-procedural-32 holds 100"),
+    (["--num-samples", 5000], "--num-samples 5,000 asks for more images than the 100 training images the run"),
+    (["--score-points", 1], "--score-points must be at least 10, got 1"),
     (["--num-samples", 3], "there are 3 samples, fewer than the 20 histogram bins"),
 ])
 def test_bad_sizes_are_one_sentence(cli, dsprites_run, args, message):

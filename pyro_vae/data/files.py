@@ -65,8 +65,9 @@ def load_image_data(path: str | Path, *, image_size: Optional[int] = None, seed:
         raise InvalidDataError(f"--image-size must be a positive number of pixels, got {image_size!r}")
     if not path.exists():
         raise InvalidDataError(f"no such file or folder {path}")
+    note = None  # what was done to read the images, for the description
     if path.is_dir():
-        arrays, labels, classes, source = _read_folder(path, image_size)
+        arrays, labels, classes, source, note = _read_folder(path, image_size)
     elif path.suffix == ".npz":
         arrays, labels, source = _read_npz(path)
         classes = None
@@ -96,11 +97,35 @@ def load_image_data(path: str | Path, *, image_size: Optional[int] = None, seed:
     sizes = " / ".join(str(len(splits[name].images)) for name in SPLITS)
     labelled = "labelled" if splits["train"].labels is not None else "unlabelled"
     description = (f"{source}: {sizes} train / valid / test images of {c} x {h} x {w} (read as "
-                   f"{' and '.join(sorted(layouts))}), {labelled}, {how}")
+                   f"{' and '.join(sorted(layouts))}), {labelled}, {how}" + (f"; {note}" if note else ""))
     return ImageData(splits["train"], splits["valid"], splits["test"], description, classes)
 
 
+#: the first bytes of what numpy.save writes (a .npy file) and of a zip archive (numpy.savez's .npz)
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _check_numpy_file(path: Path, suffix: str) -> None:
+    """One sentence for a file whose bytes are not what its suffix says (a text file named .npz, a .npy array
+    named .npz or the other way round), before numpy answers with a message about pickled data or a traceback."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(NPY_MAGIC))
+    except OSError as err:
+        raise InvalidDataError(f"cannot read {path}: {err.strerror or err}") from None
+    kind = "npy" if head.startswith(NPY_MAGIC) else "npz" if head.startswith(ZIP_MAGIC) else None
+    if kind == suffix:
+        return
+    what = {"npz": "a .npz archive (the zip file numpy.savez writes)",
+            "npy": "a .npy array file (what numpy.save writes)"}
+    if kind is None:
+        raise InvalidDataError(f"cannot read {path}: it is not {what[suffix]}")
+    raise InvalidDataError(f"cannot read {path}: it is {what[kind]}, not {what[suffix]}; rename it to .{kind}")
+
+
 def _read_npz(path: Path) -> tuple[dict, dict, str]:
+    _check_numpy_file(path, "npz")
     try:
         with np.load(path, allow_pickle=False) as data:
             content = {key: data[key] for key in data.files}
@@ -121,13 +146,14 @@ def _read_npz(path: Path) -> tuple[dict, dict, str]:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    _check_numpy_file(path, "npy")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
         raise InvalidDataError(f"cannot read {path}: {err}") from None
 
 
-def _read_folder(path: Path, image_size: Optional[int]) -> tuple[dict, dict, Optional[list], str]:
+def _read_folder(path: Path, image_size: Optional[int]) -> tuple[dict, dict, Optional[list], str, Optional[str]]:
     from PIL import Image, UnidentifiedImageError
 
     folders = sorted(p for p in path.iterdir() if p.is_dir())
@@ -145,20 +171,29 @@ def _read_folder(path: Path, image_size: Optional[int]) -> tuple[dict, dict, Opt
     if not images:
         raise InvalidDataError(f"the folder {path} holds no PNG or JPEG images"
                                + (" in its sub-folders" if folders else ""))
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1 and image_size is None:
-        raise InvalidDataError(f"the images in {path} have {len(shapes)} different sizes (e.g. "
-                               f"{', '.join('x'.join(map(str, s[:2])) for s in sorted(shapes)[:3])}); "
+    sizes = {image.shape[:2] for image in images}  # height x width: grey and colour images of one size are one size
+    if len(sizes) > 1 and image_size is None:
+        raise InvalidDataError(f"the images in {path} have {len(sizes)} different sizes (e.g. "
+                               f"{', '.join(_size_kinds(images, size) for size in sorted(sizes)[:3])}); "
                                "pass --image-size N to resize them all to N x N")
-    if len({image.ndim for image in images}) > 1:
-        images = [np.repeat(i[..., None], 3, axis=-1) if i.ndim == 2 else i for i in images]  # grey among colour
-    if len(shapes) > 1:
+    grey = sum(image.ndim == 2 for image in images)
+    note = None
+    if 0 < grey < len(images):  # grey among colour: read as colour, the grey value in each channel
+        images = [np.repeat(i[..., None], 3, axis=-1) if i.ndim == 2 else i for i in images]
+        note = f"its {grey} grey images read as colour (RGB) like the {len(images) - grey} others"
+    if len(sizes) > 1:
         tensors = [resize(_as_images(image[None], str(path))[0], image_size) for image in images]
         array = torch.cat(tensors).numpy()
     else:
         array = np.stack(images)
     label_array = {"train": np.array(labels)} if folders else {}
-    return {"train": array}, label_array, [f.name for f in folders] or None, f"{path.name}/"
+    return {"train": array}, label_array, [f.name for f in folders] or None, f"{path.name}/", note
+
+
+def _size_kinds(images: list, size: tuple) -> str:
+    """``28x28 grey``, ``32x32 colour (RGB)`` or ``28x28 grey and colour (RGB)``: a size and what is read at it."""
+    kinds = sorted({image.ndim for image in images if image.shape[:2] == size})
+    return "x".join(map(str, size)) + " " + " and ".join("grey" if ndim == 2 else "colour (RGB)" for ndim in kinds)
 
 
 def _as_images(array: np.ndarray, where: str) -> tuple[torch.Tensor, str]:

@@ -70,6 +70,21 @@ def mutual_information_matrix(codes, factors, factor_sizes, *, num_bins: int = 2
     return np.divide(mutual_info, entropy, out=np.zeros_like(mutual_info), where=entropy > 0)
 
 
+#: the fewest --score-points taken: the BetaVAE score's classifier needs training points of at least two of the five
+#: varying dSprites factors, each point's factor drawn uniformly; N points all draw one factor with probability
+#: 5^(1 - N), 20 % at N = 2 and 5e-7 at N = 10 (metrics.beta_vae_score refuses such a draw)
+MIN_SCORE_POINTS = 10
+
+
+def check_score_points(points, option: str = "--score-points") -> None:
+    """One sentence, before any work, for a number of BetaVAE / FactorVAE training points that cannot work."""
+    check_positive(points, option)
+    if points < MIN_SCORE_POINTS:
+        raise PyroVAEError(f"{option} must be at least {MIN_SCORE_POINTS}, got {points}: the BetaVAE score's "
+                           "classifier needs training points of at least two factors, and fewer points can all draw "
+                           "the same one")
+
+
 def sampler_sizes(points: int) -> dict:
     """The sizes of the BetaVAE and FactorVAE scores for ``points`` training points: ``points`` to train,
     half as many to evaluate, ``points`` images for FactorVAE's variance estimate (disentanglement_lib: 10,000)."""

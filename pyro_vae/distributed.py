@@ -1,7 +1,21 @@
-"""Data-parallel training on several processes with ``torch.distributed`` (launched by ``torchrun``).
+"""Data-parallel training on several processes with ``torch.distributed``.
 
+    pyro-vae train --nproc-per-node 2 --epochs 10 --name two-processes     # starts its 2 processes itself
     torchrun --nproc-per-node 2 -m pyro_vae train --epochs 10 --name two-processes
     torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m pyro_vae train ...
+
+``pyro-vae train --nproc-per-node N`` first checks, in the process it was started as, everything ``train``
+checks before training (the options, ``PYRO_VAE_DIST_TIMEOUT``, the run directory, a checkpoint to resume, the
+data and the structure, as rank 0 of N processes: :class:`Rehearsal`), so that a mistake is one sentence from
+one process with status 2 and no process started; then it starts N processes on this machine with torch's
+elastic launcher, in that same process (:func:`launch`: a standalone rendezvous on localhost, as ``torchrun
+--standalone``), each running ``python -m pyro_vae train`` with the same options but ``--nproc-per-node``. When a
+process fails, the command ends with that process's exit status after that process's own sentence (one killed
+by a signal, which says nothing, gets a sentence from the launcher), without torch's ``ChildFailedError``
+report. Each process runs ``OMP_NUM_THREADS`` torch threads: the machine's cores divided among the processes
+unless it is set. ``torchrun`` still starts the same processes (several machines, say); then only the first
+process on each machine (``LOCAL_RANK`` 0) reports a mistake that every process meets alike (an option, the run
+directory): the others end with status 2 silently (:func:`pyro_vae.cli.is_later_process`).
 
 How a step of N processes equals a step of one process with the whole batch:
 
@@ -23,10 +37,16 @@ How a step of N processes equals a step of one process with the whole batch:
   across processes; rank 0 alone writes checkpoints, metrics and pictures and evaluates at the end.
 
 Collectives time out after ``PYRO_VAE_DIST_TIMEOUT`` seconds (default 300): a process that dies or hangs ends
-the others' run with one sentence instead of a hang; the last checkpoint stays as it was written. (With gloo;
-nccl's watchdog may end a process on a timed-out collective rather than raise, so on GPUs the run ends without
-the sentence.) A NaN in any process's gradient shows in the summed gradients, so every process stops at the same
-step with the divergence message.
+the others' run with one sentence instead of a hang (:class:`CollectiveFailure`, said by every process left,
+whatever its rank), which names the epoch that ``checkpoint.pt`` really holds; the last checkpoint stays as it
+was written. (With gloo; nccl's watchdog may end a process on a timed-out collective rather than raise, so on
+GPUs the run ends without the sentence.) The sentence comes within about a second of the timeout; the job ends
+once the launcher has ended the stalled process, which cannot answer its SIGTERM when it is stopped (SIGSTOP)
+or stuck in the kernel: ``--nproc-per-node`` kills it :data:`SHUTDOWN_SECONDS` later (a 5 s timeout: the
+sentence after 5.0 s, the job over after 9.5 s), while torchrun waits 30 s for it first (a 20 s timeout ended
+torchrun's job after 51 s), whatever ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` says: torch 2.14 passes no timeout on
+that path, which :func:`launch` caps. A NaN in any process's gradient shows in the summed gradients, so every
+process stops at the same step with the divergence message.
 
 Structures whose model couples the images of a batch (``batch_coupled``: beta-TCVAE's minibatch estimate of
 the total correlation, FactorVAE's codes shuffled across the batch) compute that coupling within each
@@ -48,6 +68,13 @@ from pyro_vae.errors import PyroVAEError
 #: seconds a collective operation may wait for the other processes
 DEFAULT_TIMEOUT = 300
 TIMEOUT_ENV = "PYRO_VAE_DIST_TIMEOUT"
+#: seconds :func:`launch` gives the other processes to end after one failed, before it kills them (torchrun's
+#: 30 s kept the job of a stopped process alive that long after the survivor's sentence)
+SHUTDOWN_SECONDS = 3
+
+
+class CollectiveFailure(PyroVAEError):
+    """A collective failed: another process of the job died, or did not answer within the timeout."""
 
 
 @dataclass
@@ -173,6 +200,86 @@ def joined() -> bool:
     return _joined or _abandoned
 
 
+class Rehearsal(Distributed):
+    """Rank 0 of a job of ``world_size`` processes that has not started: what ``pyro-vae train --nproc-per-node``
+    gives the Trainer it builds to check everything before it starts the processes (the batch against the
+    processes, the processes of a checkpoint to resume, ``--init-from``). No process group: its only collective
+    in the Trainer's construction, the parameters' broadcast, does nothing."""
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        pass
+
+
+def launch(worker_args: list[str], processes: int) -> tuple[int, Optional[tuple[int, int]]]:
+    """Run ``python -m pyro_vae WORKER_ARGS`` as ``processes`` processes of one job on this machine, with torch's
+    elastic launcher in this process (``elastic_launch``, a standalone c10d rendezvous on localhost as
+    ``torchrun --standalone``, no restarts); their output goes where this process's goes.
+
+    Returns ``(0, None)`` when all succeeded; else the status this command ends with and, where the process
+    that failed first (torch's "root cause") was killed by a signal and so said nothing, ``(rank, signal)``
+    for the caller to say it (``(None, signal)``: this process was stopped by a signal other than Ctrl-C's).
+    Torch's own logs and its ``ChildFailedError`` report are left out: each process says what went wrong itself.
+    This process's signal handlers, environment and loggers are restored after."""
+    import logging
+    import signal
+    import tempfile
+    import threading
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.api import PContext, SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    handled = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in handled}
+    environment = dict(os.environ)
+    loggers = {name: logger for name, logger in logging.Logger.manager.loggerDict.items()
+               if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher"))
+               and isinstance(logger, logging.Logger)}
+    disabled = {name: logger.disabled for name, logger in loggers.items()}
+    for logger in loggers.values():  # "Sending process ... closing signal", "failed (exitcode: 2)", ...
+        logger.disabled = True
+    # When a process fails, torch's process context ends the others with close(), whose SIGTERM is followed by
+    # SIGKILL after 30 s whatever shutdown_timeout says (torch 2.14: SubprocessContext._poll and the agent's
+    # _stop_workers pass no timeout): a stopped process, which cannot answer the SIGTERM, kept the job alive
+    # 30 s after the survivor's sentence. Here every close waits SHUTDOWN_SECONDS at most.
+    close = PContext.__dict__.get("close")
+    if close is not None:
+        def close_in_time(context, death_sig=None, timeout: float = SHUTDOWN_SECONDS) -> None:
+            close(context, death_sig, min(timeout, SHUTDOWN_SECONDS))
+
+        PContext.close = close_in_time
+    try:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+        with tempfile.TemporaryDirectory(prefix="pyro-vae-launch-") as logs:  # torch's, not to be left behind
+            config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=uuid.uuid4().hex,
+                                  rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                                  logs_specs=DefaultLogsSpecs(log_dir=logs), shutdown_timeout=SHUTDOWN_SECONDS,
+                                  signals_to_handle=",".join(handled))
+            try:
+                elastic_launch(config, sys.executable)("-u", "-m", "pyro_vae", *worker_args)
+            except ChildFailedError as err:
+                rank, failure = err.get_first_failure()
+                if failure.exitcode < 0:
+                    return 128 - failure.exitcode, (rank, -failure.exitcode)
+                return failure.exitcode, None
+            except SignalException as err:  # the launcher was stopped, and ended the processes with that signal
+                # Ctrl-C reached the processes too, and rank 0 said what was kept; another signal did not
+                return 128 + int(err.sigval), None if err.sigval == signal.SIGINT else (None, int(err.sigval))
+        return 0, None
+    finally:
+        if close is not None:
+            PContext.close = close
+        os.environ.clear()
+        os.environ.update(environment)
+        for name, handler in handlers.items():  # (torch's agent sets its own in the main thread only)
+            if handler is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(getattr(signal, name), handler)
+        for name, logger in loggers.items():
+            logger.disabled = disabled[name]
+
+
 def from_environment(device: str = "cpu") -> Optional[Distributed]:
     """The job ``torchrun`` started this process in (``WORLD_SIZE`` > 1), its process group made: gloo on CPUs,
     nccl with one GPU per local rank for ``--device cuda``; None for a single process."""
@@ -218,10 +325,20 @@ def is_collective_failure(err: BaseException) -> bool:
     return any(word in text for word in FAILURE_WORDS)
 
 
-def collective_failure(err: BaseException, dist_info: Distributed, epoch: int, checkpoint) -> PyroVAEError:
-    """One sentence for a collective that failed: another process died, or stalled past the timeout."""
-    kept = (f"the last checkpoint (epoch {epoch}) is kept in {checkpoint}" if epoch else
-            "no checkpoint had been written yet")
+def kept_checkpoint(kept_epoch: Optional[int], checkpoint) -> str:
+    """What a run that ended early kept, in words: ``kept_epoch`` is the epoch ``checkpoint`` holds, 0 for none
+    written, None where this process cannot tell (rank 0 writes it, perhaps on another machine)."""
+    if kept_epoch is None:
+        return f"the checkpoint process 0 last wrote, if any, is kept in {checkpoint}"
+    return f"the last checkpoint (epoch {kept_epoch}) is kept in {checkpoint}" if kept_epoch else \
+        "no checkpoint had been written yet"
+
+
+def collective_failure(err: BaseException, dist_info: Distributed, kept_epoch: Optional[int],
+                       checkpoint) -> CollectiveFailure:
+    """One sentence for a collective that failed: another process died, or stalled past the timeout;
+    ``kept_epoch`` is the epoch that ``checkpoint`` really holds (:func:`kept_checkpoint`)."""
     cause = " ".join(str(err).split())[:200]
-    return PyroVAEError(f"process {dist_info.rank} of {dist_info.world_size} lost the others: one of them stopped, or "
-                        f"did not answer within {timeout_seconds():g} s ({TIMEOUT_ENV}); {kept} ({cause})")
+    return CollectiveFailure(f"process {dist_info.rank} of {dist_info.world_size} lost the others: one of them "
+                             f"stopped, or did not answer within {timeout_seconds():g} s ({TIMEOUT_ENV}); "
+                             f"{kept_checkpoint(kept_epoch, checkpoint)} ({cause})")

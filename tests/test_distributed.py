@@ -25,14 +25,22 @@ WORKER = textwrap.dedent('''
 
     options, run_dir, resume, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "resume", sys.argv[4]
     distributed = from_environment()
-    fault = options.pop("fault", None)  # (what, step): process 1 dies, hangs or diverges from that step on
+    fault = options.pop("fault", None)  # (what, step[, rank]): process 1 (or rank) dies, hangs or diverges there
     try:
         trainer = Trainer(TrainConfig(**options), run_dir, resume=resume, progress=False, log=lambda line: None,
                           distributed=distributed)
     except Exception as err:
         print(f"ERROR {type(err).__name__}: {err}", flush=True)
         sys.exit(exit_process(2))
-    if fault is not None and distributed.rank == 1:
+    if fault is not None and fault[0] == "die-validating":
+        validate = trainer.validation_elbo
+        def dying(*args, **kwargs):  # dies validating epoch fault[1]: the epoch counted, its checkpoint not written
+            if trainer.epoch >= fault[1]:
+                os._exit(3)
+            return validate(*args, **kwargs)
+        if distributed.rank == fault[2]:
+            trainer.validation_elbo = dying
+    elif fault is not None and distributed.rank == 1:
         what, at_step = fault
         steps = trainer.run_steps
         def faulty(batches, **kwargs):
@@ -265,3 +273,151 @@ def test_the_command_line_trains_on_two_processes_and_each_ends_with_its_status_
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert evaluation["epoch"] == 1 and evaluation["images"] == 200
     assert 0 < evaluation["nll"] <= -evaluation["elbo"]  # the K = 100 bound on log p(x) is above the ELBO
+
+
+# -- issue 22, theme 5: train --nproc-per-node, one sentence from one process, the epoch really kept, stalls ------
+
+LAUNCH_OPTIONS = ["--subset", "300", "--hidden-dims", "32", "--z-dim", "2", "--batch-size", "50", "--eval-samples",
+                  "4", "--no-progress"]
+
+
+def _launcher(argv: list[str], tmp_path: Path, **env) -> subprocess.Popen:
+    """``pyro-vae train --nproc-per-node 2 ARGV`` as a user starts it, its temporary files under tmp_path/tmp."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "pyro_vae", "train", "--nproc-per-node", "2", *argv],
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp"), **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _child_with_rank(parent: int, rank: int) -> int:
+    """The pid of the process ``parent`` started with ``RANK=rank`` in its environment (Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(stat.parent.name)
+    raise AssertionError(f"no process of rank {rank} started by {parent}")
+
+
+def test_train_nproc_per_node_starts_the_processes_itself_and_says_nothing_of_its_own(tmp_path):
+    """The launcher in the command's own process: the job trains as under torchrun (rank 0 speaks, writes and
+    evaluates), nothing of torch's launcher on stderr, its log folder removed; the processes get the options
+    without --nproc-per-node (else each would launch again)."""
+    run_dir = tmp_path / "run"
+    proc = _launcher([*LAUNCH_OPTIONS, "--epochs", "1", "--run-dir", str(run_dir)], tmp_path)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    assert out.count("with JitTrace_ELBO, 2 processes (gloo) into") == 1 and "test NLL (K=4)" in out
+    assert "Traceback" not in err and "torch.distributed" not in err and "pyro-vae" not in err, err
+    assert load_checkpoint(run_dir / "checkpoint.pt")["processes"] == 2
+    left = [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith(("pyro-vae-launch", "torchelastic"))]
+    assert left == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes in /proc")
+def test_a_stopped_process_ends_the_launched_job_within_its_timeout_naming_the_epoch_kept(tmp_path):
+    """Rank 0 stopped (SIGSTOP: it cannot even answer a SIGTERM) mid-training: rank 1 says so within the timeout,
+    it alone (a later process still says that it lost the others), naming the epoch that checkpoint.pt holds,
+    read from the file that rank 0 writes; the job ends a few seconds later with rank 1's status. Torch's
+    launcher waited 30 s more for the stopped process (a 20 s timeout ended the job after 51 s)."""
+    import signal
+    import time
+
+    timeout, run_dir, stopped = 3, tmp_path / "run", None
+    proc = _launcher([*LAUNCH_OPTIONS, "--epochs", "200", "--run-dir", str(run_dir)], tmp_path,
+                     PYRO_VAE_DIST_TIMEOUT=str(timeout))
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/"):
+                break
+        stopped = _child_with_rank(proc.pid, 0)
+        os.kill(stopped, signal.SIGSTOP)
+        start = time.perf_counter()
+        out, err = proc.communicate(timeout=120)
+        took = time.perf_counter() - start
+    finally:
+        proc.kill()
+        if stopped is not None:
+            try:
+                os.kill(stopped, signal.SIGKILL)
+            except ProcessLookupError:  # the launcher killed it, as it should
+                pass
+    kept = load_checkpoint(run_dir / "checkpoint.pt")["epoch"]
+    assert proc.returncode == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pyro-vae train: error: process 1 of 2 lost the others")
+    assert f"did not answer within {timeout} s" in lines[0]
+    assert f"the last checkpoint (epoch {kept}) is kept in {run_dir / 'checkpoint.pt'}" in lines[0]
+    assert took < timeout + 12, took
+
+
+def test_the_survivor_names_the_epoch_that_the_checkpoint_really_holds(tmp_path):
+    """Rank 1 dies while epoch 2 is validated: the epoch is counted, its checkpoint not yet written. Rank 0 names
+    epoch 1, the last it wrote, which checkpoint.pt holds (it said epoch 2). (A later rank reads the file: the
+    stopped rank 0 of the test below.)"""
+    options = {**SMALL, "model": "vae", "epochs": 2, "fault": ["die-validating", 2, 1]}
+    survivor, dead = _run(tmp_path, options, tmp_path / "run", "run", processes=2, timeout=120,
+                          extra_env={"PYRO_VAE_DIST_TIMEOUT": "20"})
+    assert dead.returncode == 3, dead.stdout + dead.stderr
+    assert survivor.returncode == 2, survivor.stdout + survivor.stderr
+    assert "process 0 of 2 lost the others" in survivor.stdout
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    assert "the last checkpoint (epoch 1) is kept" in survivor.stdout, survivor.stdout
+
+
+def test_under_torchrun_a_mistake_is_said_once_by_the_first_process(tmp_path):
+    """Every process meets the mistake (here the run directory, once the job formed): the first says it, the
+    other ends with status 2 without a word (both said it, glued on one line)."""
+    from conftest import assert_one_sentence_error
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "metrics.jsonl").write_text("")
+    first, second = _job([sys.executable, "-c", CLI_PROCESS, "train", *LAUNCH_OPTIONS, "--run-dir", str(taken)],
+                         processes=2, timeout=120)
+    assert [first.returncode, second.returncode] == [2, 2], first.stderr + second.stderr
+    assert_one_sentence_error(first.returncode, first.stderr, "already exists; pass --resume")
+    assert second.stderr == ""
+
+
+@pytest.mark.parametrize("argv, fragment", [(["--epochs", "0"], "epochs must be a positive whole number"),
+                                            (["--epochs", "x"], "invalid int value: 'x'")])
+def test_a_later_process_of_a_job_ends_silently_on_a_mistake(cli, monkeypatch, argv, fragment):
+    """In this process, as a later (LOCAL_RANK 1) and as the first process of a job: the first says it."""
+    import pyro_vae.cli
+
+    from conftest import assert_one_sentence_error
+
+    monkeypatch.setattr(pyro_vae.cli, "QUIET_EXIT_SECONDS", 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert cli("train", *argv) == (2, "", "")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    code, _, err = cli("train", *argv)
+    assert_one_sentence_error(code, err, fragment)
+
+
+def test_the_processes_get_the_options_without_nproc_per_node():
+    from pyro_vae.cli.runs import _without_option
+
+    argv = ["--epochs", "2", "--nproc-per-node", "2", "--name", "x", "--nproc=3", "--no-progress", "--", "--np"]
+    assert _without_option(argv, "--nproc-per-node") == ["--epochs", "2", "--name", "x", "--no-progress", "--", "--np"]
+
+
+def test_launch_mistakes_of_the_environment_are_one_sentence_before_any_process(cli, tmp_path, monkeypatch):
+    from conftest import assert_one_sentence_error
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("PYRO_VAE_DIST_TIMEOUT", "soon")
+    code, _, err = cli("train", "--nproc-per-node", "2", "--run-dir", run_dir, *LAUNCH_OPTIONS)
+    assert_one_sentence_error(code, err, "PYRO_VAE_DIST_TIMEOUT must be a positive number of seconds, got 'soon'")
+    monkeypatch.delenv("PYRO_VAE_DIST_TIMEOUT")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = cli("train", "--nproc-per-node", "2", "--run-dir", run_dir, *LAUNCH_OPTIONS)
+    assert_one_sentence_error(code, err, "already one of a job started by torchrun; drop --nproc-per-node")
+    assert not run_dir.exists()

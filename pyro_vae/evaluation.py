@@ -167,7 +167,8 @@ def log_likelihood_iwae(model: Callable, guide: Callable, batch: tuple, *, num_s
 
 @measuring()  # training penalties are no part of log p(x): models skip their work
 def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples: int, max_rows: int,
-                    validate_chunks: bool, chunks: "_Chunks") -> torch.Tensor:
+                    validate_chunks: bool, chunks: "_Chunks",
+                    on_samples: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     if num_samples < 1:
         raise PyroVAEError(f"the number of importance samples must be positive, got {num_samples}")
     batch_size = batch[0].shape[0]
@@ -175,7 +176,10 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
     particle_dim = -sites.max_plate_nesting - 1
     if sites.distributions and not (sites.reparameterized or sites.score_function):
         # every latent is summed out: one "sample" is the exact log p(x)
-        return _log_weights(model, guide, batch, 1, particle_dim).logsumexp(0)[0]
+        exact = _log_weights(model, guide, batch, 1, particle_dim).logsumexp(0)[0]
+        if on_samples is not None:
+            on_samples(batch_size * num_samples)
+        return exact
     values = sites.enumerated_values
     if _splittable(batch, batch_size):
         particles = max(1, min(num_samples, max_rows // values))
@@ -193,6 +197,8 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
                 chunk = chunks(part, size, particle_dim)
                 log_sum = chunk if log_sum is None else torch.logaddexp(log_sum, chunk)
                 done += size
+                if on_samples is not None:
+                    on_samples(size * part[0].shape[0])
             parts.append(log_sum)
     log_sum = parts[0] if len(parts) == 1 else torch.cat(parts)
     return (log_sum - math.log(num_samples)).to(batch[0].dtype)
@@ -274,27 +280,31 @@ def _unconstrained(value: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()  # without it every chunk's autograd graph stays alive through the running log-sum-exp
 def negative_log_likelihood(model: Callable, guide: Callable, batches: Iterable[tuple], *, num_samples: int = 5000,
                             progress: Optional[Callable] = None, jit: bool = False,
-                            max_rows: int = MAX_ROWS) -> float:
+                            max_rows: int = MAX_ROWS, on_samples: Optional[Callable[[int], None]] = None) -> float:
     """Average -log p(x) in nats per data point, importance-sampled with ``num_samples`` per data point
-    (:func:`log_likelihood_iwae` on each batch; with ``jit``, each kind of chunk is compiled once for all)."""
+    (:func:`log_likelihood_iwae` on each batch; with ``jit``, each kind of chunk is compiled once for all).
+    ``progress`` wraps the batches (a bar over batches); ``on_samples(n)`` is told of every chunk of n samples
+    drawn (a bar over samples, :class:`pyro_vae.limits.SampleProgress`, for one batch with a huge K)."""
     chunks = _Chunks(model, guide, jit)
     total, count = 0.0, 0
     for batch in (progress(batches) if progress else batches):
-        total -= _log_likelihood(model, guide, batch, num_samples, max_rows, False, chunks).sum().item()
+        total -= _log_likelihood(model, guide, batch, num_samples, max_rows, False, chunks,
+                                 on_samples).sum().item()
         count += batch[0].shape[0]
     return total / count
 
 
 def evaluate_model(model, batches: list[tuple], *, num_samples: int = 5000, elbo_particles: int = 1,
-                   progress: Optional[Callable] = None, jit: bool = False) -> dict:
+                   progress: Optional[Callable] = None, jit: bool = False,
+                   on_samples: Optional[Callable[[int], None]] = None) -> dict:
     """Test ELBO and importance-sampled NLL of a latent structure, in nats per image (``jit``: see
-    :func:`log_likelihood_iwae`)."""
+    :func:`log_likelihood_iwae`; ``progress``, ``on_samples``: see :func:`negative_log_likelihood`)."""
     count = sum(batch[0].shape[0] for batch in batches)
     return {
         "images": count,
         "elbo": elbo_per_datapoint(model.model, model.guide, batches, num_particles=elbo_particles),
         "nll": negative_log_likelihood(model.model, model.guide, batches, num_samples=num_samples,
-                                       progress=progress, jit=jit),
+                                       progress=progress, jit=jit, on_samples=on_samples),
         "num_samples": num_samples,
     }
 

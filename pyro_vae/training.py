@@ -19,7 +19,7 @@ from pyro_vae.catalog import (BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, C
                               OPTIMIZER_NAMES, check_registry)
 from pyro_vae.config import JIT_BY_DEFAULT, MAX_SEED, TrainConfig, check_seed  # noqa: F401 (re-exported)
 from pyro_vae.config import best_row, selection_key, selection_name, selection_value
-from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, iterate_batches, labelled_batch_count,
+from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, is_binary, iterate_batches, labelled_batch_count,
                            load_dataset, num_batches, redraw, semi_supervised, semi_supervised_batches)
 from pyro_vae.errors import CheckpointError, PyroVAEError, TrainingDiverged
 from pyro_vae.evaluation import classification_accuracy, elbo_per_datapoint, negative_log_likelihood
@@ -30,14 +30,17 @@ from pyro_vae.distributed import Distributed, collective_failure, is_collective_
 from pyro_vae.inference import make_elbo, optim
 from pyro_vae.inference.compiled_step import CompiledStep
 from pyro_vae.likelihoods import DISCRETE_LIKELIHOODS
+from pyro_vae.limits import check_resized_images_fit, check_training_fits, images_before_loading
 from pyro_vae.inference.scaling import scale_latents
-from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, check_elbo_applies, latent_sites, neural_baselines,
-                                      with_baselines)
+from pyro_vae.inference.sites import (AVERAGE_BASELINE_PARAM, check_elbo_applies, check_programs, latent_sites,
+                                      neural_baselines, with_baselines)
 from pyro_vae.models import STRUCTURE_FILE, LatentStructure, build_model, is_file_spec, read_structure_source
 from pyro_vae.models.base import init_output_bias
 
 CHECKPOINT_FORMAT = ("pyro-vae-checkpoint", 1)
 OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
+#: a loss per image this many times its first value in a session (or the pixel count) counts as divergence
+DIVERGENCE_GROWTH = 1e4
 check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
 EVAL_BATCH_SIZE = 1000
 JIT_WARMUP_CALLS = 4
@@ -109,6 +112,55 @@ def load_trained_model(run_dir: str | Path, device: str = "cpu",
     return model.to(resolve_device(device)), config, checkpoint
 
 
+def best_checkpoint(config: TrainConfig | dict, model_config: dict, model_state: dict, row: dict, step: int,
+                    structure_source: Optional[dict]) -> dict:
+    """What ``best.pt`` holds: the model of the epoch of the metrics ``row``."""
+    return {"format": list(CHECKPOINT_FORMAT), "kind": "best",
+            "config": asdict(config) if isinstance(config, TrainConfig) else config,
+            "model_config": model_config, "epoch": row["epoch"], "step": step, "valid_elbo": row["valid_elbo"],
+            "valid_bound": row.get("valid_bound"), "valid_accuracy": row.get("valid_accuracy"),
+            "model_state": model_state, "structure_source": structure_source}
+
+
+def repair_run(run_dir: str | Path) -> list[str]:
+    """Make the files of a run agree with its ``checkpoint.pt`` after a write that stopped half-way (a full disk, a
+    kill between two files); returns one sentence per file repaired (none for a consistent run).
+
+    The checkpoint is written first at the end of an epoch and holds the whole history, so it is the record:
+    ``metrics.jsonl`` and ``config.json`` are rewritten from it when they lag; ``best.pt`` is rewritten from it when the
+    history's best epoch is the checkpoint's own (the model in both) and ``best.pt`` is missing or holds another
+    epoch. A ``best.pt`` of an epoch the checkpoint never finished (written before it by older versions) whose true
+    best is lost is set aside as ``best.pt.unfinished-epoch-N`` rather than kept as if it were the best.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    history, epoch, repaired = checkpoint.get("history") or [], checkpoint["epoch"], []
+    lines = "".join(json.dumps(row) + "\n" for row in history)
+    try:
+        metrics = (run_dir / METRICS).read_text()
+    except OSError:
+        metrics = None
+    if metrics != lines:
+        write_text(run_dir / METRICS, lines)
+        write_json(checkpoint["config"], run_dir / CONFIG)
+        repaired.append(f"{METRICS} rewritten from {CHECKPOINT} (epoch {epoch})")
+    best = best_row(history, checkpoint["config"].get("select_by") or "elbo")
+    best_path = run_dir / BEST_CHECKPOINT
+    best_epoch = load_checkpoint(best_path)["epoch"] if best_path.is_file() else None
+    if best is None or best_epoch == best["epoch"]:
+        return repaired
+    if best["epoch"] == epoch:
+        save_checkpoint(best_checkpoint(checkpoint["config"], checkpoint["model_config"], checkpoint["model_state"],
+                                        best, checkpoint["step"], checkpoint.get("structure_source")), best_path)
+        repaired.append(f"{BEST_CHECKPOINT} rewritten from {CHECKPOINT} (epoch {epoch}, the best)")
+    elif best_epoch is not None and best_epoch > epoch:
+        aside = best_path.with_name(f"{BEST_CHECKPOINT}.unfinished-epoch-{best_epoch}")
+        best_path.replace(aside)
+        repaired.append(f"{BEST_CHECKPOINT} held epoch {best_epoch}, which {CHECKPOINT} (epoch {epoch}) never "
+                        f"finished; moved to {aside.name}, and the best epoch ({best['epoch']}) is no longer kept")
+    return repaired
+
+
 def _epochs_trained(run_dir: Path, default: int) -> int:
     """The last epoch in the run's metrics.jsonl (``default`` if it cannot be read)."""
     try:
@@ -162,6 +214,9 @@ class Trainer:
     result equals an uninterrupted run with the same seed.
     """
 
+    #: the epoch that this process last wrote to (or resumed from) ``checkpoint.pt``; 0 for none
+    saved_epoch: int = 0
+
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                  progress: Optional[bool] = None, log: Callable[[str], None] = tqdm.write,
                  dataset: Optional[Dataset] = None, distributed: Optional[Distributed] = None):
@@ -171,6 +226,9 @@ class Trainer:
         self.log = log
         self.checkpoint = None
         if resume:
+            if distributed is None or distributed.is_main:
+                for note in repair_run(self.run_dir):
+                    log(f"repaired after an interrupted write: {note}")
             self.checkpoint = load_checkpoint(self.run_dir / CHECKPOINT)
             config = self._resumed_config(config)
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
@@ -193,12 +251,18 @@ class Trainer:
         pyro.clear_param_store()
         if dataset is not None:
             check_dataset(dataset)
+        elif config.image_size is not None:  # before a single image is resized
+            check_resized_images_fit(config.image_size, images_before_loading(config.dataset, config.subset),
+                                     config.device)
         self.dataset = dataset or load_run_data(config, device=self.device)
         if config.likelihood == "bernoulli" and not self.dataset.is_binary:
             raise PyroVAEError(f"the {config.dataset} images are grey-scale but the likelihood is Bernoulli; "
                                "pass --binarize dynamic (re-sampled every batch) or --binarize static, or choose "
                                "--likelihood continuous-bernoulli, gaussian or discretized-logistic")
         self.structure_source = self._structure_source(config)
+        check_training_fits(config, self.dataset.image_shape,
+                            sum(len(self.dataset.split(name)) for name in ("train", "valid", "test")),
+                            self.structure_source, train_images=len(self.dataset.train))
         self.model = build_model(config.model, structure_source=self.structure_source,
                                  **config.model_kwargs(self.dataset.image_shape))
         self._check_support()
@@ -219,6 +283,8 @@ class Trainer:
                                "(its validation split carries no labels); use --select-by elbo")
         config.elbo = config.elbo_name()
         example_batches = self._example_batches()
+        for batch in example_batches:  # the structure's contract, on a few images of every kind of batch
+            check_programs(self.model.model, self.model.guide, tuple(a[:8] for a in batch), config.model)
         self.sites = latent_sites(self.model.model, self.model.guide, example_batches[0])
         note = check_elbo_applies(config.elbo, self.sites, config.baseline)
         if note:
@@ -247,6 +313,7 @@ class Trainer:
         self.compiled_step: Optional[CompiledStep] = None
         self._example = example_batches
         self.history: list[dict] = []
+        self._first_loss: Optional[float] = None  # per image, for _divergence_bound
         self.epoch = 0
         self.step = 0
         guide = self.model.guide
@@ -297,6 +364,12 @@ class Trainer:
         likelihood = getattr(self.model, "likelihood", None)
         if likelihood is None or likelihood.name == "bernoulli":  # binary data were checked above
             return
+        if not likelihood.discrete and self.dataset.binarize == "none" and all(
+                is_binary(self.dataset.split(name).images) for name in ("train", "valid", "test")):
+            raise PyroVAEError(f"the {self.config.dataset} images are binary (every pixel 0 or 1), and the "
+                               f"{likelihood.spec} likelihood is a density, which grows without bound on two values, so "
+                               "its NLL would be meaningless (below zero); use --likelihood bernoulli for binary pixels "
+                               "(or discretized-logistic, which takes them as the 8-bit values 0 and 255)")
         for name in ("train", "valid", "test"):
             if name == "train" and self.dataset.binarize != "none":
                 continue
@@ -482,8 +555,8 @@ class Trainer:
         if saved_processes != processes:
             raise CheckpointError(f"the run in {self.run_dir} was trained by {saved_processes} process(es) and is resumed "
                                   f"by {processes}: its batches and random states are those of {saved_processes}, so "
-                                  f"resume it with the same number (torchrun --nproc-per-node {saved_processes}, or "
-                                  "no torchrun for one), or start a new run")
+                                  f"resume it with the same number (--nproc-per-node {saved_processes}, or under "
+                                  f"torchrun --nproc-per-node {saved_processes}; neither for one), or start a new run")
         torch.set_rng_state(checkpoint["rng_state"] if self.dist is None
                             else checkpoint["process_rng_states"][self.dist.rank])
         if self.device.type == "cuda":
@@ -495,6 +568,7 @@ class Trainer:
             self.baseline_networks.load_state_dict(checkpoint["baseline_networks"])
         self._restore_baseline_averages(checkpoint.get("baseline_averages", {}))
         self.epoch = int(checkpoint["epoch"])
+        self.saved_epoch = self.epoch
         self.step = int(checkpoint["step"])
         self.history = list(checkpoint["history"])
 
@@ -533,14 +607,11 @@ class Trainer:
                 and self.epoch - best["epoch"] >= self.config.patience)
 
     def _save_best(self) -> None:
-        """``best.pt``: the model of this epoch, which has the highest validation ELBO so far. Written before
-        ``checkpoint.pt``, so that a crash between the two leaves a best no older than the last checkpoint's."""
-        best = {"format": list(CHECKPOINT_FORMAT), "kind": "best", "config": asdict(self.config),
-                "model_config": self.model.config(), "epoch": self.epoch, "step": self.step,
-                "valid_elbo": self.history[-1]["valid_elbo"], "valid_bound": self.history[-1].get("valid_bound"),
-                "valid_accuracy": self.history[-1].get("valid_accuracy"),
-                "model_state": self.model.state_dict(), "structure_source": self.structure_source}
-        save_checkpoint(best, self.run_dir / BEST_CHECKPOINT)
+        """``best.pt``: the model of this epoch, the best so far. Written after ``checkpoint.pt``, which holds the
+        same model: a crash between the two leaves a best.pt older than the history's best, which
+        :func:`repair_run` rewrites from the checkpoint."""
+        save_checkpoint(best_checkpoint(self.config, self.model.config(), self.model.state_dict(), self.history[-1],
+                                        self.step, self.structure_source), self.run_dir / BEST_CHECKPOINT)
 
     def load_best(self) -> Optional[dict]:
         """Put the best epoch's parameters into ``self.model`` (for evaluation after training); returns its
@@ -635,7 +706,20 @@ class Trainer:
             if self.checkpoint is None and self.epoch == 0 and any(self.run_dir.iterdir()):
                 raise PyroVAEError(f"the run directory {self.run_dir} was filled by another process meanwhile; "
                                    "pass --resume to continue it, or choose another --name or --run-dir")
-            return self._fit_together()
+            try:
+                return self._fit_together()
+            except KeyboardInterrupt as interrupt:  # Ctrl-C: the command line prints what was kept
+                interrupt.sentence = self.interrupted_sentence()
+                raise
+
+    def interrupted_sentence(self) -> str:
+        """What an interruption during training kept, and how to go on."""
+        saved = self.saved_epoch
+        if not saved:
+            return (f"interrupted during epoch 1, before the first checkpoint; nothing was kept (the run directory "
+                    f"{self.run_dir} is left as it was), so train again from the start")
+        return (f"interrupted during epoch {saved + 1}; epoch {saved}'s checkpoint is kept in "
+                f"{self.run_dir / CHECKPOINT}; continue with: pyro-vae train --run-dir {self.run_dir} --resume")
 
     def _fit_together(self) -> list[dict]:
         """``_fit``; distributed, under :meth:`_as_one_job`."""
@@ -648,14 +732,29 @@ class Trainer:
     def _as_one_job(self) -> Iterator[None]:
         """Distributed work that ends for every process if it ends for one: on any error this process lets go of
         the process group (a broken gloo group left to the interpreter's exit aborts it), and a collective
-        that failed (another process died or stalled past the timeout) becomes one sentence."""
+        that failed (another process died or stalled past the timeout) becomes one sentence, naming the epoch
+        that checkpoint.pt really holds (:meth:`_kept_epoch`; ``self.epoch`` is already the next one while that
+        epoch is validated and saved)."""
         try:
             yield
         except BaseException as err:
             self.dist.abandon()
             if isinstance(err, RuntimeError) and not isinstance(err, PyroVAEError) and is_collective_failure(err):
-                raise collective_failure(err, self.dist, self.epoch, self.run_dir / CHECKPOINT) from None
+                raise collective_failure(err, self.dist, self._kept_epoch(), self.run_dir / CHECKPOINT) from None
             raise
+
+    def _kept_epoch(self) -> Optional[int]:
+        """The epoch ``checkpoint.pt`` holds: the last one this process saved or resumed from on rank 0, which
+        writes it; on the others, what the file on disk says (None where it cannot be read from here)."""
+        if self.is_main:
+            return self.saved_epoch
+        path = self.run_dir / CHECKPOINT
+        if not path.is_file():
+            return 0 if self.run_dir.is_dir() and not any(self.run_dir.iterdir()) else None
+        try:
+            return int(load_checkpoint(path)["epoch"])
+        except Exception:  # half written, damaged, or gone meanwhile: say where it is without its epoch
+            return None
 
     def _fit(self) -> list[dict]:
         config = self.config
@@ -707,10 +806,11 @@ class Trainer:
             states = self.dist.gather(torch.get_rng_state()) if self.dist is not None else None
             cuda_states = (self.dist.gather(torch.cuda.get_rng_state(self.device).cpu())
                            if self.dist is not None and self.device.type == "cuda" else None)
+            if self.is_main:  # the checkpoint first: a best.pt left behind by a crash is repaired from it
+                self._save(states, cuda_states)
+                self.saved_epoch = epoch
             if is_best and self.is_main:
                 self._save_best()
-            if self.is_main:
-                self._save(states, cuda_states)
             name = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={config.num_particles})"
             bound = f"  IWAE bound {row['valid_bound']:.2f}" if "valid_bound" in row else ""
             accuracy = f"  valid accuracy {100 * row['valid_accuracy']:.2f} %" if "valid_accuracy" in row else ""
@@ -742,7 +842,7 @@ class Trainer:
             loss = None if validate or self.compiled_step is None else self.compiled_step(*args)
             if loss is None:
                 loss = self._svi_step(args, validate)
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) or abs(loss) / batch[0].shape[0] > self._divergence_bound(loss / batch[0].shape[0]):
                 raise TrainingDiverged(self._divergence_message(loss, step))
             self.step += 1
             total += loss
@@ -793,8 +893,18 @@ class Trainer:
         _, found, values = str(err).partition("found invalid values")
         return bool(found) and any(bad in values.split("Trace Shapes")[0] for bad in ("nan", "inf"))
 
+    def _divergence_bound(self, loss_per_image: float) -> float:
+        """How large a loss per image may grow before it counts as divergence, like NaN: :data:`DIVERGENCE_GROWTH`
+        times the first loss of this session (or the number of pixels, if larger). A learning rate far too large
+        sends the loss up by many orders of magnitude while it stays finite (--lr 1e6: 1e31 nats)."""
+        if self._first_loss is None and math.isfinite(loss_per_image):
+            self._first_loss = abs(loss_per_image)
+        return DIVERGENCE_GROWTH * max(self._first_loss or 0.0, self.dataset.train.images[0].numel(), 1.0)
+
     def _divergence_message(self, loss: float, step: int) -> str:
-        where = f"the loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}, batch {step})"
+        grew = "" if not math.isfinite(loss) else (f" nats, more than {DIVERGENCE_GROWTH:.0e} times its first value "
+                                                  f"({self._first_loss:.4g} nats per image)")
+        where = f"the loss became {loss:.4g}{grew} at step {self.step + 1} (epoch {self.epoch + 1}, batch {step})"
         kept = ("no checkpoint had been written yet" if self.epoch == 0 else
                 f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}")
         return f"{where}; {kept}; {self._divergence_causes()}"

@@ -10,13 +10,16 @@
 """
 import errno
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +52,10 @@ def files(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "syntax.py").write_text("class Broken(:\n    pass\n")
     (tmp_path / "raises.py").write_text("import math\nVALUE = math.sqrt(-1)\n")
+    (tmp_path / "text.npz").write_text("0 1 0 1\n")  # data files whose bytes are not what their names say
+    (tmp_path / "text.npy").write_text("0 1 0 1\n")
+    with open(tmp_path / "array.npz", "wb") as file:  # numpy.save's bytes under a .npz name
+        np.save(file, np.zeros((10, 4, 4)))
     return tmp_path
 
 
@@ -167,6 +174,53 @@ CASES = [
     (["discrete-estimators", "--out", NEW, "--sample-sizes", "-1"], "expected positive whole numbers"),
     (["discrete-estimators", "--out", NEW, "--lr", "inf"], "--lr must be a positive, finite number"),
     (["discrete-estimators", "--out", NEW, "--repeats", "1"], "at least 2 repeated gradient estimates"),
+    # misleading or ignored (issue 22, theme 6): a resume with no run named, data files that are not what their
+    # names say, score points too few to score, options that would change nothing
+    (["train", "--resume", "--epochs", "2"], "--resume continues an earlier run: name it with --run-dir DIR"),
+    (["train", "--run-dir", NEW, "--dataset", "{tmp}/text.npz"],
+     "cannot read {tmp}/text.npz: it is not a .npz archive (the zip file numpy.savez writes)"),
+    (["train", "--run-dir", NEW, "--dataset", "{tmp}/text.npy"],
+     "cannot read {tmp}/text.npy: it is not a .npy array file (what numpy.save writes)"),
+    (["train", "--run-dir", NEW, "--dataset", "{tmp}/array.npz"],
+     "it is a .npy array file (what numpy.save writes), not a .npz archive (the zip file numpy.savez writes); "
+     "rename it to .npy"),
+    (["disentanglement", RUN, "--score-points", "1"], "--score-points must be at least 10, got 1"),
+    (["disentanglement", RUN, "--score-points", "9"], "--score-points must be at least 10, got 9"),
+    (["disentanglement", RUN, "--score-points", "0"], "--score-points must be a positive whole number"),
+    (["beta-sweep", "--out-dir", NEW, "--score-points", "2"], "--score-points must be at least 10, got 2"),
+    (["train", "--run-dir", NEW, "--lr-gamma", "0.5"],
+     "--lr-gamma is the factor of --lr-schedule step, exponential and plateau; the constant schedule has none"),
+    (["train", "--run-dir", NEW, "--lr-schedule", "iwae", "--lr-gamma", "0.5"], "the iwae schedule has none"),
+    (["train", "--run-dir", NEW, "--lr-step", "5"], "--lr-step is the number of epochs between the steps"),
+    (["train", "--run-dir", NEW, "--lr-schedule", "step", "--lr-patience", "2"],
+     "--lr-patience is the patience of --lr-schedule plateau; the step schedule does not read it"),
+    (["train", "--run-dir", NEW, "--clip-norm", "5"],
+     "--clip-norm is the gradient clipping of --optimizer clipped-adam; adam does not clip"),
+    (["train", "--run-dir", RUN, "--resume", "--epochs", "2", "--clip-norm", "5"], "adam does not clip"),
+    (["beta-sweep", "--out-dir", NEW, "--lr-gamma", "0.9"], "the constant schedule has none"),
+    (["compare-estimators", "--out", NEW, "--run-dir", RUN, "--z-dim", "8"],
+     "--run-dir takes the model, its structure and its data settings from the run, so --z-dim would be ignored; "
+     "drop it"),
+    (["compare-estimators", "--out", NEW, "--run-dir", RUN, "--model", "vae", "--hidden-dims", "8",
+      "--model-option", "a=1"], "so --model, --hidden-dims, --model-option would be ignored; drop them"),
+    (["discrete-estimators", "--out", NEW, "--run-dir", RUN, "--train-epochs", "0"], "so --train-epochs would be"),
+    (["discrete-estimators", "--out", NEW, "--run-dir", RUN, "--dataset", "binarized-mnist"], "so --dataset would be"),
+    # train --nproc-per-node (issue 22, theme 5): checked in the command's own process before any process starts
+    (["train", "--run-dir", NEW, "--nproc-per-node", "0"], "--nproc-per-node must be a positive whole number, got 0"),
+    (["train", "--run-dir", NEW, "--nproc-per-node", "-2"], "--nproc-per-node must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--nproc-per-node", "two"], "argument --nproc-per-node: invalid int value: 'two'"),
+    (["train", "--run-dir", NEW, "--nproc-per-node", "100000"], "--nproc-per-node 100000 asks for more processes than"),
+    (["train", "--run-dir", NEW, "--nproc-per-node", "2", "--epochs", "0"], "epochs must be a positive whole number"),
+    (["train", "--run-dir", NEW, "--nproc-per", "2", "--lr", "nan"], "--lr (the learning rate) must be a positive"),
+    (["train", "--run-dir", NEW, "--nproc-per-node", "2", "--device", "cuda:7"], "--device cuda:7"),
+    (["train", "--run-dir", NEW, "--nproc-per-node", "2", "--subset", "300", "--batch-size", "1"],
+     "--batch-size 1 is the global batch, cut into one shard per process: give at least 2 images for the 2 processes"),
+    (["train", "--run-dir", NEW, "--nproc-per-node", "2", "--dataset", "{tmp}/text.npz"],
+     "cannot read {tmp}/text.npz: it is not a .npz archive"),
+    (["train", "--run-dir", "{tmp}/a_file", "--nproc-per-node", "2"], "is a file, not a directory"),
+    (["train", "--run-dir", RUN, "--nproc-per-node", "2"], "already exists; pass --resume"),
+    (["train", "--run-dir", RUN, "--nproc-per-node", "2", "--resume", "--epochs", "2"],
+     "the run in {run} was trained by 1 process(es) and is resumed by 2"),
 ]
 
 
@@ -183,6 +237,116 @@ def test_every_mistake_is_one_sentence_and_exit_2_and_changes_nothing(capsys, tr
     assert_one_sentence_error(code, err, fragment.format(**fill))
     assert tree_hash(trained) == before
     assert not (files / "new-run").exists()
+
+
+# -- misleading or ignored (issue 22, theme 6): the cases honoured or explained rather than refused -----------
+
+def _write_pngs(folder: Path, shapes) -> None:
+    """One PNG per shape: (H, W) grey at 40 i, (H, W, 3) colour at (40 i, 40 i + 1, 40 i + 2)."""
+    from PIL import Image
+
+    folder.mkdir()
+    for i, shape in enumerate(shapes):
+        pixels = np.full(shape, 40 * i, dtype=np.uint8) + (np.arange(3, dtype=np.uint8) if len(shape) == 3 else 0)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_grey_and_colour_images_of_one_size_are_read_as_colour(tmp_path):
+    from pyro_vae.data.files import load_image_data
+
+    _write_pngs(tmp_path / "mixed", [(6, 5), (6, 5, 3), (6, 5), (6, 5, 3), (6, 5, 3)])
+    data = load_image_data(tmp_path / "mixed")
+    assert data.image_shape == (3, 6, 5)
+    images = torch.cat([data.train.images, data.valid.images, data.test.images])
+    pixels = sorted(tuple(round(255 * v) for v in image[:, 0, 0].tolist()) for image in images)
+    assert pixels == [(0, 0, 0), (40, 41, 42), (80, 80, 80), (120, 121, 122), (160, 161, 162)]
+    assert "its 2 grey images read as colour (RGB) like the 3 others" in data.description
+
+
+def test_a_folder_of_two_sizes_says_what_differs(tmp_path):
+    from pyro_vae.data.files import load_image_data
+    from pyro_vae.errors import InvalidDataError
+
+    _write_pngs(tmp_path / "sizes", [(6, 5), (6, 5, 3), (8, 8, 3), (6, 5)])
+    with pytest.raises(InvalidDataError) as error:
+        load_image_data(tmp_path / "sizes")
+    assert str(error.value) == (f"the images in {tmp_path / 'sizes'} have 2 different sizes (e.g. 6x5 grey and "
+                                "colour (RGB), 8x8 colour (RGB)); pass --image-size N to resize them all to N x N")
+    assert load_image_data(tmp_path / "sizes", image_size=4).image_shape == (3, 4, 4)
+
+
+@pytest.mark.parametrize("name, write, message", [
+    ("text.npz", lambda f: f.write(b"0 1 0 1\n"), "it is not a .npz archive (the zip file numpy.savez writes)"),
+    ("empty.npz", lambda f: None, "it is not a .npz archive (the zip file numpy.savez writes)"),
+    ("text.npy", lambda f: f.write(b"0 1 0 1\n"), "it is not a .npy array file (what numpy.save writes)"),
+    ("array.npz", lambda f: np.save(f, np.zeros((5, 4, 4))), "it is a .npy array file (what numpy.save writes), "
+     "not a .npz archive (the zip file numpy.savez writes); rename it to .npy"),
+    ("archive.npy", lambda f: np.savez(f, train=np.zeros((5, 4, 4))), "it is a .npz archive (the zip file "
+     "numpy.savez writes), not a .npy array file (what numpy.save writes); rename it to .npz"),
+])
+def test_a_data_file_that_is_not_what_its_name_says_is_one_sentence_naming_it(tmp_path, name, write, message):
+    from pyro_vae.data.files import load_image_data
+    from pyro_vae.errors import InvalidDataError
+
+    with open(tmp_path / name, "wb") as file:
+        write(file)
+    with pytest.raises(InvalidDataError) as error:
+        load_image_data(tmp_path / name)
+    assert str(error.value) == f"cannot read {tmp_path / name}: {message}"
+
+
+def test_disentanglement_of_a_small_run_uses_its_images_unless_more_are_asked_for(tmp_path, cli, monkeypatch):
+    from pyro_vae.disentanglement import metrics
+
+    # DCI's boosted trees are most of the time and tested elsewhere; the other metrics run as they are
+    monkeypatch.setattr(metrics, "dci", lambda *args, **kwargs: dict.fromkeys(
+        ("disentanglement", "completeness", "informativeness_train", "informativeness_test"), 0.5))
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.training import Trainer
+
+    run = tmp_path / "dsprites"  # as `train --subset 100` makes it, without the evaluation and pictures
+    Trainer(TrainConfig(dataset="dsprites-procedural", image_size=32, subset=100, epochs=1, z_dim=2, hidden_dims=[16],
+                        batch_size=50, jit=False), run, progress=False, log=lambda line: None).fit()
+    before = tree_hash(run)
+    code, _, err = cli("disentanglement", run, "--num-samples", 101)
+    assert_one_sentence_error(code, err, f"--num-samples 101 asks for more images than the 100 training images the "
+                                         f"run {run} has (dsprites-procedural, --subset 100); give at most 100")
+    assert tree_hash(run) == before
+    out_file = tmp_path / "metrics.json"
+    code, out, err = cli("disentanglement", run, "--score-points", 10, "--dci-trees", "histogram", "--out", out_file)
+    assert code == 0, err
+    assert err == ""  # scikit-learn's warnings about few samples per class are not the user's business
+    assert out.splitlines()[0] == "using the 100 training images the run has (fewer than the 10,000 of " \
+                                  "--num-samples' default)"
+    assert json.loads(out_file.read_text())["num_samples"] == 100
+
+
+def test_options_a_saved_run_never_read_go_back_to_their_defaults():
+    """A run saved before validate() refused them still loads, resumes and validates; nothing it computes changes."""
+    from pyro_vae.config import TrainConfig
+
+    saved = {**vars(TrainConfig()), "lr_gamma": 0.5, "lr_step": 3, "lr_patience": 2, "clip_norm": 5.0}
+    config = TrainConfig.from_dict(saved)
+    assert (config.lr_gamma, config.lr_step, config.lr_patience, config.clip_norm) == (None, 100, 10, 10.0)
+    config.validate()
+    used = TrainConfig.from_dict({**saved, "lr_schedule": "step", "optimizer": "clipped-adam"})
+    assert (used.lr_gamma, used.lr_step, used.lr_patience, used.clip_norm) == (0.5, 3, 10, 5.0)
+    used.validate()
+    TrainConfig().validate()  # the defaults pass, whatever the schedule and optimizer
+    TrainConfig(lr_schedule="plateau", lr_patience=2, lr_gamma=0.3, optimizer="clipped-adam", clip_norm=1).validate()
+
+
+@pytest.mark.parametrize("command", ["train", "beta-sweep"])
+def test_help_names_every_data_set(capsys, command):
+    from pyro_vae.catalog import DATASETS
+
+    with pytest.raises(SystemExit):
+        run_cli(command, "--help")
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+    start = text.index("--datasetNAME|PATHdataset:")  # the option's help, not the usage line
+    dataset_help = text[start:text.index("--data-dirDATA_DIR", start)]
+    named = set(re.findall(r"(?<![\w-])([a-z0-9-]+)(?=[,(])", dataset_help))
+    assert [name for name in DATASETS if name not in named] == []
 
 
 # -- checksums --------------------------------------------------------------------------------------------

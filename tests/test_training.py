@@ -99,7 +99,7 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
 
 
 class ExplodingVAE(VAE):
-    """A VAE that diverges at its 10th model call: the log-joint (``mode="loss"``) or the decoder (``"params"``)
+    """A VAE that diverges at its 12th model call: the log-joint (``mode="loss"``) or the decoder (``"params"``)
     becomes NaN."""
 
     calls = 0
@@ -107,10 +107,10 @@ class ExplodingVAE(VAE):
 
     def model(self, x):
         ExplodingVAE.calls += 1
-        if ExplodingVAE.calls >= 11 and self.mode == "params":
+        if ExplodingVAE.calls >= 12 and self.mode == "params":
             torch.nn.init.constant_(self.decoder.net[0].weight, float("nan"))
         super().model(x)
-        if ExplodingVAE.calls >= 11 and self.mode == "loss":
+        if ExplodingVAE.calls >= 12 and self.mode == "loss":
             pyro.factor("boom", torch.tensor(float("nan")))
 
 
@@ -121,8 +121,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeyp
     monkeypatch.setattr(ExplodingVAE, "calls", 0)
     monkeypatch.setattr(ExplodingVAE, "mode", mode)
     run = tmp_path / "run"
-    # One call when the trainer sorts the latent sites, then 6 steps per epoch plus one validation call:
-    # the 11th model call is step 3 of epoch 2. The model
+    # Two calls before training (the structure's contract is checked, then its latent sites sorted), then 6 steps
+    # per epoch plus one validation call: the 12th model call is step 3 of epoch 2. The model
     # explodes through a Python counter, which a JIT trace would freeze, so it runs without JIT.
     config = tiny_config(model="exploding", epochs=3, jit=False, validate_every_step=validate_every_step)
     trainer = Trainer(config, run, progress=False, log=lambda _: None)

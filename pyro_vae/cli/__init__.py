@@ -26,7 +26,50 @@ class Parser(argparse.ArgumentParser):
     """argparse with its errors on one line: ``pyro-vae train: error: ... (see pyro-vae train --help)``."""
 
     def error(self, message: str):
+        if is_later_process():  # the first process of the job says it
+            _let_the_first_speak()
+            self.exit(2)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def is_later_process() -> bool:
+    """Whether this process is one of a distributed job's processes after the first on its machine
+    (``LOCAL_RANK`` > 0, as torchrun and ``train --nproc-per-node`` set it). It ends with status 2 without a
+    word on a mistake that every process of the job meets alike (an option, the run directory, a divergence),
+    which the first one says, so that the mistake is said once; it still says that it lost the others
+    (:class:`pyro_vae.distributed.CollectiveFailure`), which only the processes left can say."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("LOCAL_RANK", "0")) > 0
+    except ValueError:
+        return False
+
+
+#: seconds a later process of a job waits before it ends silently (:func:`_let_the_first_speak`)
+QUIET_EXIT_SECONDS = 3.0
+
+
+def _says(err: BaseException) -> bool:
+    """Whether this process reports ``err`` (:func:`is_later_process`); one that does not has waited first."""
+    if not is_later_process():
+        return True
+    distributed = sys.modules.get("pyro_vae.distributed")
+    if distributed is not None and isinstance(err, distributed.CollectiveFailure):
+        return True
+    if not isinstance(err, KeyboardInterrupt):  # Ctrl-C: the launcher is ending every process already
+        _let_the_first_speak()
+    return False
+
+
+def _let_the_first_speak() -> None:
+    """Wait a moment before this later process ends silently on a mistake that the first process meets too: the
+    launcher (torchrun's agent, or train --nproc-per-node) ends the other processes as soon as it sees one
+    end, which could cut the first one's sentence by a few milliseconds; the wait costs nothing when the first one
+    ends too, since the launcher then ends this one at once."""
+    import time
+
+    time.sleep(QUIET_EXIT_SECONDS)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -111,21 +154,26 @@ def _in_a_job() -> bool:
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     from pyro_vae.files import os_error_sentence
 
-    args = build_parser().parse_args(glue_list_values(sys.argv[1:] if argv is None else [str(a) for a in argv]))
+    argv = glue_list_values(sys.argv[1:] if argv is None else [str(a) for a in argv])
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # as given: train --nproc-per-node hands them on to the processes it starts
     warnings.showwarning = _one_line_warnings
     try:
         return args.handler(args)
     except PyroVAEError as err:
         # Pyro appends the trace's shapes to errors raised inside a model; the first line is the sentence.
         message = str(err).strip().splitlines()[0]
-        print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
+        if _says(err):
+            print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
         return 2
     except OSError as err:  # a file-system error that no check foresaw: still one sentence naming the path
-        print(f"pyro-vae {args.command}: error: {os_error_sentence(err)}", file=sys.stderr)
+        if _says(err):
+            print(f"pyro-vae {args.command}: error: {os_error_sentence(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"pyro-vae {args.command}: interrupted; the last completed epoch's checkpoint is kept",
-              file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # training says what it kept and how to continue
+        if _says(interrupt):
+            print(f"pyro-vae {args.command}: {getattr(interrupt, 'sentence', 'interrupted; files already written are kept')}",
+                  file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = _show_warning

@@ -96,13 +96,17 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
     from pyro_vae.inference.toy import TOY_ESTIMATORS, check_toy_table, estimated_seconds, toy_table
     from pyro_vae.plots.estimators import plot_toy_variances
 
+    from pyro_vae.inference.toy import MAX_ELEMENTS
+    from pyro_vae.limits import check_toy_fits, duration_text
+
     check_toy_table(args.theta, args.repeats, args.sample_sizes)
     check_seed(args.seed)
+    check_toy_fits(args.repeats, args.sample_sizes, len(TOY_ESTIMATORS), MAX_ELEMENTS)
     out_dir = _output_dir(args.out, TOY_FILES)
     expected = estimated_seconds(args.repeats, args.sample_sizes)
     if expected > 60:
-        print(f"R x sum(N) = {args.repeats * sum(args.sample_sizes):.3g} samples per estimator: about "
-              f"{expected / 60:.0f} minutes on one core here (memory stays bounded); Ctrl-C stops it", flush=True)
+        print(f"R x sum(N) = {args.repeats * sum(args.sample_sizes):.3g} samples per estimator: "
+              f"{duration_text(expected)} on one core here (memory stays bounded); Ctrl-C stops it", flush=True)
     pyro.set_rng_seed(args.seed)
     start = time.perf_counter()
     rows = toy_table(args.theta, args.repeats, args.sample_sizes,
@@ -131,6 +135,14 @@ def _check_common(args: argparse.Namespace) -> None:
     """The options compare-estimators and discrete-estimators share, checked before any work."""
     from pyro_vae.training import resolve_device
 
+    defaults = vars(args).pop("model_defaults", {})
+    given = [f"--{name.replace('_', '-')}" for name in (*defaults, "model_option") if getattr(args, name) is not None]
+    if args.run_dir is not None and given:
+        raise PyroVAEError(f"--run-dir takes the model, its structure and its data settings from the run, so "
+                           f"{', '.join(given)} would be ignored; drop {'it' if len(given) == 1 else 'them'}")
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     check_seed(args.seed)
     check_positive_finite(args.lr, "--lr")
     resolve_device(args.device)
@@ -162,6 +174,7 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
         pyro.set_rng_seed(args.seed)
         if check:
             check(trained, dataset)
+        _check_gradient_memory(trained, args)
         fresh = type(trained)(**trained.config()).to(args.device)  # the run's structure, from the checkpoint's source
         with torch.no_grad():  # the run's own starting point, data-dependent initialisation included
             fresh.initialize(dataset.train.images, torch.Generator().manual_seed(config.seed))
@@ -175,6 +188,7 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
     dataset = load_run_data(config, device=args.device)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False if args.no_progress else None, dataset=dataset)
+        _check_gradient_memory(trainer.model, args)
         fresh = copy.deepcopy(trainer.model)
         if check:
             check(fresh, dataset)
@@ -184,6 +198,19 @@ def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] =
               f"(--elbo {config.elbo})")
         trainer.fit()
     return dataset, {"fresh": fresh, "trained": trainer.model}
+
+
+def _check_gradient_memory(model, args: argparse.Namespace) -> None:
+    """The repeated gradient estimates are kept, one flat gradient of every parameter per repeat (and stacked
+    once): refuse, before any training, a --repeats whose gradients cannot fit."""
+    from pyro_vae.limits import FLOAT_BYTES, check_fits
+
+    repeats = getattr(args, "repeats", None)
+    if repeats is None:
+        return
+    params = sum(p.numel() for p in model.parameters())
+    check_fits(2 * repeats * params * FLOAT_BYTES, f"--repeats {repeats:,} gradient estimates of the {params:,} "
+               "parameters", "use fewer --repeats or a smaller model", args.device)
 
 
 def compare_estimators_command(args: argparse.Namespace) -> int:
@@ -290,24 +317,29 @@ def discrete_estimators_command(args: argparse.Namespace) -> int:
 
 def _add_model_options(parser: argparse.ArgumentParser, *, default_model: str, train_epochs: int,
                        train_help: str) -> None:
+    # the options of the model trained here default to None, so that --run-dir can refuse them when they are given
+    # (the run's own structure and data are used); _check_common fills in these defaults otherwise
+    defaults = {"train_epochs": train_epochs, "model": default_model, "z_dim": 50, "hidden_dims": [200, 200],
+                "activation": "relu", "dataset": "binarized-mnist", "binarize": "none"}
+    parser.set_defaults(model_defaults=defaults)
     model = parser.add_argument_group("model and data")
     model.add_argument("--run-dir", help="take the trained model, and its data settings, from this run directory "
-                                         "('pyro-vae train') instead of training one here")
-    model.add_argument("--train-epochs", type=int, default=train_epochs, help=train_help)
-    model.add_argument("--model", default=default_model,
-                       help=f"without --run-dir: one of {', '.join(sorted(MODEL_NAMES))}, "
-                            "or your own as path/to/file.py:ClassName")
+                                         "('pyro-vae train') instead of training one here; the options marked "
+                                         "'without --run-dir' are then refused")
+    model.add_argument("--train-epochs", type=int, help=f"{train_help} (default: {train_epochs})")
+    model.add_argument("--model", help=f"without --run-dir: one of {', '.join(sorted(MODEL_NAMES))}, "
+                                       f"or your own as path/to/file.py:ClassName (default: {default_model})")
     model.add_argument("--model-option", action="append", metavar="KEY=VALUE", type=parse_model_option,
                        help="without --run-dir: a constructor argument of the model; repeat for several")
-    model.add_argument("--z-dim", type=int, default=50, help="without --run-dir: latent dimensions")
-    model.add_argument("--hidden-dims", type=parse_hidden_dims, default="200,200",
-                       help="without --run-dir: hidden widths, comma-separated")
-    model.add_argument("--activation", choices=sorted(ACTIVATION_NAMES), default="relu", help="without --run-dir")
-    model.add_argument("--dataset", choices=[name for name in DATASETS if name != "mnist"], default="binarized-mnist",
+    model.add_argument("--z-dim", type=int, help="without --run-dir: latent dimensions (default: 50)")
+    model.add_argument("--hidden-dims", type=parse_hidden_dims,
+                       help="without --run-dir: hidden widths, comma-separated (default: 200,200)")
+    model.add_argument("--activation", choices=sorted(ACTIVATION_NAMES), help="without --run-dir (default: relu)")
+    model.add_argument("--dataset", choices=[name for name in DATASETS if name != "mnist"],
                        help="without --run-dir: a data set shipped with the package (binarized-mnist-labelled for "
-                            "models that need labels)")
-    model.add_argument("--binarize", choices=BINARIZE_MODES, default="none",
-                       help="without --run-dir: how grey-scale pixels become binary")
+                            "models that need labels) (default: binarized-mnist)")
+    model.add_argument("--binarize", choices=BINARIZE_MODES,
+                       help="without --run-dir: how grey-scale pixels become binary (default: none)")
     model.add_argument("--subset", type=int, default=10000, help="images per split (at most)")
 
 

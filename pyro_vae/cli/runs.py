@@ -21,6 +21,8 @@ from pyro_vae.files import check_can_create_dir, check_can_write_file, locked_ru
 # Only names above: torch, Pyro and matplotlib are imported by the commands when they run, so that the
 # parser, --help and argparse's errors come at once.
 DEFAULTS = TrainConfig()
+#: the data sets shipped with the package (--dataset's help names the torchvision and dSprites ones apart)
+SHIPPED_DATASETS = tuple(name for name in DATASETS if name not in TORCHVISION_NAMES + FACTOR_DATASETS)
 
 
 def parse_hidden_dims(text: str) -> list[int]:
@@ -38,14 +40,18 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", metavar="NAME|PATH",
-                      help=f"data set: {', '.join(DATASETS[:3])} (shipped with the package), "
-                           f"{', '.join(TORCHVISION_NAMES)} (torchvision, from --data-dir), or your own images: a .npz "
+                      help=f"data set: {', '.join(SHIPPED_DATASETS)} (shipped with the package), "
+                           f"{', '.join(TORCHVISION_NAMES)} (torchvision, from --data-dir), dsprites-procedural "
+                           "(dSprites rendered here with its factors, no download; --image-size N for N x N), dsprites "
+                           "(DeepMind's dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz from --data-dir), or your own "
+                           "images: a .npz "
                            "(arrays train, optional valid / test and *_labels), a .npy array, or a folder of PNG / "
                            "JPEG (sub-folders as labels); uint8 0..255 or floats in [0, 1], as (N, H, W), "
                            "(N, H, W, C) or (N, C, H, W); without valid / test, 10 %% each are split off with --seed "
                            f"(default: {d.dataset})")
     data.add_argument("--image-size", type=int, metavar="N",
-                      help="resize your own images (--dataset PATH) to N x N; needed when a folder mixes sizes")
+                      help="resize your own images (--dataset PATH) to N x N, needed when a folder mixes sizes; or "
+                           "render dsprites-procedural at N x N instead of 64 x 64")
     data.add_argument("--data-dir", help="where torchvision keeps its data sets (for --dataset "
                                          f"{', '.join(TORCHVISION_NAMES)})")
     data.add_argument("--download", action="store_true", default=None,
@@ -177,6 +183,9 @@ def _given_options(args: argparse.Namespace) -> dict:
 def _run_dir(args: argparse.Namespace) -> Path:
     if args.run_dir:
         return Path(args.run_dir)
+    if args.resume and not args.name:  # a name made up now would name no run
+        raise PyroVAEError("--resume continues an earlier run: name it with --run-dir DIR (or --name NAME for "
+                           "runs/NAME)")
     name = args.name or time.strftime("vae-%Y%m%d-%H%M%S")
     return Path("runs") / name
 
@@ -205,16 +214,20 @@ def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool 
     from pyro_vae.likelihoods import bits_per_dim
     from pyro_vae.models import MODELS
 
+    from pyro_vae.limits import SampleProgress
+
     batches = _evaluation_batches(model, dataset, split)
     disable = None if show_progress else True  # None: tqdm shows the bar on a terminal only
-
-    def bar(it):
-        return tqdm(it, desc=f"log-likelihood K={num_samples}", unit="batch", disable=disable)
-
+    total = sum(batch[0].shape[0] for batch in batches) * num_samples
     start = time.perf_counter()
-    # Pyro's JIT records the programs once, so only for the built-in structures (as training's default JIT)
-    result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, progress=bar,
-                                               jit=type(model) in MODELS.values())}
+    # a bar over the samples, not the batches: one batch with a huge K moves it too; a run longer than a
+    # minute says how long once the first seconds show the pace
+    with tqdm(total=total, desc=f"log-likelihood K={num_samples}", unit="sample", unit_scale=True,
+              disable=disable, leave=False) as bar:
+        counter = SampleProgress(total, bar, say=tqdm.write, what=f"importance sampling with K = {num_samples:,}")
+        # Pyro's JIT records the programs once, so only for the built-in structures (as training's default JIT)
+        result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, on_samples=counter,
+                                                   jit=type(model) in MODELS.values())}
     if model.can_classify and dataset.split(split).labels is not None:
         result["accuracy"] = classification_accuracy(model, dataset.split(split))
     parts = clustering_splits(dataset) if model.can_cluster else None
@@ -251,6 +264,7 @@ def train_command(args: argparse.Namespace) -> int:
     from pyro_vae.training import load_checkpoint
 
     check_positive(args.eval_samples, "--eval-samples", optional=True)
+    _check_launch_option(args.nproc_per_node)
     given = _given_options(args)
     run_dir = _run_dir(args)
     if args.resume:  # options left out keep the checkpoint's values
@@ -258,6 +272,8 @@ def train_command(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(**given)  # the Trainer refuses a run directory that exists and is not empty
     config.validate()  # every option, before the data are loaded
+    if args.nproc_per_node is not None and args.nproc_per_node > 1:
+        return _launch(args, config, run_dir)
     from pyro_vae.distributed import from_environment
 
     distributed = from_environment(config.device)  # under torchrun: this process's place in the job
@@ -283,9 +299,99 @@ def _train_alongside(args: argparse.Namespace, config: TrainConfig, run_dir: Pat
     return 0
 
 
+def _check_launch_option(processes) -> None:
+    """``--nproc-per-node``: a positive number, at most this machine's cores, and not inside a job already."""
+    import os
+
+    if processes is None:
+        return
+    check_positive(processes, "--nproc-per-node")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        raise PyroVAEError("--nproc-per-node starts the processes itself, and this process is already one of a job "
+                           "started by torchrun; drop --nproc-per-node, or start pyro-vae without torchrun")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if processes > 1 and processes > max(cores, 2):
+        raise PyroVAEError(f"--nproc-per-node {processes} asks for more processes than the {cores} CPU cores this "
+                           f"process may use; give at most {max(cores, 2)}")
+
+
+def _launch(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> int:
+    """``train --nproc-per-node N``: check here everything a process of the job would check before training, as
+    rank 0 of N (the Trainer, built with :class:`~pyro_vae.distributed.Rehearsal`: the data, the structure, a
+    checkpoint to resume and its number of processes, the batch against the processes), then start the N
+    processes with torch's elastic launcher (:func:`pyro_vae.distributed.launch`); returns the status of the
+    process that failed first, or 0."""
+    import gc
+    import signal
+    import sys
+
+    import pyro
+    import torch
+
+    from pyro_vae.distributed import Rehearsal, kept_checkpoint, launch, timeout_seconds
+    from pyro_vae.training import Trainer
+
+    processes = args.nproc_per_node
+    if str(config.device).startswith("cuda"):
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if 0 < gpus < processes:
+            raise PyroVAEError(f"--nproc-per-node {processes} with --device {config.device} gives each process a GPU "
+                               f"of its own, and this machine has {gpus}; give at most {gpus}")
+    timeout_seconds()  # PYRO_VAE_DIST_TIMEOUT, checked once here
+    check_can_create_dir(run_dir, "the run directory")
+    if run_dir.is_dir():
+        with run_lock(run_dir):  # another process training there: said here, not by the job
+            pass
+    backend = "nccl" if str(config.device).startswith("cuda") else "gloo"
+    rehearsal = Trainer(config, run_dir, resume=args.resume, progress=False, log=lambda line: None,
+                        distributed=Rehearsal(0, processes, 0, backend))
+    del rehearsal  # its data and parameters: the processes load their own
+    pyro.clear_param_store()
+    gc.collect()
+    worker_args = _without_option(args.argv, "--nproc-per-node") + ["--run-dir", str(run_dir)]
+    status, killed = launch(worker_args, processes)
+    if killed is not None:  # the process that failed first said nothing
+        rank, signum = killed
+        who = "this command" if rank is None else f"process {rank} of {processes}"
+        epoch = _epoch_on_disk(run_dir)
+        resume = (f"; continue with: pyro-vae train --run-dir {run_dir} --resume --nproc-per-node {processes}"
+                  if epoch else "")
+        print(f"pyro-vae train: error: {who} was ended by {signal.Signals(signum).name}; "
+              f"{kept_checkpoint(epoch, run_dir / CHECKPOINT)}{resume}", file=sys.stderr)
+    return status
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option`` and its value (``--opt N`` or ``--opt=N``, or an abbreviation argparse took)."""
+    kept, skip = [], False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if token == "--":
+            kept.extend(argv[i:])
+            break
+        name, equals, _ = token.partition("=")
+        if len(name) > 2 and name.startswith("--") and option.startswith(name):
+            skip = not equals
+            continue
+        kept.append(token)
+    return kept
+
+
+def _epoch_on_disk(run_dir: Path):
+    """The epoch of ``run_dir``'s checkpoint.pt: 0 where there is none, None where it cannot be read."""
+    from pyro_vae.training import load_checkpoint
+
+    if not (run_dir / CHECKPOINT).is_file():
+        return 0
+    try:
+        return int(load_checkpoint(run_dir / CHECKPOINT)["epoch"])
+    except Exception:  # damaged or half written: say where it is, without its epoch
+        return None
+
+
 def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distributed=None) -> int:
-    from pyro_vae.files import write_json
-    from pyro_vae.plots.training import write_run_pictures
     from pyro_vae.training import Trainer
 
     trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None,
@@ -300,6 +406,19 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
     if distributed is not None:
         distributed.close()  # the others are done; rank 0 evaluates and draws alone
         trainer.dist = None
+    try:
+        return _after_training(args, trainer, history, run_dir)
+    except KeyboardInterrupt as interrupt:
+        interrupt.sentence = (f"interrupted after training, while evaluating and drawing; all {trainer.epoch} epochs "
+                              f"are kept in {run_dir}; evaluate them with: pyro-vae evaluate {run_dir}")
+        raise
+
+
+def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: Path) -> int:
+    """The end of ``train``: the test figures of the best epoch, and the run's pictures."""
+    from pyro_vae.files import write_json
+    from pyro_vae.plots.training import write_run_pictures
+
     model = trainer.model
     best = trainer.load_best()
     if best is not None and best["epoch"] != trainer.epoch:
@@ -318,6 +437,18 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
     print(f"metrics:  {run_dir / METRICS}, {run_dir / 'evaluation.json'}")
     print("pictures: " + ", ".join(str(p) for p in pictures))
     return 0
+
+
+def _repair(run_dir: Path) -> None:
+    """A run left inconsistent by an interrupted write is repaired before it is read, where it can be written
+    (:func:`pyro_vae.training.repair_run`); a read-only one is read as it is."""
+    import os
+
+    from pyro_vae.training import repair_run
+
+    if (run_dir / CHECKPOINT).is_file() and os.access(run_dir, os.W_OK):
+        for note in repair_run(run_dir):
+            print(f"repaired after an interrupted write: {note}")
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -342,6 +473,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         except PyroVAEError as err:
             raise PyroVAEError(f"{err}; pass --out FILE to write the result elsewhere") from None
     with run_lock(run_dir):
+        _repair(run_dir)
         model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
         dataset = load_run_data(config, device=args.device, subset=args.subset)
         pyro.set_rng_seed(args.seed)
@@ -379,6 +511,7 @@ def sample_command(args: argparse.Namespace) -> int:
         raise PyroVAEError(f"--out {args.out} must name a picture file ending in {', '.join(PICTURE_SUFFIXES)}")
     check_can_write_file(out, "--out")
     with run_lock(run_dir):
+        _repair(run_dir)
         model, _, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
         print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
         pyro.set_rng_seed(args.seed)
@@ -389,6 +522,11 @@ def sample_command(args: argparse.Namespace) -> int:
         num_classes = getattr(model, "num_classes", None)
         if args.label is not None and num_classes is not None and not 0 <= args.label < num_classes:
             raise PyroVAEError(f"--label must be a class from 0 to {num_classes - 1}, got {args.label}")
+        from pyro_vae.limits import check_samples_fit
+
+        hidden = sum(getattr(model, "hidden_dims", None) or [0])
+        values = getattr(model, "num_components", None) or getattr(model, "num_classes", None) or 1
+        check_samples_fit(max(args.num, args.nrow * values), model.x_dim, hidden, args.nrow, args.device)
         per_value = None if args.label is not None else model.generate_per_value(args.nrow)
         if per_value is not None:
             site, images = per_value
@@ -462,7 +600,10 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"beta-sweep trains --model {', '.join(SWEPT_MODELS)}, not {model}")
     weight = SWEPT_MODELS[model]
-    check_positive(args.score_points, "--score-points", optional=True)
+    if args.score_points is not None:  # before the sweep trains: the scores come after every model is trained
+        from pyro_vae.disentanglement.measure import check_score_points
+
+        check_score_points(args.score_points)
     TrainConfig(**{**given, "model": model}).validate()
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
@@ -484,14 +625,15 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
 def disentanglement_command(args: argparse.Namespace) -> int:
     import pyro
 
-    from pyro_vae.disentanglement.measure import check_has_factors, measure, sampler_sizes
+    from pyro_vae.disentanglement.measure import (NUM_SAMPLES, check_has_factors, check_score_points, measure,
+                                                  sampler_sizes)
     from pyro_vae.files import write_json
     from pyro_vae.plots.disentanglement import plot_mutual_information
     from pyro_vae.plots.training import plot_latent_traversals
     from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device
 
-    check_positive(args.num_samples, "--num-samples")
-    check_positive(args.score_points, "--score-points")
+    check_positive(args.num_samples, "--num-samples", optional=True)  # None: NUM_SAMPLES, or all a run has if fewer
+    check_score_points(args.score_points)
     check_seed(args.seed)
     resolve_device(args.device)
     run_dir = existing_run_dir(args.run_dir)
@@ -505,10 +647,22 @@ def disentanglement_command(args: argparse.Namespace) -> int:
                                f"{' or '.join(FACTOR_DATASETS)}")
         dataset = load_run_data(config, device=args.device)
         check_has_factors(dataset, f"the run {args.run_dir}")
+        available = len(dataset.train)
+        num_samples = args.num_samples
+        if num_samples is None:  # the default: disentanglement_lib's 10,000, or every image of a smaller run
+            num_samples = min(NUM_SAMPLES, available)
+            if num_samples < NUM_SAMPLES:
+                print(f"using the {available:,} training images the run has (fewer than the {NUM_SAMPLES:,} of "
+                      "--num-samples' default)")
+        elif num_samples > available:
+            raise PyroVAEError(f"--num-samples {num_samples:,} asks for more images than the {available:,} training "
+                               f"images the run {args.run_dir} has ({config.dataset}"
+                               + (f", --subset {config.subset}" if config.subset else "") + f"); give at most "
+                               f"{available:,}, or leave it out to use them all")
         pyro.set_rng_seed(args.seed)
         print(f"measuring disentanglement of {describe_checkpoint(checkpoint)} of {args.run_dir} on "
-              f"{args.num_samples:,} training images of {config.dataset}")
-        result = measure(model.eval(), dataset, num_samples=args.num_samples, seed=args.seed,
+              f"{num_samples:,} training images of {config.dataset}")
+        result = measure(model.eval(), dataset, num_samples=num_samples, seed=args.seed,
                          sizes=sampler_sizes(args.score_points), dci_trees=args.dci_trees)
         result.update({"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"], "dataset": config.dataset})
         for key, value in result.items():
@@ -565,6 +719,16 @@ def add_subcommands(subparsers) -> None:
                        help="importance samples K per test image for the final NLL; 'pyro-vae evaluate' uses 5000 "
                             "(default: 100)")
     where.add_argument("--no-progress", action="store_true", help="no progress bars")
+    processes = train.add_argument_group("several processes")
+    processes.add_argument("--nproc-per-node", type=int, metavar="N",
+                           help="data-parallel training on N processes of this machine (gloo on CPUs; one GPU each "
+                                "with --device cuda): every option, the run directory and the data are checked "
+                                "here first, so that a mistake is one sentence, then torch's elastic launcher starts "
+                                "N processes running 'python -m pyro_vae train' with the other options, as "
+                                "'torchrun --standalone --nproc-per-node N -m pyro_vae train' would; when one fails, "
+                                "the command ends with its exit status. Each runs OMP_NUM_THREADS torch threads, "
+                                "the cores divided among the processes unless it is set. Resume with the same N. For "
+                                "several machines call torchrun yourself (see the README) (default: 1, this process)")
     train.set_defaults(handler=train_command)
 
     sweep = subparsers.add_parser(
@@ -585,8 +749,8 @@ def add_subcommands(subparsers) -> None:
                        help="train every beta once per seed, for the mean and spread over seeds in summary.json "
                             "(default: --seed alone)")
     sweep.add_argument("--score-points", type=int, metavar="N",
-                       help="on data with known factors: training points of the BetaVAE and FactorVAE scores "
-                            "(default: disentanglement_lib's 10,000, minutes per run on a 2-core CPU)")
+                       help="on data with known factors: training points of the BetaVAE and FactorVAE scores, at "
+                            "least 10 (default: disentanglement_lib's 10,000, minutes per run on a 2-core CPU)")
     _add_dci_trees_option(sweep)
     sweep.add_argument("--out-dir", help="where the sweep goes (default: runs/beta-sweep-DATE-TIME)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -618,12 +782,14 @@ def add_subcommands(subparsers) -> None:
                     "and FactorVAE scores. Writes RUN_DIR/disentanglement.json, a latent-factor mutual-information "
                     "heat map and latent traversals.")
     measure.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
-    measure.add_argument("--num-samples", type=int, default=10_000,
-                         help="training images encoded for MIG, DCI, SAP and modularity (disentanglement_lib's default)")
+    measure.add_argument("--num-samples", type=int, metavar="N",
+                         help="training images encoded for MIG, DCI, SAP and modularity (default: disentanglement_lib's "
+                              "10,000, or all the training images of a run that has fewer, e.g. one trained with "
+                              "--subset)")
     measure.add_argument("--score-points", type=int, default=10_000, metavar="N",
                          help="training points of the BetaVAE and FactorVAE scores (N // 2 to evaluate; each point "
-                              "is a batch of 64 images rendered and encoded): disentanglement_lib's 10,000 cost "
-                              "minutes on a 2-core CPU, so smaller N is quicker and noisier")
+                              "is a batch of 64 images rendered and encoded), at least 10: disentanglement_lib's "
+                              "10,000 cost minutes on a 2-core CPU, so smaller N is quicker and noisier")
     _add_dci_trees_option(measure)
     measure.add_argument("--out", metavar="FILE",
                          help="where to write the metrics as JSON; the pictures go beside it (default: "

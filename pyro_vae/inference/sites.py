@@ -2,6 +2,8 @@
 that ``TraceGraph_ELBO`` subtracts from the score function of the non-reparameterized ones."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -73,6 +75,70 @@ def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
             elif in_guide:
                 sites.score_function.append(name)
     return sites
+
+
+#: the observation site every structure writes, ``pyro.sample("x", p(x | z), obs=x)``, and the plate of the images
+OBSERVATION_SITE, DATA_PLATE = "x", "data"
+
+
+def check_programs(model: Callable, guide: Callable, args: tuple, structure: str) -> None:
+    """The structure's contract, checked on one batch before training (a ``PyroVAEError`` naming the first breach).
+
+    Traces the guide and the model against it once, without gradients and without touching the random state,
+    and refuses: a model without the observed site ``"x"`` (evaluation and drawing go through it); a sample site
+    outside ``pyro.plate("data", batch_size)`` (per-image bounds need every site in it); a latent site of the guide
+    that the model lacks, or one of the model that the guide lacks and that is not enumerated (the ELBO would be
+    silently wrong: it would not be a bound on log p(x)); a log-density or ``pyro.factor`` that is NaN or infinite.
+    """
+    who = f"the structure {structure}"
+    devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
+    with torch.no_grad(), poutine.block(), torch.random.fork_rng(devices=devices), pyro.validation_enabled(True):
+        try:
+            guide_trace = poutine.trace(guide).get_trace(*args)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+            for trace in (guide_trace, model_trace):
+                trace.compute_log_prob()
+        except ValueError as err:
+            if isinstance(err, PyroVAEError) or "found invalid values" not in str(err):
+                raise
+            found = re.search(r"parameter (\w+) .*of distribution (\w+)", str(err))
+            what = f" (the parameter {found[1]} of a {found[2]})" if found else ""
+            raise PyroVAEError(f"{who}: a distribution or factor of its model or guide got NaN or infinite values on "
+                               f"a batch of the training images, before any training{what}; check what it computes"
+                               ) from None
+
+    def sample_sites(trace):
+        return {name: site for name, site in trace.nodes.items()
+                if site["type"] == "sample" and not site_is_subsample(site)}
+
+    model_sites, guide_sites = sample_sites(model_trace), sample_sites(guide_trace)
+    observed = model_sites.get(OBSERVATION_SITE)
+    if observed is None or not observed["is_observed"]:
+        found = ", ".join(repr(name) for name, site in model_sites.items() if site["is_observed"]) or "none"
+        raise PyroVAEError(f"{who}: its model has no observed site named {OBSERVATION_SITE!r} (observed sites: "
+                           f"{found}); write pyro.sample({OBSERVATION_SITE!r}, p(x | z), obs=x), which evaluation "
+                           "and drawing go through")
+    for program, sites in (("model", model_sites), ("guide", guide_sites)):
+        for name, site in sites.items():
+            if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
+                raise PyroVAEError(f"{who}: the site {name!r} of its {program} is outside pyro.plate({DATA_PLATE!r}, "
+                                   "batch_size); every site that belongs to one image must sit inside that plate")
+    for name, site in guide_sites.items():
+        if not site["is_observed"] and name not in model_sites:
+            raise PyroVAEError(f"{who}: its guide samples {name!r}, which its model lacks, so the ELBO would not be "
+                               f"a bound on log p(x); sample {name!r} in the model too, or drop it from the guide")
+    for name, site in model_sites.items():
+        if not site["is_observed"] and name not in guide_sites and not is_enumerated(site):
+            raise PyroVAEError(f"{who}: its model samples {name!r}, which its guide lacks; give the guide a "
+                               f"q({name} | x), or mark the site infer={{'enumerate': 'parallel'}} to sum it out")
+    for program, trace in (("model", model_trace), ("guide", guide_trace)):
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and "log_prob" in site and not bool(torch.isfinite(site["log_prob"]).all()):
+                bad = site["log_prob"][~torch.isfinite(site["log_prob"])].reshape(-1)[0].item()
+                what = "log-factor" if site["infer"].get("is_auxiliary") or name.startswith("_") or \
+                    type(site["fn"]).__name__ == "Unit" else "log-density"
+                raise PyroVAEError(f"{who}: the {what} of the site {name!r} of its {program} is {bad} on a batch of "
+                                   "the training images, before any training; check what it computes")
 
 
 def _describe(names: list, sites: LatentSites) -> str:

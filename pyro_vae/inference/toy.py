@@ -65,11 +65,19 @@ def _check(estimator: str, num_samples: int, num_repeats: int) -> None:
     check_positive(num_repeats, "the number of repeats R")
 
 
+#: the largest |theta| of the toy: float64 spacing there (1.2e-10) still resolves x ~ N(theta, 1) finely
+MAX_THETA = 1e6
+
+
 def check_toy_table(theta: float, num_repeats: int, sample_sizes: Sequence[int]) -> None:
     """One sentence for settings that cannot give a table: a theta that is not a finite number, fewer than two
     repeats (a variance needs two estimates), no sample size or one that is not a positive whole number."""
     if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta):
         raise PyroVAEError(f"--theta, the location of q, must be a finite number, got {theta}")
+    if abs(theta) > MAX_THETA:
+        raise PyroVAEError(f"--theta must lie within +-{MAX_THETA:g}, got {theta:g}: further out, float64 numbers are "
+                           f"{math.ulp(float(theta)):.3g} apart, too coarse for the unit-variance noise of x ~ N(theta, "
+                           "1), and the estimates' variances come out wrong or zero")
     check_positive(num_repeats, "--repeats")
     if num_repeats < 2:
         raise PyroVAEError(f"--repeats must be at least 2: a variance needs two estimates, got {num_repeats}")

@@ -1,0 +1,302 @@
+"""The edges of issue 22: sizes checked before they reach the allocator, no wrong number with exit 0, structure
+files checked at the door, consistent runs after a half-done write, and Ctrl-C that says what was kept.
+
+The table at the top is the new-user audit's cases (and neighbours): each ends with exit 2, one line on stderr,
+the trained run byte for byte as it was, and no new run directory. The sizes are absurd on purpose (terabytes),
+so that they are refused on any machine; an estimate that refuses allocates nothing (checked below).
+"""
+import json
+import shutil
+import textwrap
+
+import pytest
+import torch
+
+from conftest import TINY, assert_one_sentence_error, run_cli
+from test_hardening import trained, tree_hash  # noqa: F401 (trained: the tiny run, a fixture)
+from pyro_vae.catalog import BEST_CHECKPOINT, CHECKPOINT, METRICS
+
+STRUCTURES = textwrap.dedent('''
+    import pyro
+    import pyro.distributions as dist
+    from pyro_vae.models import VAE
+
+
+    class NoX(VAE):  # observes the pixels under another name
+        def model(self, x):
+            x = self.check_batch(x)
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                pyro.sample("pixels", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+
+    class NoPlate(VAE):  # no data plate in the model
+        def model(self, x):
+            x = self.check_batch(x)
+            pyro.module("decoder", self.decoder)
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(2))
+            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(2), obs=x)
+
+
+    class GuideOnly(VAE):  # the guide samples a site the model lacks
+        def guide(self, x):
+            x = self.check_batch(x)
+            pyro.module("encoder", self.encoder)
+            with pyro.plate("data", x.shape[0]):
+                loc, scale = self.encoder(x)
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
+
+
+    class ModelOnly(VAE):  # the model samples a latent the guide lacks
+        def model(self, x):
+            x = self.check_batch(x)
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
+                self.observe(self.decoder(z), x)
+
+
+    class NanFactor(VAE):  # a NaN log-factor
+        def model(self, x):
+            x = self.check_batch(x)
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                pyro.factor("penalty", x.new_full((x.shape[0],), float("nan")))
+                self.observe(self.decoder(z), x)
+''')
+
+NEW = "{tmp}/new-run"
+RUN = "{run}"
+TB = "10000000000"  # sizes that no machine holds
+
+CASES = [
+    # sizes: refused with the estimate, before anything is allocated
+    (["train", "--run-dir", NEW, "--num-particles", TB], "this run would need about"),
+    (["train", "--run-dir", NEW, "--hidden-dims", "100000000"], "parameters with their gradients and Adam's moments"),
+    (["train", "--run-dir", NEW, "--z-dim", "100000000000"], "would need about"),
+    (["train", "--run-dir", NEW, "--batch-size", "100000", "--num-particles", "100000000"],
+     "the activations of one step"),
+    (["train", "--run-dir", NEW, "--model", "mixture-prior-vae", "--model-option", f"num_components={TB}"],
+     "is available on this machine"),
+    (["train", "--run-dir", NEW, "--model", "gmvae", "--model-option", "num_components=100000000"],
+     "enumerated values"),
+    (["train", "--run-dir", NEW, "--dataset", "dsprites-procedural", "--image-size", "100000"],
+     "--image-size 100000 (900 images of 100,000 x 100,000 pixels) would need about"),
+    (["sample", RUN, "--num", TB], "would need about"),
+    (["sample", RUN, "--num", "100000"], "more than the 65,536 a side that picture viewers open"),
+    (["reparam-toy", "--out", NEW, "--repeats", TB, "--sample-sizes", TB], "would need about"),
+    (["reparam-toy", "--out", NEW, "--theta", "1e30"], "--theta must lie within +-1e+06"),
+    (["compare-estimators", "--out", NEW, "--repeats", TB], "gradient estimates of the"),
+    # no wrong number with exit 0
+    (["train", "--run-dir", NEW, "--likelihood", "gaussian"], "images are binary (every pixel 0 or 1)"),
+    (["train", "--run-dir", NEW, "--likelihood", "continuous-bernoulli"], "use --likelihood bernoulli"),
+    (["train", "--run-dir", NEW, "--lr", "1e6"], "times its first value"),
+    # structure files, at the door
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:NoX"], "its model has no observed site named 'x' "
+                                                                "(observed sites: 'pixels')"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:NoPlate"], "the site 'z' of its model is outside "
+                                                                    "pyro.plate('data', batch_size)"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:GuideOnly"], "its guide samples 'w', which its model lacks"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:ModelOnly"], "its model samples 'w', which its guide lacks"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:NanFactor"], "(the parameter log_factor of a Unit)"),
+]
+
+SMALL = ["--subset", "300", "--epochs", "1", "--hidden-dims", "32", "--z-dim", "2", "--batch-size", "50",
+         "--eval-samples", "4", "--no-progress"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "s.py").write_text(STRUCTURES)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a)[:70] for a, _ in CASES])
+def test_every_edge_is_one_sentence_and_exit_2_and_changes_nothing(capsys, trained, files, argv, fragment):
+    fill = {"tmp": str(files), "run": str(trained)}
+    argv = [part.format(**fill) for part in argv]
+    small = {"train": SMALL, "compare-estimators": ["--subset", "100", "--no-progress"]}.get(argv[0], [])
+    argv = [argv[0], *small, *argv[1:]]  # the case's own options come last, so they win
+    before = tree_hash(trained)
+    code = run_cli(*argv)
+    _, err = capsys.readouterr()
+    assert_one_sentence_error(code, err, fragment.format(**fill))
+    assert tree_hash(trained) == before
+    assert not (files / "new-run").exists()
+
+
+# -- the estimates ----------------------------------------------------------------------------------------
+
+def test_parameters_are_counted_on_the_meta_device_exactly():
+    """The estimate's parameter count is the real structure's, for every built-in structure."""
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.limits import parameter_count
+    from pyro_vae.models import MODELS, build_model
+
+    for name in MODELS:
+        config = TrainConfig(model=name, hidden_dims=[16, 8], z_dim=3)
+        real = build_model(name, **config.model_kwargs())
+        expected = sum(p.numel() for p in real.parameters()) + sum(b.numel() for b in real.buffers())
+        assert parameter_count(config, (1, 28, 28)) == expected, name
+
+
+def test_an_estimate_that_refuses_allocates_nothing():
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.errors import PyroVAEError
+    from pyro_vae.inference.toy import resident_mb
+    from pyro_vae.limits import check_training_fits
+
+    before = resident_mb()
+    config = TrainConfig(model="mixture-prior-vae", model_options={"num_components": 10 ** 10}, hidden_dims=[10 ** 6])
+    with pytest.raises(PyroVAEError, match="would need about"):
+        check_training_fits(config, (1, 28, 28), 70_000)
+    assert resident_mb() - before < 100  # megabytes; the structure alone would be 10^11 floats
+
+
+def test_check_fits_refuses_above_the_usable_part_only():
+    from pyro_vae.errors import PyroVAEError
+    from pyro_vae.limits import USABLE_FRACTION, check_fits
+
+    room = lambda device: 10 ** 9  # noqa: E731 - a machine with 1 GB available
+    check_fits(USABLE_FRACTION * 10 ** 9 - 1, "this", "less", available=room)
+    with pytest.raises(PyroVAEError, match=r"^this would need about 801 MB of memory, and 1 GB is available on this "
+                                           r"machine; less$"):
+        check_fits(USABLE_FRACTION * 10 ** 9 + 10 ** 6, "this", "less", available=room)
+
+
+def test_the_default_vae_fits_with_room_to_spare():
+    """The estimate of the default run is in the hundreds of megabytes: not a refusal waiting to happen."""
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.limits import training_memory
+
+    need, largest = training_memory(TrainConfig(), (1, 28, 28), 70_000, train_images=50_000)
+    assert 100e6 < need < 1e9
+    assert largest == "70,000 images of 784 pixels"
+
+
+def test_evaluation_counts_every_importance_sample_and_says_how_long():
+    """The progress counter sees exactly images x K samples, whatever the chunks; a slow one speaks once."""
+    from pyro_vae.evaluation import negative_log_likelihood
+    from pyro_vae.limits import SampleProgress
+    from pyro_vae.models import VAE
+
+    model = VAE(x_dim=784, z_dim=2, hidden_dims=[8])
+    batches = [(torch.bernoulli(torch.full((n, 784), 0.3)),) for n in (7, 3)]
+    seen = []
+    negative_log_likelihood(model.model, model.guide, batches, num_samples=1234, max_rows=500, on_samples=seen.append)
+    assert sum(seen) == 10 * 1234 and len(seen) > 2
+
+    said, now = [], [0.0]
+    progress = SampleProgress(1000, say=said.append, clock=lambda: now[0], what="sampling")
+    now[0] = 3.0
+    progress(10)  # 10 of 1,000 in 3 s: 300 s in all
+    progress(10)
+    assert said == ["sampling: 1,000 samples, about 5 minutes on this machine (about 5 minutes to go); "
+                    "Ctrl-C stops it"]
+    quick, said = SampleProgress(1000, say=said.append, clock=lambda: now[0]), []
+    now[0] += 3.0
+    quick(900)
+    assert said == []
+
+
+# -- half-done writes -------------------------------------------------------------------------------------
+
+def _checkpoint_epoch(path):
+    from pyro_vae.training import load_checkpoint
+
+    return load_checkpoint(path)["epoch"]
+
+
+def test_a_best_checkpoint_lost_between_two_writes_is_rebuilt_from_the_checkpoint(trained, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    good_best = (run / BEST_CHECKPOINT).read_bytes()
+    (run / BEST_CHECKPOINT).unlink()
+    (run / METRICS).write_text("")  # and metrics.jsonl never written
+    code, out, err = cli("evaluate", run, "-K", 2, "--subset", 10, "--out", tmp_path / "e.json")
+    assert code == 0, err
+    assert "repaired after an interrupted write: best.pt rewritten from checkpoint.pt (epoch 1, the best)" in out
+    assert "metrics.jsonl rewritten from checkpoint.pt (epoch 1)" in out
+    assert "(epoch 1 of 1," in out
+    assert json.loads((run / METRICS).read_text().splitlines()[0])["epoch"] == 1
+    from pyro_vae.training import load_checkpoint
+
+    rebuilt, original = load_checkpoint(run / BEST_CHECKPOINT), load_checkpoint(trained / BEST_CHECKPOINT)
+    assert rebuilt["epoch"] == original["epoch"] and rebuilt["valid_elbo"] == original["valid_elbo"]
+    assert all(torch.equal(rebuilt["model_state"][k], v) for k, v in original["model_state"].items())
+    assert len(good_best) > 0
+
+
+def test_a_best_checkpoint_newer_than_the_checkpoint_is_repaired_on_resume(trained, tmp_path, cli):
+    """What older versions left after a full disk during --resume: best.pt at epoch 2, checkpoint.pt at 1."""
+    run, ahead = tmp_path / "run", tmp_path / "ahead"
+    shutil.copytree(trained, run)
+    shutil.copytree(trained, ahead)
+    code, _, err = cli("train", "--run-dir", ahead, "--resume", "--epochs", 2, "--no-progress", "--eval-samples", 2)
+    assert code == 0, err
+    shutil.copy(ahead / BEST_CHECKPOINT, run / BEST_CHECKPOINT)
+    assert _checkpoint_epoch(run / BEST_CHECKPOINT) == 2 and _checkpoint_epoch(run / CHECKPOINT) == 1
+    code, out, err = cli("evaluate", run, "-K", 2, "--subset", 10, "--out", tmp_path / "e.json")
+    assert code == 0, err
+    assert "(epoch 1 of 1," in out  # never "epoch 2 of 1"
+    assert _checkpoint_epoch(run / BEST_CHECKPOINT) == 1
+    code, out, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress", "--eval-samples", 2)
+    assert code == 0, err
+    assert (run / BEST_CHECKPOINT).read_bytes() == (ahead / BEST_CHECKPOINT).read_bytes()
+
+
+def test_a_fresh_run_whose_best_write_fails_can_be_resumed(tmp_path, cli, monkeypatch):
+    import pyro_vae.training as training
+    from pyro_vae.files import FileSystemError
+
+    real = training.save_checkpoint
+
+    def full_disk_for_best(checkpoint, path):
+        if path.name == BEST_CHECKPOINT:
+            raise FileSystemError(f"cannot write {path}: no space left on device")
+        return real(checkpoint, path)
+
+    monkeypatch.setattr(training, "save_checkpoint", full_disk_for_best)
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--run-dir", run, *TINY)
+    assert_one_sentence_error(code, err, "no space left on device")
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [CHECKPOINT, "config.json", METRICS]
+    monkeypatch.setattr(training, "save_checkpoint", real)
+    code, out, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress", "--eval-samples", 2)
+    assert code == 0, err
+    assert "best.pt rewritten from checkpoint.pt (epoch 1, the best)" in out + err
+    assert _checkpoint_epoch(run / CHECKPOINT) == 2
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("at_epoch", [1, 2])
+def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, cli, monkeypatch, at_epoch):
+    from pyro_vae.training import Trainer
+
+    real = Trainer.run_steps
+
+    def interrupted(self, batches, **kwargs):
+        if self.epoch + 1 == at_epoch:
+            raise KeyboardInterrupt
+        return real(self, batches, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run_steps", interrupted)
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--run-dir", run, *TINY, "--epochs", 2)
+    assert code == 130
+    if at_epoch == 1:
+        assert err.strip() == (f"pyro-vae train: interrupted during epoch 1, before the first checkpoint; nothing was "
+                               f"kept (the run directory {run} is left as it was), so train again from the start")
+        assert not run.exists()
+    else:
+        assert err.strip() == (f"pyro-vae train: interrupted during epoch 2; epoch 1's checkpoint is kept in "
+                               f"{run / CHECKPOINT}; continue with: pyro-vae train --run-dir {run} --resume")
+        monkeypatch.setattr(Trainer, "run_steps", real)
+        code, _, err = cli("train", "--run-dir", run, "--resume", "--no-progress", "--eval-samples", 2)
+        assert code == 0, err
+        assert _checkpoint_epoch(run / CHECKPOINT) == 2

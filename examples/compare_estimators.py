@@ -10,7 +10,7 @@ import copy
 import tempfile
 
 from pyro_vae.data import load_dataset
-from pyro_vae.inference.comparison import compare_estimators
+from pyro_vae.studies.comparison import compare_estimators
 from pyro_vae.plots.estimators import plot_gradient_statistics, plot_training_curves
 from pyro_vae.training import TrainConfig, Trainer
 

@@ -44,7 +44,7 @@ class LaplacePriorVAE(VAE):
 
 def main(argv=None) -> dict:
     from pyro_vae.evaluation import evaluate_model
-    from pyro_vae.inference.comparison import gradient_table
+    from pyro_vae.studies.comparison import gradient_table
     from pyro_vae.plots.training import plot_images
     from pyro_vae.training import TrainConfig, Trainer
 

@@ -2,7 +2,7 @@
 
     python examples/likelihood_curves.py [--results docs/results] [--out docs/figures/likelihood/validation_curves.png]
 
-Reads the ``*-metrics.jsonl`` that the README's reproducibility table keeps in ``docs/results/`` (one row per
+Reads the ``*-metrics.jsonl`` that the reproducibility table (docs/results.md) keeps in ``docs/results/`` (one row per
 epoch, as ``pyro-vae train`` writes them) and plots minus the validation ELBO per image by epoch for each
 run, and minus the validation IWAE bound where a run trained it (a fine-tuned run is drawn from the epoch of
 the run it started from). Lower is better; the best epoch of each run is marked.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyro
 
-from pyro_vae.inference.toy import toy_table
+from pyro_vae.studies.toy import toy_table
 from pyro_vae.plots.estimators import plot_toy_variances
 
 

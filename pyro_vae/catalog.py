@@ -3,7 +3,7 @@
 The command line builds its parser from this module alone, so ``pyro-vae COMMAND --help`` and argparse's
 own errors come at once instead of after importing torch, Pyro and matplotlib (seconds on a small
 machine). The registries that implement these names (``models.MODELS``, ``inference.ELBOS``,
-``networks.ACTIVATIONS``, ``inference.estimators.ESTIMATORS``, ``training.OPTIMIZERS``) are checked
+``networks.ACTIVATIONS``, ``studies.estimators.ESTIMATORS``, ``training.OPTIMIZERS``) are checked
 against them when they are imported, so the two cannot drift apart.
 """
 from __future__ import annotations
@@ -38,13 +38,32 @@ DCI_TREES = ("gbt", "histogram")
 #: the structures whose ``default_elbo`` is "enum" (their discrete sites are summed out exactly)
 ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae")
 
-#: pixel likelihoods p(x | z) (``--likelihood``; pyro_vae/likelihoods.py) and networks (``--net``)
-LIKELIHOOD_NAMES = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-shared", "discretized-logistic")
+#: pixel likelihoods p(x | z) (``--likelihood``; one class each in pyro_vae/likelihoods.py) -> the pixels they take:
+#: "binary" (0 or 1), "8-bit" (a distribution over the 256 values k / 255) or "density" (a density on [0, 1] or the
+#: line, trained and evaluated on uniformly dequantized 8-bit data); and networks (``--net``)
+LIKELIHOOD_PIXELS = {"bernoulli": "binary", "continuous-bernoulli": "density", "gaussian": "density",
+                     "gaussian-shared": "density", "discretized-logistic": "8-bit"}
+LIKELIHOOD_NAMES = tuple(LIKELIHOOD_PIXELS)
+#: the likelihood of a run that names none
+DEFAULT_LIKELIHOOD = "bernoulli"
+
+
+def takes_binary_pixels(likelihood: str) -> bool:
+    """Whether ``likelihood`` needs pixels that are 0 or 1."""
+    return LIKELIHOOD_PIXELS[likelihood] == "binary"
+
+
+def is_discrete_likelihood(likelihood: str) -> bool:
+    """Whether ``likelihood`` is a distribution over the pixel values, rather than a density."""
+    return LIKELIHOOD_PIXELS[likelihood] != "density"
+
+
 LIKELIHOOD_HELP = ("'bernoulli' for binary pixels; 'continuous-bernoulli' (Loaiza-Ganem & Cunningham 2019), a "
                    "density on [0, 1]; 'gaussian' with a learned scale per pixel, 'gaussian-shared' with one scale "
                    "for all; 'discretized-logistic', a distribution over the 256 values of 8-bit pixels. The "
                    "continuous ones train and are evaluated on uniformly dequantized 8-bit data")
 NET_NAMES = ("mlp", "conv")
+DEFAULT_NET = "mlp"
 NET_HELP = ("'mlp': fully connected networks of --hidden-dims; 'conv': convolutional encoder and decoder (32-64 "
             "channels, kernel 4, stride 2, for 28x28 and 32x32; 32-32-64-64 for 64x64 and up, Burgess et al. 2018)")
 
@@ -99,7 +118,7 @@ DEFAULT_ESTIMATORS = tuple(ESTIMATOR_SUMMARIES)
 #: the estimators of ``discrete-estimators`` besides the Concrete ones, which --temperatures names
 DISCRETE_BASE_ESTIMATORS = ("enum", "score", "score-avg-baseline", "score-nn-baseline")
 DISCRETE_SAMPLE_SIZES = (1, 4, 16, 64)
-#: the sample sizes N of reparam-toy (inference/toy.py)
+#: the sample sizes N of reparam-toy (studies/toy.py)
 TOY_SAMPLE_SIZES = (10, 100, 1000, 10_000, 100_000)
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, DATASETS, ELBO_NAMES, ENUM_MODELS, LIKELIHOOD_NAMES,
-                              MODEL_NAMES, NET_NAMES, OPTIMIZER_NAMES, is_dataset_path, is_file_spec)
+from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, DATASETS, DEFAULT_LIKELIHOOD, ELBO_NAMES, ENUM_MODELS,
+                              LIKELIHOOD_NAMES, MODEL_NAMES, NET_NAMES, OPTIMIZER_NAMES, SCHEDULES, is_dataset_path,
+                              takes_binary_pixels)
 from pyro_vae.errors import PyroVAEError
 
 #: ELBOs that the built-in structures train JIT-compiled unless --no-jit. Not enum: JitTraceEnum_ELBO was
@@ -44,7 +45,7 @@ class TrainConfig:
     binarize: str = "none"
     subset: Optional[int] = None
     image_size: Optional[int] = None  # --dataset PATH: resize every image to N x N
-    likelihood: str = "bernoulli"  # p(x | z) of the pixels, see pyro_vae/likelihoods.py
+    likelihood: str = DEFAULT_LIKELIHOOD  # p(x | z) of the pixels, see pyro_vae/likelihoods.py
     net: str = "mlp"  # the structure's networks: mlp or conv
     model: str = "vae"
     z_dim: int = 50
@@ -65,7 +66,7 @@ class TrainConfig:
     adam_betas: list = field(default_factory=lambda: [0.9, 0.999])  # Adam's (beta1, beta2); Pyro's M2 uses 0.95, 0.999
     patience: Optional[int] = None  # early stopping: epochs without a better validation ELBO; None: off
     # decoder output bias = logit of the training pixels' means on a fresh run; off by default: it cost 5 to 7 nats
-    # of validation ELBO after 10 epochs of the default VAE (README, "The training recipe")
+    # of validation ELBO after 10 epochs of the default VAE (docs/training.md, "The training recipe")
     init_output_bias: bool = False
     # a run directory whose best checkpoint's weights a fresh run starts from (fine-tuning, e.g. a VAE with IWAE)
     init_from: Optional[str] = None
@@ -111,24 +112,17 @@ class TrainConfig:
             raise PyroVAEError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOOD_NAMES)}")
         if self.net not in NET_NAMES:
             raise PyroVAEError(f"unknown network {self.net!r}; choose one of {', '.join(NET_NAMES)}")
-        if self.init_output_bias and (self.likelihood != "bernoulli" or self.net != "mlp"):
+        if self.init_output_bias and (not takes_binary_pixels(self.likelihood) or self.net != "mlp"):
             raise PyroVAEError("--init-output-bias sets the logits of an MLP's Bernoulli pixels to the data's log-odds; "
                                "it applies to --likelihood bernoulli with --net mlp only")
         if self.init_from is not None and self.init_output_bias:
             raise PyroVAEError("--init-from starts every weight from the earlier run, the decoder's output bias "
                                "included; drop --init-output-bias")
-        if self.likelihood != "bernoulli" and self.binarize != "none":
+        if not takes_binary_pixels(self.likelihood) and self.binarize != "none":
             raise PyroVAEError(f"--binarize makes binary pixels for the Bernoulli likelihood; the {self.likelihood} "
                                "likelihood models grey pixels as they are: drop --binarize")
         if self.activation not in ACTIVATION_NAMES:
             raise PyroVAEError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATION_NAMES)}")
-        from pyro_vae.inference.schedules import check_schedule
-        from pyro_vae.models import check_model_options
-        from pyro_vae.training import resolve_device
-
-        resolve_device(self.device)
-        if not is_file_spec(self.model):  # a file's structure checks its options when it is built
-            check_model_options(self.model, self.model_kwargs())
         if self.kl_warmup < 0:
             raise PyroVAEError(f"--kl-warmup is a number of epochs and cannot be negative, got {self.kl_warmup}")
         if self.optimizer not in OPTIMIZER_NAMES:
@@ -158,14 +152,6 @@ class TrainConfig:
         if self.elbo == "iwae" and self.kl_warmup:
             raise PyroVAEError("--kl-warmup weights the KL term of the ELBO, which the IWAE bound does not have "
                                "apart; drop --kl-warmup or train with another --elbo")
-
-    def learning_rate(self, epoch: int, history: list[dict]) -> float:
-        """The learning rate of ``epoch`` (1-based) given the metrics of the epochs before it."""
-        from pyro_vae.inference.schedules import learning_rate
-
-        key = selection_key(history, self.select_by)
-        return learning_rate(self.lr_schedule, self.lr, epoch, gamma=self.lr_gamma, step=self.lr_step,
-                             patience=self.lr_patience, valid_elbos=[row[key] for row in history])
 
     def objective(self) -> str:
         """The bound training maximises, as the metrics name it: "elbo" or "iwae-K"."""
@@ -276,3 +262,15 @@ def check_positive_finite(value, what: str) -> None:
     """Refuse anything but a number > 0 and < inf (a learning rate, an epsilon) with one sentence."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise PyroVAEError(f"{what} must be a positive, finite number, got {value}")
+
+
+def check_schedule(name: str, gamma: Optional[float], step: int, patience: int) -> None:
+    """One sentence for a schedule or setting that cannot work."""
+    if name not in SCHEDULES:
+        raise PyroVAEError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    if gamma is not None and not 0 < gamma <= 1:
+        raise PyroVAEError(f"--lr-gamma is the factor the rate is multiplied by and must be in (0, 1], got {gamma}")
+    if step < 1:
+        raise PyroVAEError(f"--lr-step is a number of epochs and must be positive, got {step}")
+    if patience < 0:
+        raise PyroVAEError(f"--lr-patience is a number of epochs and cannot be negative, got {patience}")

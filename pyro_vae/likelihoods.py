@@ -25,12 +25,9 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 from torch.nn.functional import logsigmoid, softplus
 
-from pyro_vae.catalog import LIKELIHOOD_NAMES, check_registry
-from pyro_vae.data import is_binary
+from pyro_vae.catalog import LIKELIHOOD_NAMES, check_registry, is_discrete_likelihood, takes_binary_pixels
+from pyro_vae.pixels import GRID_TOLERANCE, LEVELS_MAX, dequantize, is_binary, on_8bit_grid  # noqa: F401 (re-exported)
 from pyro_vae.errors import PyroVAEError
-
-#: the 8-bit grid: values k / LEVELS_MAX for k in 0..LEVELS_MAX
-LEVELS_MAX = 255
 
 
 class DiscretizedLogistic(TorchDistribution):
@@ -89,12 +86,6 @@ class DiscretizedLogistic(TorchDistribution):
         return self.loc.clamp(0, 1)
 
 
-#: name -> whether the likelihood is a distribution over the 256 values of 8-bit data (else a density on [0, 1]
-#: or the real line, compared in bits per dimension after uniform dequantization)
-DISCRETE_LIKELIHOODS = {"bernoulli": True, "continuous-bernoulli": False, "gaussian": False,
-                        "gaussian-shared": False, "discretized-logistic": True}
-LIKELIHOODS = tuple(DISCRETE_LIKELIHOODS)
-check_registry("likelihood", LIKELIHOODS, LIKELIHOOD_NAMES)
 #: the smallest scale of the Gaussian and the logistic (a scale that may shrink to 0 makes the density unbounded)
 MIN_SCALE = 1e-3
 
@@ -102,91 +93,150 @@ MIN_SCALE = 1e-3
 BINARY_ONLY = ("the Bernoulli likelihood needs binary pixels (0 or 1); binarize the data first (--binarize dynamic "
                "or static), or choose a likelihood for grey pixels (--likelihood continuous-bernoulli, gaussian or "
                "discretized-logistic)")
-#: how far a pixel may sit from the 8-bit grid k / 255 and still count as on it (float32 rounding of k / 255)
-GRID_TOLERANCE = 1e-4
-
-
-def on_8bit_grid(images: torch.Tensor) -> bool:
-    """Whether every value is k / 255 for a whole k in 0..255 (up to float rounding)."""
-    scaled = images * LEVELS_MAX
-    return bool(((scaled - scaled.round()).abs() <= GRID_TOLERANCE * LEVELS_MAX).all()
-                and (images >= 0).all() and (images <= 1).all())
 
 
 class PixelLikelihood(nn.Module):
-    """The decoder's outputs -> p(x | z) over the ``x_dim`` pixels of an image, as one event.
+    """The decoder's outputs -> p(x | z) over the ``x_dim`` pixels of an image, as one event: the base class of the
+    likelihoods of :data:`LIKELIHOOD_CLASSES`, each one class.
 
     A structure's decoder emits ``params_per_pixel * x_dim`` numbers per image and its model writes
     ``pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)``; the batch and any leading particle or
-    enumeration dimensions pass through. ``bernoulli`` and ``continuous-bernoulli`` take logits; ``gaussian``
-    takes (loc, raw scale) per pixel, or with ``shared_scale`` (the name ``gaussian-shared``) a loc per pixel and
-    one learned scale for all pixels;
-    ``discretized-logistic`` takes (loc, raw scale) per pixel. Scales are softplus(raw) + MIN_SCALE.
+    enumeration dimensions pass through. A new likelihood is a subclass that sets ``name`` (its ``--likelihood``),
+    ``params_per_pixel`` and :meth:`pixels` (the per-pixel distribution of the decoder's outputs), and may narrow
+    :meth:`support_error`; plus its entry in ``pyro_vae.catalog.LIKELIHOOD_PIXELS`` (what pixels it takes). Scales
+    are softplus(raw) + MIN_SCALE.
     """
 
-    def __init__(self, name: str, x_dim: int, shared_scale: bool = False):
+    name: str = ""
+    params_per_pixel: int = 1
+    shared_scale: bool = False
+
+    def __init__(self, x_dim: int):
         super().__init__()
-        if name not in DISCRETE_LIKELIHOODS:
-            raise PyroVAEError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
-        if name == "gaussian-shared":
-            name, shared_scale = "gaussian", True
-        if shared_scale and name != "gaussian":
-            raise PyroVAEError(f"a shared scale is an option of the gaussian likelihood, not of {name}")
-        self.name, self.x_dim, self.shared_scale = name, x_dim, shared_scale
-        two = name == "discretized-logistic" or (name == "gaussian" and not shared_scale)
-        self.params_per_pixel = 2 if two else 1
-        self.raw_scale = nn.Parameter(torch.zeros(())) if shared_scale else None
+        self.x_dim = x_dim
 
     @property
     def spec(self) -> str:
-        """The name that rebuilds this likelihood (``--likelihood``): ``gaussian-shared`` for a shared scale."""
-        return "gaussian-shared" if self.shared_scale else self.name
+        """The name that rebuilds this likelihood (``--likelihood``)."""
+        return self.name
 
     @property
     def binary_only(self) -> bool:
-        return self.name == "bernoulli"
+        """Whether the pixels must be 0 or 1."""
+        return takes_binary_pixels(self.name)
 
     @property
     def discrete(self) -> bool:
-        return DISCRETE_LIKELIHOODS[self.name]
+        """Whether this is a distribution over the pixel values (else a density, compared on dequantized data)."""
+        return is_discrete_likelihood(self.name)
 
     def support_error(self, x: torch.Tensor) -> str | None:
-        """One sentence if some of the pixels ``x`` lie outside this likelihood's support, else None."""
-        if self.name == "bernoulli":
-            return None if is_binary(x) else BINARY_ONLY
+        """One sentence if some of the pixels ``x`` lie outside this likelihood's support, else None: by default
+        pixels must be finite and in [0, 1]."""
         if not bool(torch.isfinite(x).all()):
             return f"the {self.name} likelihood got NaN or Inf pixels"
-        if self.name == "gaussian":
-            return None
         if bool((x < 0).any() | (x > 1).any()):
             return f"the {self.name} likelihood needs pixels in [0, 1], got values from {x.min():g} to {x.max():g}"
-        if self.name == "discretized-logistic" and not on_8bit_grid(x):
-            return ("the discretized-logistic likelihood is a distribution over 8-bit values k / 255, and these pixels "
-                    "are not on that grid; choose --likelihood continuous-bernoulli or gaussian for them")
         return None
 
+    def pixels(self, outputs: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution of each pixel given the decoder's outputs (shape (..., params_per_pixel * x_dim))."""
+        raise NotImplementedError
+
     def _split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw = (outputs[..., :self.x_dim], outputs[..., self.x_dim:]) if self.params_per_pixel == 2 else \
-            (outputs, self.raw_scale.expand(outputs.shape))
+        """(loc, scale) per pixel from (loc, raw scale) outputs."""
+        loc, raw = outputs[..., :self.x_dim], outputs[..., self.x_dim:]
         return loc, softplus(raw) + MIN_SCALE
 
     def forward(self, outputs: torch.Tensor) -> dist.TorchDistribution:
         if outputs.shape[-1] != self.params_per_pixel * self.x_dim:
             raise PyroVAEError(f"the {self.name} likelihood of {self.x_dim} pixels takes "
                                f"{self.params_per_pixel * self.x_dim} decoder outputs, got {outputs.shape[-1]}")
-        if self.name == "bernoulli":
-            pixels = dist.Bernoulli(logits=outputs)
-        elif self.name == "continuous-bernoulli":
-            pixels = dist.ContinuousBernoulli(logits=outputs)
-        elif self.name == "gaussian":
-            pixels = dist.Normal(*self._split(outputs))
-        else:
-            pixels = DiscretizedLogistic(*self._split(outputs))
-        return pixels.to_event(1)
+        return self.pixels(outputs).to_event(1)
 
     def mean(self, outputs: torch.Tensor) -> torch.Tensor:
         """The images to show for decoder outputs: the mean of p(x | z), clamped to [0, 1]."""
         return self.forward(outputs).base_dist.mean.clamp(0, 1)
+
+
+class BernoulliPixels(PixelLikelihood):
+    """Binary pixels, Bernoulli with the decoder's outputs as logits."""
+
+    name = "bernoulli"
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        return None if is_binary(x) else BINARY_ONLY
+
+    def pixels(self, outputs: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Bernoulli(logits=outputs)
+
+
+class ContinuousBernoulliPixels(PixelLikelihood):
+    """The continuous Bernoulli of Loaiza-Ganem & Cunningham (2019), a density on [0, 1] (the outputs are logits)."""
+
+    name = "continuous-bernoulli"
+
+    def pixels(self, outputs: torch.Tensor) -> dist.TorchDistribution:
+        return dist.ContinuousBernoulli(logits=outputs)
+
+
+class GaussianPixels(PixelLikelihood):
+    """Normal(loc, scale) per pixel, both from the decoder: a density on the real line."""
+
+    name = "gaussian"
+    params_per_pixel = 2
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        return f"the {self.name} likelihood got NaN or Inf pixels" if not bool(torch.isfinite(x).all()) else None
+
+    def pixels(self, outputs: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(*self._split(outputs))
+
+
+class SharedGaussianPixels(GaussianPixels):
+    """Normal(loc, scale) with a loc per pixel from the decoder and one learned scale for all pixels."""
+
+    name = "gaussian-shared"
+    params_per_pixel = 1
+    shared_scale = True
+
+    def __init__(self, x_dim: int):
+        super().__init__(x_dim)
+        self.raw_scale = nn.Parameter(torch.zeros(()))
+
+    def _split(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return outputs, softplus(self.raw_scale.expand(outputs.shape)) + MIN_SCALE
+
+
+class DiscretizedLogisticPixels(PixelLikelihood):
+    """The discretized logistic of PixelCNN++ (:class:`DiscretizedLogistic`), a distribution over the 256 values of
+    8-bit pixels, with (loc, scale) per pixel from the decoder."""
+
+    name = "discretized-logistic"
+    params_per_pixel = 2
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        why = super().support_error(x)
+        if why is None and not on_8bit_grid(x):
+            why = ("the discretized-logistic likelihood is a distribution over 8-bit values k / 255, and these pixels "
+                   "are not on that grid; choose --likelihood continuous-bernoulli or gaussian for them")
+        return why
+
+    def pixels(self, outputs: torch.Tensor) -> dist.TorchDistribution:
+        return DiscretizedLogistic(*self._split(outputs))
+
+
+#: --likelihood name -> its class
+LIKELIHOOD_CLASSES = {cls.name: cls for cls in (BernoulliPixels, ContinuousBernoulliPixels, GaussianPixels,
+                                                SharedGaussianPixels, DiscretizedLogisticPixels)}
+check_registry("likelihood", LIKELIHOOD_CLASSES, LIKELIHOOD_NAMES)
+
+
+def pixel_likelihood(name: str, x_dim: int) -> PixelLikelihood:
+    """The likelihood ``name`` (``--likelihood``) of images of ``x_dim`` pixels."""
+    if name not in LIKELIHOOD_CLASSES:
+        raise PyroVAEError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOOD_CLASSES)}")
+    return LIKELIHOOD_CLASSES[name](x_dim)
 
 
 def bits_per_dim(nll_nats: float, num_dims: int, *, dequantized: bool, levels: int = LEVELS_MAX + 1) -> float:
@@ -200,10 +250,3 @@ def bits_per_dim(nll_nats: float, num_dims: int, *, dequantized: bool, levels: i
         raise ValueError(f"the number of dimensions must be positive, got {num_dims}")
     correction = num_dims * math.log(levels) if dequantized else 0.0
     return (nll_nats + correction) / (num_dims * math.log(2))
-
-
-def dequantize(images: torch.Tensor, generator: torch.Generator | None = None, levels: int = LEVELS_MAX + 1) -> torch.Tensor:
-    """8-bit images stored as k / 255 -> (k + u) / levels with u ~ Uniform(0, 1): uniform dequantization."""
-    k = torch.round(images * LEVELS_MAX)
-    u = torch.rand(images.shape, generator=generator, dtype=images.dtype, device=images.device)
-    return (k + u) / levels

@@ -19,12 +19,16 @@ memory; it says how long it will take instead (:class:`SampleProgress`).
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+import torch
+
+from pyro_vae.catalog import ENUM_MODELS, is_dataset_path
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.models import build_model
 
 FLOAT_BYTES = 4
 #: the part of the available memory a command may plan to use (the rest for Python, libraries and the system)
@@ -37,8 +41,6 @@ def available_memory(device: str = "cpu") -> int:
     """Bytes this process can still allocate on ``device``: on a GPU what CUDA reports free; on the CPU the
     kernel's MemAvailable, or the container's (cgroup) limit less its usage where that is smaller."""
     if str(device).startswith("cuda"):
-        import torch
-
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     available = _meminfo_available()
     limit = _cgroup_room()
@@ -95,10 +97,6 @@ def parameter_count(config, image_shape: Sequence[int], structure_source: Option
     """The number of parameters of the structure ``config`` builds for images of ``image_shape``, counted on the
     meta device (nothing allocated); None where the structure cannot be built there (a structure file that
     computes with its tensors in its constructor): the caller then skips that part of the estimate."""
-    import torch
-
-    from pyro_vae.models import build_model
-
     try:
         with torch.device("meta"):
             model = build_model(config.model, structure_source=structure_source,
@@ -113,8 +111,6 @@ def parameter_count(config, image_shape: Sequence[int], structure_source: Option
 def enumerated_values(config) -> int:
     """How many values the structure's discrete latent takes in each step (1 for none): the model and guide run
     once per value under enumeration."""
-    from pyro_vae.catalog import ENUM_MODELS
-
     if config.model not in ENUM_MODELS:
         return 1
     options = config.model_options
@@ -154,8 +150,6 @@ def check_training_fits(config, image_shape: Sequence[int], num_images: int,
 def images_before_loading(dataset: str, subset: Optional[int] = None) -> int:
     """How many images ``--dataset`` holds, read without loading them where that is cheap (the shipped and
     procedural sets, a folder's file count, a .npz or .npy header); 1 where it is not known."""
-    from pyro_vae.catalog import is_dataset_path
-
     if not is_dataset_path(dataset):
         count = 60_000 if dataset.startswith("dsprites") else 70_000
         return min(count, 3 * subset) if subset else count
@@ -164,12 +158,8 @@ def images_before_loading(dataset: str, subset: Optional[int] = None) -> int:
         if path.is_dir():
             count = sum(1 for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         elif path.suffix == ".npy":
-            import numpy as np
-
             count = int(np.load(path, mmap_mode="r").shape[0])
         elif path.suffix == ".npz":
-            import numpy as np
-
             with np.load(path) as archive:
                 count = sum(int(_npz_shape(archive, name)[0]) for name in archive.files if not name.endswith("labels"))
         else:
@@ -181,8 +171,6 @@ def images_before_loading(dataset: str, subset: Optional[int] = None) -> int:
 
 def _npz_shape(archive, name: str) -> tuple:
     """The shape of one array of an open .npz, from its header alone."""
-    import numpy as np
-
     with archive.zip.open(f"{name}.npy") as member:
         version = np.lib.format.read_magic(member)
         shape, _, _ = np.lib.format._read_array_header(member, version)
@@ -202,6 +190,7 @@ GRID_PIXELS_PER_INCH, PICTURE_DPI = 40, 120
 MAX_PICTURE_SIDE = 2 ** 16
 
 # -- sampling and the toy ---------------------------------------------------------------------------------
+
 
 def check_samples_fit(num: int, x_dim: int, hidden: int, nrow: int, device: str = "cpu") -> None:
     """``sample --num``: the decoded images and activations, their grid, and the picture (a few RGBA bytes per

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from pyro_vae.catalog import FACTOR_DATASETS, SWEPT_MODELS
+from pyro_vae.disentanglement.measure import NUM_SAMPLES, measure, sampler_sizes
+from pyro_vae.disentanglement.metrics import check_dci_trees
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import rate_distortion
+from pyro_vae.plots.disentanglement import plot_metrics_against_beta
 from pyro_vae.plots.training import plot_latent_traversals, plot_rate_distortion
 from pyro_vae.training import TrainConfig, Trainer, write_csv, write_json
+
 
 def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *, seeds: Sequence[int] = (),
                model: str = "beta-vae", score_points: Optional[int] = None, dci_trees: str = "gbt",
@@ -32,8 +36,6 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     if not betas:
         raise PyroVAEError("give at least one beta")
     if base.dataset in FACTOR_DATASETS:  # before any training
-        from pyro_vae.disentanglement.metrics import check_dci_trees
-
         check_dci_trees(dci_trees)
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"a beta sweep trains {', '.join(SWEPT_MODELS)}, not {model}")
@@ -78,15 +80,11 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
     plot_rate_distortion([row for row in rows if row["seed"] == seeds[0]], out_dir / "rate_distortion.png",
                          weight=weight, title=f"{model}: rate against distortion (test split)")
     if "mig" in rows[0]:
-        from pyro_vae.plots.disentanglement import plot_metrics_against_beta
-
         plot_metrics_against_beta(rows, out_dir / f"metrics_against_{weight}.png", weight=weight)
     return rows
 
 
 def _metrics(model, dataset, seed: int, score_points: Optional[int], dci_trees: str) -> dict:
-    from pyro_vae.disentanglement.measure import NUM_SAMPLES, measure, sampler_sizes
-
     sizes = sampler_sizes(score_points) if score_points else None
     result = measure(model, dataset, num_samples=min(NUM_SAMPLES, len(dataset.train)), seed=seed, sizes=sizes,
                      dci_trees=dci_trees)

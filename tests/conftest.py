@@ -89,7 +89,7 @@ def trace_losses(x, structures, *, seed, kl_weight=None):
     import contextlib
 
     from pyro_vae.inference import make_elbo
-    from pyro_vae.inference.scaling import scale_latents
+    from pyro_vae.scaling import scale_latents
 
     losses = {}
     for name, structure in structures.items():

@@ -11,7 +11,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from pyro_vae import VAE
-from pyro_vae.evaluation import _Chunks, latent_sites, log_likelihood_iwae
+from pyro_vae.evaluation.bounds import _Chunks, latent_sites, log_likelihood_iwae
 from pyro_vae.models import build_model
 
 spec = importlib.util.spec_from_file_location(

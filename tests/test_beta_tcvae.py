@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 
 from conftest import assert_measured_alike, trace_losses
-from pyro_vae.inference.scaling import scale_latents
+from pyro_vae.scaling import scale_latents
 from pyro_vae.models import VAE, BetaTCVAE, build_model
 from pyro_vae.models.beta_tcvae import total_correlation
 from pyro_vae.errors import PyroVAEError

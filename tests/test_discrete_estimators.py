@@ -13,9 +13,9 @@ from pyro import poutine
 from conftest import assert_one_sentence_error
 from pyro_vae import VAE
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.comparison import gradient_table
-from pyro_vae.inference.discrete import error_statistics, estimator_errors, exact_gradient
-from pyro_vae.inference.estimators import (Estimator, EstimatorNotApplicable, applicability, parameter_groups,
+from pyro_vae.studies.comparison import gradient_table
+from pyro_vae.studies.discrete import error_statistics, estimator_errors, exact_gradient
+from pyro_vae.studies.estimators import (Estimator, EstimatorNotApplicable, applicability, parameter_groups,
                                            sample_gradients)
 from pyro_vae.models import GMVAE, BernoulliMixture
 

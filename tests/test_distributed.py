@@ -388,11 +388,11 @@ def test_under_torchrun_a_mistake_is_said_once_by_the_first_process(tmp_path):
                                             (["--epochs", "x"], "invalid int value: 'x'")])
 def test_a_later_process_of_a_job_ends_silently_on_a_mistake(cli, monkeypatch, argv, fragment):
     """In this process, as a later (LOCAL_RANK 1) and as the first process of a job: the first says it."""
-    import pyro_vae.cli
+    import pyro_vae.cli.common
 
     from conftest import assert_one_sentence_error
 
-    monkeypatch.setattr(pyro_vae.cli, "QUIET_EXIT_SECONDS", 0)
+    monkeypatch.setattr(pyro_vae.cli.common, "QUIET_EXIT_SECONDS", 0)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert cli("train", *argv) == (2, "", "")

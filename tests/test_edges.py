@@ -147,7 +147,7 @@ def test_parameters_are_counted_on_the_meta_device_exactly():
 def test_an_estimate_that_refuses_allocates_nothing():
     from pyro_vae.config import TrainConfig
     from pyro_vae.errors import PyroVAEError
-    from pyro_vae.inference.toy import resident_mb
+    from pyro_vae.studies.toy import resident_mb
     from pyro_vae.limits import check_training_fits
 
     before = resident_mb()
@@ -250,7 +250,7 @@ def test_a_best_checkpoint_newer_than_the_checkpoint_is_repaired_on_resume(train
 
 
 def test_a_fresh_run_whose_best_write_fails_can_be_resumed(tmp_path, cli, monkeypatch):
-    import pyro_vae.training as training
+    import pyro_vae.training.state as training
     from pyro_vae.files import FileSystemError
 
     real = training.save_checkpoint

@@ -15,9 +15,9 @@ from pyro.poutine.messenger import Messenger
 from conftest import assert_one_sentence_error
 from pyro_vae import VAE
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference import toy
-from pyro_vae.inference.comparison import gradient_table, training_curves
-from pyro_vae.inference.estimators import (ESTIMATORS, Estimator, gradient_statistics, sample_gradients,
+from pyro_vae.studies import toy
+from pyro_vae.studies.comparison import gradient_table, training_curves
+from pyro_vae.studies.estimators import (ESTIMATORS, Estimator, gradient_statistics, sample_gradients,
                                            without_rsample)
 
 

@@ -604,8 +604,8 @@ def test_the_parser_and_help_need_neither_torch_nor_pyro():
 
 def test_the_catalog_matches_the_registries():
     from pyro_vae import catalog
-    from pyro_vae.inference import toy
-    from pyro_vae.inference.estimators import ESTIMATORS
+    from pyro_vae.studies import toy
+    from pyro_vae.studies.estimators import ESTIMATORS
     from pyro_vae.models import MODELS
 
     assert tuple(MODELS) == catalog.MODEL_NAMES  # also checked when the registries are imported
@@ -621,7 +621,7 @@ def test_the_toy_hands_freed_memory_back_so_memory_stays_bounded(monkeypatch):
     with the hand-back disabled the same passes grow it (the test of the test)."""
     import pyro
 
-    from pyro_vae.inference import toy
+    from pyro_vae.studies import toy
 
     if toy._LIBC is None or toy.resident_mb() == 0:
         pytest.skip("needs glibc and /proc")
@@ -643,7 +643,7 @@ def test_the_toy_hands_freed_memory_back_so_memory_stays_bounded(monkeypatch):
 
 
 def test_long_toy_tables_say_how_long_first(cli, tmp_path, monkeypatch):
-    from pyro_vae.inference import toy
+    from pyro_vae.studies import toy
 
     monkeypatch.setattr(toy, "SAMPLES_PER_SECOND", 1.0)  # as if this machine were very slow
     code, out, err = cli("reparam-toy", "--repeats", 2, "--sample-sizes", "10,20", "--out", tmp_path / "toy")

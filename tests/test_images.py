@@ -14,7 +14,7 @@ from pyro_vae.catalog import LIKELIHOOD_NAMES, MODEL_NAMES
 from pyro_vae.config import TrainConfig
 from pyro_vae.conv import ConvDecoder
 from pyro_vae.errors import InvalidDataError, PyroVAEError
-from pyro_vae.likelihoods import PixelLikelihood
+from pyro_vae.likelihoods import pixel_likelihood
 from pyro_vae.models import build_model
 from pyro_vae.training import Trainer
 
@@ -70,7 +70,7 @@ def test_the_conv_decoder_s_flat_outputs_are_what_the_likelihood_splits():
     images.load_state_dict(decoder.state_dict())
     z = torch.randn(5, 4)
     flat, stacked = decoder(z), images(z)
-    loc = PixelLikelihood("discretized-logistic", 3 * 64)(flat).base_dist.loc
+    loc = pixel_likelihood("discretized-logistic", 3 * 64)(flat).base_dist.loc
     assert torch.equal(loc, stacked[:, :3].reshape(5, -1))
 
 
@@ -85,11 +85,11 @@ def test_the_default_binarized_mnist_run_gives_the_same_losses_as_before_issue_1
 
 def test_support_is_checked_with_one_sentence():
     grey = torch.full((2, 4), 0.3)
-    assert "binary pixels" in PixelLikelihood("bernoulli", 4).support_error(grey)
-    assert PixelLikelihood("continuous-bernoulli", 4).support_error(grey) is None
-    assert "not on that grid" in PixelLikelihood("discretized-logistic", 4).support_error(grey)
-    assert PixelLikelihood("discretized-logistic", 4).support_error(torch.full((2, 4), 77 / 255)) is None
-    assert "in [0, 1]" in PixelLikelihood("continuous-bernoulli", 4).support_error(grey + 1)
+    assert "binary pixels" in pixel_likelihood("bernoulli", 4).support_error(grey)
+    assert pixel_likelihood("continuous-bernoulli", 4).support_error(grey) is None
+    assert "not on that grid" in pixel_likelihood("discretized-logistic", 4).support_error(grey)
+    assert pixel_likelihood("discretized-logistic", 4).support_error(torch.full((2, 4), 77 / 255)) is None
+    assert "in [0, 1]" in pixel_likelihood("continuous-bernoulli", 4).support_error(grey + 1)
     structure = build_model("vae", **_kwargs("vae", (1, 2, 2), "discretized-logistic", "mlp"))
     with pytest.raises(InvalidDataError, match="8-bit values"):
         structure.model(grey)

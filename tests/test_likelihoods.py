@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.likelihoods import LEVELS_MAX, DiscretizedLogistic, PixelLikelihood, bits_per_dim, dequantize
+from pyro_vae.likelihoods import LEVELS_MAX, DiscretizedLogistic, bits_per_dim, dequantize, pixel_likelihood
 
 GRID = torch.arange(LEVELS_MAX + 1, dtype=torch.float64) / LEVELS_MAX
 
@@ -50,7 +50,7 @@ def _integral(log_density, lower, upper, points=200_001):
 def _one_pixel(name, *outputs):
     """p(x | z) of a one-pixel image from the decoder outputs ``outputs``, as a structure builds it, and its
     log-density as a function of the pixel value."""
-    d = PixelLikelihood(name, 1).double()(torch.tensor([outputs], dtype=torch.float64))
+    d = pixel_likelihood(name, 1).double()(torch.tensor([outputs], dtype=torch.float64))
     return d, lambda x: d.log_prob(x.reshape(-1, 1))
 
 
@@ -98,35 +98,35 @@ def test_the_discretized_logistic_has_finite_exact_gradients():
 
 
 def test_pixel_likelihoods_are_one_event_over_the_image_and_take_the_decoder_outputs():
-    from pyro_vae.likelihoods import PixelLikelihood
+    from pyro_vae.likelihoods import pixel_likelihood
 
     torch.manual_seed(0)
     x = torch.rand(5, 6)
     logits = torch.randn(5, 6)
-    bernoulli = PixelLikelihood("bernoulli", 6)
+    bernoulli = pixel_likelihood("bernoulli", 6)
     binary = torch.bernoulli(x)
     assert torch.allclose(bernoulli(logits).log_prob(binary),
                           torch.distributions.Bernoulli(logits=logits).log_prob(binary).sum(-1))
-    gaussian = PixelLikelihood("gaussian", 6)
+    gaussian = pixel_likelihood("gaussian", 6)
     outputs = torch.randn(3, 5, 12)  # a particle dimension in front
     d = gaussian(outputs)
     assert d.batch_shape == (3, 5) and d.event_shape == (6,)
     scale = torch.nn.functional.softplus(outputs[..., 6:]) + 1e-3
     assert torch.allclose(d.log_prob(x), torch.distributions.Normal(outputs[..., :6], scale).log_prob(x).sum(-1))
-    shared = PixelLikelihood("gaussian", 6, shared_scale=True)
+    shared = pixel_likelihood("gaussian-shared", 6)
     assert shared.params_per_pixel == 1 and len(list(shared.parameters())) == 1
     assert shared(logits).log_prob(x).shape == (5,)
     with pytest.raises(PyroVAEError, match="takes 12 decoder outputs, got 6"):
         gaussian(logits)
     with pytest.raises(PyroVAEError, match="unknown likelihood .poisson."):
-        PixelLikelihood("poisson", 6)
+        pixel_likelihood("poisson", 6)
 
 
 def test_the_discretized_logistic_image_likelihood_sums_to_one_over_all_two_pixel_images():
     """Two pixels, 256 x 256 possible images: the probabilities of all of them add up to one."""
-    from pyro_vae.likelihoods import PixelLikelihood
+    from pyro_vae.likelihoods import pixel_likelihood
 
-    likelihood = PixelLikelihood("discretized-logistic", 2)
+    likelihood = pixel_likelihood("discretized-logistic", 2)
     outputs = torch.tensor([0.3, 0.8, -2.0, -4.0], dtype=torch.float64)  # locs, raw scales
     a, b = torch.meshgrid(GRID, GRID, indexing="ij")
     images = torch.stack([a.reshape(-1), b.reshape(-1)], -1)

@@ -38,7 +38,7 @@ def test_selection_by_accuracy_picks_the_epoch_that_classifies_validation_images
 def scripted_trainer(tmp_path, monkeypatch, accuracies, log=lambda _: None, **options):
     """A tiny ss-vae run whose validation accuracy at epoch k is ``accuracies[k - 1]``."""
     scripted = iter(accuracies)
-    monkeypatch.setattr("pyro_vae.training.classification_accuracy", lambda model, split: next(scripted))
+    monkeypatch.setattr("pyro_vae.training.trainer.classification_accuracy", lambda model, split: next(scripted))
     config = TrainConfig(model="ss-vae", num_labelled=20, subset=200, batch_size=50, epochs=len(accuracies),
                          **SMALL, **options)
     return Trainer(config, tmp_path / "run", progress=False, log=log)

@@ -238,7 +238,7 @@ def test_a_penalty_given_as_a_function_is_trained_on_and_never_computed_while_me
     measurement neither counts nor computes it."""
     import pyro.distributions as dist
 
-    from pyro_vae.inference.scaling import penalty
+    from pyro_vae.scaling import penalty
     from pyro_vae.models import VAE
 
     calls = []

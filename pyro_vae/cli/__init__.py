@@ -11,10 +11,12 @@ import argparse
 import sys
 import traceback
 import warnings
-from pathlib import Path
 from typing import Optional, Sequence
 
+from pyro_vae.cli import estimators, runs
+from pyro_vae.cli.common import HelpFormatter, Parser, _says, existing_run_dir, is_later_process  # noqa: F401
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.files import UncheckedCheckpointWarning, os_error_sentence
 
 #: options whose value is a comma-separated list that may start with "-" (``--betas -1,2``): argparse
 #: would take such a value for an option; they are glued to their option (``--betas=-1,2``) before parsing,
@@ -22,68 +24,7 @@ from pyro_vae.errors import PyroVAEError
 LIST_OPTIONS = ("--betas", "--sample-sizes", "--temperatures", "--hidden-dims", "--estimators")
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line: ``pyro-vae train: error: ... (see pyro-vae train --help)``."""
-
-    def error(self, message: str):
-        if is_later_process():  # the first process of the job says it
-            _let_the_first_speak()
-            self.exit(2)
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def is_later_process() -> bool:
-    """Whether this process is one of a distributed job's processes after the first on its machine
-    (``LOCAL_RANK`` > 0, as torchrun and ``train --nproc-per-node`` set it). It ends with status 2 without a
-    word on a mistake that every process of the job meets alike (an option, the run directory, a divergence),
-    which the first one says, so that the mistake is said once; it still says that it lost the others
-    (:class:`pyro_vae.distributed.CollectiveFailure`), which only the processes left can say."""
-    import os
-
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("LOCAL_RANK", "0")) > 0
-    except ValueError:
-        return False
-
-
-#: seconds a later process of a job waits before it ends silently (:func:`_let_the_first_speak`)
-QUIET_EXIT_SECONDS = 3.0
-
-
-def _says(err: BaseException) -> bool:
-    """Whether this process reports ``err`` (:func:`is_later_process`); one that does not has waited first."""
-    if not is_later_process():
-        return True
-    distributed = sys.modules.get("pyro_vae.distributed")
-    if distributed is not None and isinstance(err, distributed.CollectiveFailure):
-        return True
-    if not isinstance(err, KeyboardInterrupt):  # Ctrl-C: the launcher is ending every process already
-        _let_the_first_speak()
-    return False
-
-
-def _let_the_first_speak() -> None:
-    """Wait a moment before this later process ends silently on a mistake that the first process meets too: the
-    launcher (torchrun's agent, or train --nproc-per-node) ends the other processes as soon as it sees one
-    end, which could cut the first one's sentence by a few milliseconds; the wait costs nothing when the first one
-    ends too, since the launcher then ends this one at once."""
-    import time
-
-    time.sleep(QUIET_EXIT_SECONDS)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Adds "(default: ...)" to an option's help unless the help already says its default or there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if "(default" in (action.help or "") or action.default is None or action.default is False:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from pyro_vae.cli import estimators, runs
-
     parser = Parser(
         prog="pyro-vae",
         description="Variational autoencoders written as Pyro programs: train with SVI, evaluate "
@@ -94,15 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_subcommands(subparsers)
     estimators.add_subcommands(subparsers)
     return parser
-
-
-def existing_run_dir(run_dir: str, option: str = "") -> Path:
-    """The run directory a command reads, or one sentence: ``option`` (e.g. "--run-dir ") prefixes its name."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        why = "it is a file" if path.exists() else "no such folder"
-        raise PyroVAEError(f"{option}{run_dir} is not a run directory ({why})")
-    return path
 
 
 def glue_list_values(argv: Sequence[str]) -> list[str]:
@@ -119,8 +51,6 @@ def glue_list_values(argv: Sequence[str]) -> list[str]:
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None) -> None:
-    from pyro_vae.files import UncheckedCheckpointWarning
-
     if issubclass(category, UncheckedCheckpointWarning):
         print(f"pyro-vae: warning: {message}", file=sys.stderr if file is None else file)
     else:
@@ -152,8 +82,6 @@ def _in_a_job() -> bool:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    from pyro_vae.files import os_error_sentence
-
     argv = glue_list_values(sys.argv[1:] if argv is None else [str(a) for a in argv])
     args = build_parser().parse_args(argv)
     args.argv = argv  # as given: train --nproc-per-node hands them on to the processes it starts

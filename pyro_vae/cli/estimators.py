@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 from pyro_vae.catalog import (ACTIVATION_NAMES, BINARIZE_MODES, CONCRETE_TEMPERATURES, DATASETS, DEFAULT_ESTIMATORS,
                               DISCRETE_BASE_ESTIMATORS, DISCRETE_SAMPLE_SIZES, ESTIMATOR_SUMMARIES, MODEL_NAMES,
                               TOY_SAMPLE_SIZES, concrete_name, is_estimator_name)
-from pyro_vae.cli import HelpFormatter, existing_run_dir
+from pyro_vae.cli.common import HelpFormatter, existing_run_dir
 from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
 from pyro_vae.config import TrainConfig, check_positive, check_positive_finite, check_seed
 from pyro_vae.errors import PyroVAEError
@@ -93,10 +93,10 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
     import pyro
     from tqdm.auto import tqdm
 
-    from pyro_vae.inference.toy import TOY_ESTIMATORS, check_toy_table, estimated_seconds, toy_table
+    from pyro_vae.studies.toy import TOY_ESTIMATORS, check_toy_table, estimated_seconds, toy_table
     from pyro_vae.plots.estimators import plot_toy_variances
 
-    from pyro_vae.inference.toy import MAX_ELEMENTS
+    from pyro_vae.studies.toy import MAX_ELEMENTS
     from pyro_vae.limits import check_toy_fits, duration_text
 
     check_toy_table(args.theta, args.repeats, args.sample_sizes)
@@ -133,7 +133,7 @@ def reparam_toy_command(args: argparse.Namespace) -> int:
 
 def _check_common(args: argparse.Namespace) -> None:
     """The options compare-estimators and discrete-estimators share, checked before any work."""
-    from pyro_vae.training import resolve_device
+    from pyro_vae.training import check_config, resolve_device
 
     defaults = vars(args).pop("model_defaults", {})
     given = [f"--{name.replace('_', '-')}" for name in (*defaults, "model_option") if getattr(args, name) is not None]
@@ -152,7 +152,7 @@ def _check_common(args: argparse.Namespace) -> None:
         config = TrainConfig(model=args.model, z_dim=args.z_dim, hidden_dims=args.hidden_dims,
                              activation=args.activation, model_options=dict(args.model_option or []),
                              subset=args.subset, lr=args.lr, seed=args.seed)
-        config.validate()
+        check_config(config)
 
 
 def _dataset_and_states(args: argparse.Namespace, *, check: Optional[Callable] = None) -> tuple:
@@ -214,7 +214,7 @@ def _check_gradient_memory(model, args: argparse.Namespace) -> None:
 
 
 def compare_estimators_command(args: argparse.Namespace) -> int:
-    from pyro_vae.inference.comparison import check_repeats, compare_estimators
+    from pyro_vae.studies.comparison import check_repeats, compare_estimators
     from pyro_vae.plots.estimators import plot_gradient_statistics, plot_training_curves
 
     _check_common(args)
@@ -266,9 +266,9 @@ def _data_batch(dataset, batch_size: int, with_labels: bool) -> tuple:
 def discrete_estimators_command(args: argparse.Namespace) -> int:
     import pyro
 
-    from pyro_vae.inference.comparison import check_repeats
-    from pyro_vae.inference.discrete import check_exact_gradient_exists, estimator_errors
-    from pyro_vae.inference.estimators import BASELINE_LR_FACTOR
+    from pyro_vae.studies.comparison import check_repeats
+    from pyro_vae.studies.discrete import check_exact_gradient_exists, estimator_errors
+    from pyro_vae.studies.estimators import BASELINE_LR_FACTOR
     from pyro_vae.plots.estimators import plot_estimator_errors
 
     _check_common(args)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import math
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -13,7 +12,7 @@ from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINA
                               FACTOR_DATASETS, LIKELIHOOD_HELP, LIKELIHOOD_NAMES, METRICS, MODEL_NAMES, NET_HELP,
                               NET_NAMES, OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SWEPT_DEFAULTS, SWEPT_MODELS,
                               TORCHVISION_NAMES, is_dataset_path)
-from pyro_vae.cli import HelpFormatter, existing_run_dir
+from pyro_vae.cli.common import HelpFormatter, existing_run_dir
 from pyro_vae.config import SELECT_BY, TrainConfig, check_positive, check_seed, selection_value
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.files import check_can_create_dir, check_can_write_file, locked_run_dir, run_lock
@@ -139,7 +138,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--init-output-bias", action=argparse.BooleanOptionalAction, default=None,
                           help="start the decoder's output bias at the log-odds of the training pixels' means, so the "
                                "first decoded images are the mean image (default: off; it cost the default VAE 5 to "
-                               "7 nats of validation ELBO after 10 epochs, see the README)")
+                               "7 nats of validation ELBO after 10 epochs, see docs/training.md)")
     training.add_argument("--init-from", metavar="RUN_DIR",
                           help="start from the weights of another run's best checkpoint (its last where it has no "
                                "best.pt) instead of a fresh initialisation, e.g. to fine-tune a VAE with --elbo iwae; "
@@ -190,78 +189,8 @@ def _run_dir(args: argparse.Namespace) -> Path:
     return Path("runs") / name
 
 
-def _evaluation_batches(model, dataset, split: str) -> list[tuple]:
-    import torch
-
-    from pyro_vae.data import Split, iterate_batches, redraw
-    from pyro_vae.training import EVAL_BATCH_SIZE
-
-    data = dataset.split(split)
-    if split == "train" and dataset.binarize != "none":  # valid and test were redrawn once at loading
-        generator = torch.Generator(data.images.device).manual_seed(0)
-        data = Split(redraw(data.images, dataset.binarize, generator), data.labels)
-    return list(iterate_batches(data, EVAL_BATCH_SIZE, with_labels=model.needs_labels))
-
-
-def _evaluate(model, dataset, split: str, num_samples: int, show_progress: bool = True,
-              extra: dict | None = None) -> dict:
-    """The test ELBO and NLL (and accuracy, for classifiers) of ``model`` on ``split``; writes nothing, so that
-    the caller prints the figures before it tries to save them."""
-    from tqdm.auto import tqdm
-
-    from pyro_vae.data import clustering_splits
-    from pyro_vae.evaluation import classification_accuracy, clustering_evaluation, evaluate_model
-    from pyro_vae.likelihoods import bits_per_dim
-    from pyro_vae.models import MODELS
-
-    from pyro_vae.limits import SampleProgress
-
-    batches = _evaluation_batches(model, dataset, split)
-    disable = None if show_progress else True  # None: tqdm shows the bar on a terminal only
-    total = sum(batch[0].shape[0] for batch in batches) * num_samples
-    start = time.perf_counter()
-    # a bar over the samples, not the batches: one batch with a huge K moves it too; a run longer than a
-    # minute says how long once the first seconds show the pace
-    with tqdm(total=total, desc=f"log-likelihood K={num_samples}", unit="sample", unit_scale=True,
-              disable=disable, leave=False) as bar:
-        counter = SampleProgress(total, bar, say=tqdm.write, what=f"importance sampling with K = {num_samples:,}")
-        # Pyro's JIT records the programs once, so only for the built-in structures (as training's default JIT)
-        result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, on_samples=counter,
-                                                   jit=type(model) in MODELS.values())}
-    if model.can_classify and dataset.split(split).labels is not None:
-        result["accuracy"] = classification_accuracy(model, dataset.split(split))
-    parts = clustering_splits(dataset) if model.can_cluster else None
-    if parts is not None:
-        result.update(clustering_evaluation(model, *parts))
-    if dataset.eight_bit:
-        result["bits_per_dim"] = bits_per_dim(result["nll"], math.prod(dataset.image_shape),
-                                              dequantized=dataset.dequantized)
-        result["bits_per_dim_from"] = ("the NLL of the density on uniformly dequantized pixels (k + u) / 256, "
-                                       "+ log2 256 = 8 bits" if dataset.dequantized
-                                       else "the NLL of a distribution over the 256 pixel values")
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    result.update(extra or {})
-    return result
-
-
-def _accuracy_text(result: dict) -> str:
-    """What an evaluation adds to its NLL line: bits per dimension (8-bit data) and accuracy (classifiers)."""
-    text = ""
-    if "bits_per_dim" in result:
-        how = "dequantized, + 8" if "dequantized" in result["bits_per_dim_from"] else "discrete"
-        text += f" = {result['bits_per_dim']:.4f} bits/dim ({how})"
-    if "accuracy" in result:
-        text += f"; classification accuracy {100 * result['accuracy']:.2f} % ({result['images']} labelled images)"
-    if "clustering_accuracy" in result:
-        text += (f"\nclustering accuracy {100 * result['clustering_accuracy']:.2f} % on {result['held_out_images']} "
-                 f"held-out labelled images (each cluster given a label on {result['matched_on_images']} others, "
-                 f"{result['matching']} matching); held-out images per cluster: "
-                 + " ".join(map(str, result["cluster_sizes"])))
-    return text
-
-
 def train_command(args: argparse.Namespace) -> int:
-    from pyro_vae.training import load_checkpoint
+    from pyro_vae.training import check_config, load_checkpoint
 
     check_positive(args.eval_samples, "--eval-samples", optional=True)
     _check_launch_option(args.nproc_per_node)
@@ -271,7 +200,7 @@ def train_command(args: argparse.Namespace) -> int:
         config = replace(TrainConfig.from_dict(load_checkpoint(run_dir / CHECKPOINT)["config"]), **given)
     else:
         config = TrainConfig(**given)  # the Trainer refuses a run directory that exists and is not empty
-    config.validate()  # every option, before the data are loaded
+    check_config(config)  # every option, before the data are loaded
     if args.nproc_per_node is not None and args.nproc_per_node > 1:
         return _launch(args, config, run_dir)
     from pyro_vae.distributed import from_environment
@@ -416,6 +345,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
 
 def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: Path) -> int:
     """The end of ``train``: the test figures of the best epoch, and the run's pictures."""
+    from pyro_vae.evaluation import describe_evaluation, evaluate
     from pyro_vae.files import write_json
     from pyro_vae.plots.training import write_run_pictures
 
@@ -426,11 +356,10 @@ def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: P
         print(f"evaluating the best epoch, {best['epoch']} of {trainer.epoch} ({name} "
               f"{selection_value(key, best[key])}; the last epoch's model stays in {CHECKPOINT})")
     model.eval()
-    result = _evaluate(model, trainer.dataset, "test", args.eval_samples, show_progress=not args.no_progress,
-                       extra={"checkpoint": "best" if best is not None else "last",
-                              "epoch": best["epoch"] if best is not None else trainer.epoch})
-    print(f"test ELBO {result['elbo']:.2f} nats/image; test NLL (K={args.eval_samples}) "
-          f"{result['nll']:.2f} nats/image" + _accuracy_text(result))
+    result = evaluate(model, trainer.dataset, "test", args.eval_samples, show_progress=not args.no_progress,
+                      extra={"checkpoint": "best" if best is not None else "last",
+                             "epoch": best["epoch"] if best is not None else trainer.epoch})
+    print(describe_evaluation(result, count=False))
     write_json(result, run_dir / "evaluation.json")
     pictures = write_run_pictures(model, trainer.dataset, history, run_dir, seed=trainer.config.seed)
     print(f"run:      {run_dir}  (checkpoint {CHECKPOINT}, resume with --run-dir {run_dir} --resume)")
@@ -454,6 +383,7 @@ def _repair(run_dir: Path) -> None:
 def evaluate_command(args: argparse.Namespace) -> int:
     import pyro
 
+    from pyro_vae.evaluation import describe_evaluation, evaluate
     from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device, write_json
 
     check_positive(args.subset, "--subset", optional=True)
@@ -478,11 +408,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         dataset = load_run_data(config, device=args.device, subset=args.subset)
         pyro.set_rng_seed(args.seed)
         print(f"evaluating {describe_checkpoint(checkpoint)} of {args.run_dir}")
-        result = _evaluate(model, dataset, args.split, args.num_samples,
-                           extra={"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"]})
-        # printed first, so that a failed write loses no figure
-        print(f"{args.split} ELBO {result['elbo']:.2f} nats/image; {args.split} NLL (K={args.num_samples}) "
-              f"{result['nll']:.2f} nats/image over {result['images']} images{_accuracy_text(result)}")
+        result = evaluate(model, dataset, args.split, args.num_samples,
+                          extra={"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"]})
+        print(describe_evaluation(result))  # printed first, so that a failed write loses no figure
         write_json(result, out)
         print(f"written to {out}")
     return 0
@@ -604,7 +532,9 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
         from pyro_vae.disentanglement.measure import check_score_points
 
         check_score_points(args.score_points)
-    TrainConfig(**{**given, "model": model}).validate()
+    from pyro_vae.training import check_config
+
+    check_config(TrainConfig(**{**given, "model": model}))
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
     rows = beta_sweep(args.betas or list(SWEPT_DEFAULTS[weight]), TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
@@ -728,7 +658,7 @@ def add_subcommands(subparsers) -> None:
                                 "'torchrun --standalone --nproc-per-node N -m pyro_vae train' would; when one fails, "
                                 "the command ends with its exit status. Each runs OMP_NUM_THREADS torch threads, "
                                 "the cores divided among the processes unless it is set. Resume with the same N. For "
-                                "several machines call torchrun yourself (see the README) (default: 1, this process)")
+                                "several machines call torchrun yourself (see docs/distributed.md) (default: 1, this process)")
     train.set_defaults(handler=train_command)
 
     sweep = subparsers.add_parser(

@@ -54,8 +54,9 @@ from typing import Iterator, Optional, Union
 import numpy as np
 import torch
 
-from pyro_vae.data import Dataset, Split
+from pyro_vae.data.types import Dataset, Split
 from pyro_vae.errors import InvalidDataError, PyroVAEError
+
 
 FACTOR_NAMES = ("color", "shape", "scale", "orientation", "position_x", "position_y")
 FACTOR_SIZES = (1, 3, 6, 40, 32, 32)

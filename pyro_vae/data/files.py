@@ -31,6 +31,7 @@ import torch
 
 from pyro_vae.errors import InvalidDataError
 
+
 SPLITS = ("train", "valid", "test")
 VALID_FRACTION = 0.1
 TEST_FRACTION = 0.1

@@ -17,6 +17,7 @@ import torch
 from pyro_vae.catalog import FACTOR_DATASETS
 from pyro_vae.config import check_positive
 from pyro_vae.data import Dataset
+from pyro_vae.data.dsprites import render, sample_factors
 from pyro_vae.disentanglement import metrics
 from pyro_vae.errors import PyroVAEError
 
@@ -46,8 +47,6 @@ def sampler_of(model, dataset: Dataset) -> tuple[Optional[Callable], Optional[Ca
     chosen on the spot: rendered for the procedural dSprites; (None, None) for data that cannot make them."""
     if not dataset.name.startswith("dsprites-procedural"):
         return None, None
-    from pyro_vae.data.dsprites import render, sample_factors
-
     resolution = dataset.image_shape[-1]
 
     def draw(num: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,31 +21,9 @@ import pyro
 import pyro.ops.jit
 import torch
 from pyro.infer import ELBO
-from torch.distributions import Bernoulli, Distribution, Independent
-from torch.distributions.utils import _sum_rightmost, broadcast_all
-from torch.nn.functional import binary_cross_entropy_with_logits
 
 from pyro_vae.errors import PyroVAEError
-
-
-def site_log_prob(fn: Distribution, value: torch.Tensor) -> torch.Tensor:
-    """``fn.log_prob(value)``, bit for bit, with one full-size tensor fewer for a Bernoulli given by logits
-    with its pixels as event dimensions (the decoders here): torch's ``Bernoulli.log_prob`` negates the
-    elementwise binary cross-entropy, which ``Independent`` then sums; here the sum comes first and the
-    negation after it. Negation commutes exactly with the rounding of the sum, so the values and the
-    gradients are the same, and a step saves a pass over, and an allocation of, the (particles, batch,
-    pixels) tensor, forward and backward: 5 to 6 % of an IWAE training step at K = 50, 1 % at K = 5
-    (benchmarks/svi_vs_pytorch.py). Validation, when on, checks the value as ``Bernoulli.log_prob`` does.
-    """
-    base = getattr(fn, "base_dist", None)
-    if (isinstance(base, Bernoulli) and type(base).log_prob is Bernoulli.log_prob and "logits" in vars(base)
-            and isinstance(fn, Independent) and type(fn).log_prob is Independent.log_prob):
-        if base._validate_args:
-            base._validate_sample(value)
-        logits, value = broadcast_all(base.logits, value)
-        cross_entropy = binary_cross_entropy_with_logits(logits, value, reduction="none")
-        return -_sum_rightmost(cross_entropy, fn.reinterpreted_batch_ndims)
-    return fn.log_prob(value)
+from pyro_vae.inference.importance import log_weights
 
 
 class IWAE_ELBO(ELBO):
@@ -66,11 +44,10 @@ class IWAE_ELBO(ELBO):
         raise NotImplementedError("IWAE_ELBO computes its weights in one vectorized pass, not trace by trace")
 
     def _bound(self, model, guide, *args) -> torch.Tensor:
-        from pyro_vae.evaluation import _log_weights  # evaluation imports the inference package
 
         particle_dim = -self.max_plate_nesting - 1
         penalties = []
-        log_w = _log_weights(model, guide, args, self.num_particles, particle_dim, scaled=True,
+        log_w = log_weights(model, guide, args, self.num_particles, particle_dim, scaled=True,
                              penalties=penalties)
         # (enumerated values, K, batch): sum the values inside each weight, then log-mean-exp over K. Without
         # enumerated sites there is one value, and its log-sum-exp is itself, bit for bit (and so is its gradient).

@@ -21,24 +21,12 @@ from typing import Optional, Sequence
 import torch
 
 from pyro_vae.catalog import SCHEDULE_HELP, SCHEDULES  # noqa: F401 (re-exported)
+from pyro_vae.config import check_schedule  # noqa: F401 (re-exported)
 from pyro_vae.errors import PyroVAEError
 
 #: ``gamma`` of each schedule when ``--lr-gamma`` is not given
 DEFAULT_GAMMA = {"step": 0.5, "exponential": 0.99, "plateau": 0.5}
 IWAE_STAGES = 8
-
-
-
-def check_schedule(name: str, gamma: Optional[float], step: int, patience: int) -> None:
-    """One sentence for a schedule or setting that cannot work."""
-    if name not in SCHEDULES:
-        raise PyroVAEError(f"unknown learning-rate schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    if gamma is not None and not 0 < gamma <= 1:
-        raise PyroVAEError(f"--lr-gamma is the factor the rate is multiplied by and must be in (0, 1], got {gamma}")
-    if step < 1:
-        raise PyroVAEError(f"--lr-step is a number of epochs and must be positive, got {step}")
-    if patience < 0:
-        raise PyroVAEError(f"--lr-patience is a number of epochs and cannot be negative, got {patience}")
 
 
 def iwae_stage(epoch: int) -> int:

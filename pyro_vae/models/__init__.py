@@ -8,14 +8,14 @@ import types
 from pathlib import Path
 from typing import Optional
 
-from pyro_vae.catalog import ENUM_MODELS, MODEL_NAMES, check_registry, is_file_spec
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET, ENUM_MODELS, MODEL_NAMES, check_registry, is_file_spec
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure
 from pyro_vae.models.bernoulli_mixture import BernoulliMixture
 from pyro_vae.models.beta_tcvae import BetaTCVAE
-from pyro_vae.models.factor_vae import FactorVAE
 from pyro_vae.models.beta_vae import BetaVAE
 from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.factor_vae import FactorVAE
 from pyro_vae.models.gmvae import GMVAE
 from pyro_vae.models.hierarchical_vae import HierarchicalVAE
 from pyro_vae.models.mixture_prior_vae import MixturePriorVAE
@@ -124,8 +124,8 @@ def model_class(name: str, structure_source: Optional[dict] = None) -> type[Late
 
 #: the base constructor's options (LatentStructure.__init__) that the trainer passes to every structure, with
 #: the command-line option that sets each and the value that a structure not taking it behaves as
-BASE_OPTIONS = {"image_shape": ("the image shape of --dataset", None), "likelihood": ("--likelihood", "bernoulli"),
-                "net": ("--net", "mlp")}
+BASE_OPTIONS = {"image_shape": ("the image shape of --dataset", None),
+                "likelihood": ("--likelihood", DEFAULT_LIKELIHOOD), "net": ("--net", DEFAULT_NET)}
 
 
 def _fit_base_options(cls: type[LatentStructure], name: str, options: dict) -> dict:

@@ -24,10 +24,12 @@ from pyro import poutine
 from pyro.poutine.util import is_validation_enabled, site_is_subsample
 from torch import nn
 
-from pyro_vae.catalog import NET_NAMES
-from pyro_vae.data import is_binary
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET, NET_NAMES
+from pyro_vae.conv import ConvDecoder, ConvEncoder, ConvNet
 from pyro_vae.errors import InvalidDataError, PyroVAEError
-from pyro_vae.likelihoods import BINARY_ONLY
+from pyro_vae.likelihoods import BINARY_ONLY, pixel_likelihood
+from pyro_vae.networks import BernoulliDecoder, GaussianMLP, mlp
+from pyro_vae.pixels import is_binary
 
 OBSERVATION_SITE = "x"
 
@@ -69,8 +71,6 @@ def init_output_bias(structure: nn.Module, images: torch.Tensor) -> int:
     """Set the output bias of every Bernoulli decoder in ``structure`` to the log-odds of the training pixels'
     means, logit(clamp(mean x)), so that the first decoded images are the average image rather than grey
     (a common start, e.g. in Burda et al.'s IWAE code). Returns how many decoders were set."""
-    from pyro_vae.networks import BernoulliDecoder
-
     decoders = [m for m in structure.modules() if isinstance(m, BernoulliDecoder)]
     if not decoders:
         return 0
@@ -164,15 +164,13 @@ class LatentStructure(nn.Module):
             if rule is not None and not _accepts(rule[0], value):
                 raise PyroVAEError(f"the model option {name} of {cls.__name__} must be {rule[1]}, got {value!r}")
 
-    def __init__(self, x_dim: int, *, image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli",
-                 net: str = "mlp"):
+    def __init__(self, x_dim: int, *, image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD,
+                 net: str = DEFAULT_NET):
         """``image_shape`` (C, H, W) of the ``x_dim`` pixels (default: 1 x 28 x 28 for 784, else flat),
         ``likelihood`` the pixels' p(x | z) (:class:`~pyro_vae.likelihoods.PixelLikelihood`) and ``net`` the
         networks :meth:`make_encoder`, :meth:`make_decoder` and :meth:`make_classifier` build: "mlp" or
         "conv" (:mod:`pyro_vae.conv`)."""
         super().__init__()
-        from pyro_vae.likelihoods import PixelLikelihood
-
         self.x_dim = x_dim
         self.image_shape = default_image_shape(x_dim) if image_shape is None else tuple(int(n) for n in image_shape)
         if math.prod(self.image_shape) != x_dim:
@@ -184,13 +182,13 @@ class LatentStructure(nn.Module):
             raise PyroVAEError(f"the convolutional networks need images (C, H, W); these {x_dim} inputs have no "
                                "image shape")
         self.net = net
-        self.likelihood = PixelLikelihood(likelihood, x_dim)
+        self.likelihood = pixel_likelihood(likelihood, x_dim)
 
     def image_config(self) -> dict:
         """The base constructor's arguments, for :meth:`config`: x_dim, and the others where not the default,
         so that checkpoints of structures from before them load unchanged."""
         extra = {"image_shape": list(self.image_shape)} if self.image_shape != default_image_shape(self.x_dim) else {}
-        if self.likelihood.spec != "bernoulli":
+        if self.likelihood.spec != DEFAULT_LIKELIHOOD:
             extra["likelihood"] = self.likelihood.spec
         if self.net != "mlp":
             extra["net"] = self.net
@@ -200,9 +198,6 @@ class LatentStructure(nn.Module):
                      extra_dim: int = 0) -> nn.Module:
         """x (and ``extra_dim`` more features, e.g. a one-hot label) -> (loc, scale) of a diagonal Gaussian over
         ``z_dim`` variables, called ``encoder(x, *extra)``: an MLP over the flat pixels or a conv net."""
-        from pyro_vae.conv import ConvEncoder
-        from pyro_vae.networks import GaussianMLP
-
         if self.net == "conv":
             return ConvEncoder(self.image_shape, z_dim, extra_dim=extra_dim)
         return GaussianMLP(self.x_dim + extra_dim, hidden_dims, z_dim, activation)
@@ -211,9 +206,6 @@ class LatentStructure(nn.Module):
         """A code of ``in_dim`` features -> the likelihood's parameters, ``likelihood.params_per_pixel * x_dim``
         numbers per image (flat), for ``self.likelihood(decoder(code))``; ``hidden_dims`` in the decoder's
         order (usually the encoder's reversed)."""
-        from pyro_vae.conv import ConvDecoder
-        from pyro_vae.networks import BernoulliDecoder
-
         params = self.likelihood.params_per_pixel
         if self.net == "conv":
             return ConvDecoder(in_dim, self.image_shape, params, flat=True)
@@ -221,9 +213,6 @@ class LatentStructure(nn.Module):
 
     def make_classifier(self, hidden_dims: Sequence[int], num_classes: int, activation: str = "relu") -> nn.Module:
         """x -> logits of ``num_classes`` classes (q(c | x), q(y | x)): an MLP or a conv net."""
-        from pyro_vae.conv import ConvNet
-        from pyro_vae.networks import mlp
-
         if self.net == "conv":
             return ConvNet(self.image_shape, num_classes)
         return mlp([self.x_dim, *hidden_dims, num_classes], activation)

@@ -12,7 +12,7 @@ one, so its objective is the ELBO minus (beta - 1) TC:
 
 Written as Pyro code it is the VAE's model with one more factor, ``penalty("total_correlation",
 -(beta - 1) * tc)``: Trace_ELBO then maximises exactly that objective, the model reads as the equation, and
-the penalty is marked as a training term (:func:`pyro_vae.inference.scaling.penalty`), so that the ELBO and
+the penalty is marked as a training term (:func:`pyro_vae.scaling.penalty`), so that the ELBO and
 log-likelihood the library reports are those of the generative model p(z) p(x | z) alone. A scaled site
 could not say this (the TC is not the log-density of any one site), and an ELBO subclass would hide the
 objective away from the model. Under ``--kl-warmup`` the penalty rises with the KL, so that the weighted KL,
@@ -40,10 +40,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.scaling import penalty
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
+from pyro_vae.scaling import penalty
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -69,7 +70,7 @@ class BetaTCVAE(VAE):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", beta: float = 6.0, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = "bernoulli", net: str = "mlp"):
+                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
         """``beta`` weights the total correlation (6 by default, within the 1-10 of Chen et al. and
         disentanglement_lib's study); beta = 1 is the VAE."""
         super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)

@@ -14,6 +14,7 @@ import pyro
 import pyro.distributions as dist
 from pyro import poutine
 
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
@@ -24,7 +25,7 @@ class BetaVAE(VAE):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", beta: float = 1.0, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = "bernoulli", net: str = "mlp"):
+                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
         super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
         if not beta >= 0:
             raise PyroVAEError(f"beta weights the KL term and must be non-negative, got {beta}")

@@ -9,7 +9,7 @@ drawn from q(z) (one per image) from codes drawn from prod_j q(z_j) (each dimens
 across the batch). When D is optimal, its logit at z is log q(z) - log prod_j q(z_j) (the density-ratio trick),
 so E_q(z)[logit D(z)] estimates the TC.
 
-Written as Pyro code it is the VAE's model with two training terms (:func:`pyro_vae.inference.scaling.penalty`):
+Written as Pyro code it is the VAE's model with two training terms (:func:`pyro_vae.scaling.penalty`):
 
 * ``penalty("total_correlation", -gamma * logit D(z))`` with the discriminator's weights held (detached): its
   gradient reaches the encoder through the reparameterized z, never the discriminator;
@@ -39,10 +39,11 @@ import torch
 from torch import nn
 from torch.nn.functional import linear, logsigmoid
 
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.scaling import penalty
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
+from pyro_vae.scaling import penalty
 
 
 class Discriminator(nn.Module):
@@ -84,7 +85,7 @@ class FactorVAE(VAE):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", gamma: float = 35.0, discriminator_dims: Sequence[int] = (1000,) * 6,
-                 image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli", net: str = "mlp"):
+                 image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
         """``gamma`` weights the total correlation (35 by default: dSprites in Kim & Mnih 2018 used 10 to 100,
         disentanglement_lib's study 10, 20, 30, 40, 50, 100); gamma = 0 is the VAE with an idle discriminator."""
         super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)

@@ -39,9 +39,9 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vae.inference.scaling import penalty
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.base import LatentStructure, finite_number, positive_int
-
+from pyro_vae.scaling import penalty
 
 
 class ClusterGaussians(nn.Module):
@@ -64,7 +64,7 @@ class GMVAE(LatentStructure):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = "bernoulli", net: str = "mlp", min_cluster_info: float = 0.0,
+                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET, min_cluster_info: float = 0.0,
                  kmeans_init: bool = False, encoder_sees_cluster: bool = True, cluster_information: float = 0.0):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import pyro
 import pyro.distributions as dist
 
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.base import LatentStructure
 from pyro_vae.networks import GaussianMLP
 
@@ -21,7 +22,7 @@ class HierarchicalVAE(LatentStructure):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", z1_dim: int = 100, top_hidden_dims: Sequence[int] = (100, 100),
-                 image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli", net: str = "mlp"):
+                 image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim, self.z1_dim, self.activation = z_dim, z1_dim, activation
         self.hidden_dims, self.top_hidden_dims = tuple(hidden_dims), tuple(top_hidden_dims)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.vae import VAE
 
 
@@ -33,7 +34,7 @@ class MixtureOfGaussians(nn.Module):
 class MixturePriorVAE(VAE):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = "bernoulli", net: str = "mlp"):
+                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
         super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
         self.num_components = num_components
         self.prior = MixtureOfGaussians(num_components, z_dim)

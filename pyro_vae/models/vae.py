@@ -15,13 +15,14 @@ from typing import Optional, Sequence
 import pyro
 import pyro.distributions as dist
 
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.base import LatentStructure
 
 
 class VAE(LatentStructure):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = "bernoulli", net: str = "mlp"):
+                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
         super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
         self.z_dim = z_dim
         self.hidden_dims = tuple(hidden_dims)

@@ -57,6 +57,7 @@ from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 from torch.nn.functional import hardtanh
 
+from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import positive_int
 from pyro_vae.models.vae import VAE
@@ -163,7 +164,7 @@ class PseudoInputs(nn.Module):
 class VampPriorVAE(VAE):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_pseudo_inputs: int = 500, pseudo_input_init: str = "random",
-                 image_shape: Optional[Sequence[int]] = None, likelihood: str = "bernoulli", net: str = "mlp"):
+                 image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
         super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
         self.num_pseudo_inputs = positive_int("num_pseudo_inputs", num_pseudo_inputs)
         if pseudo_input_init not in PSEUDO_INPUT_INITS:

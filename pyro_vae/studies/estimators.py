@@ -44,7 +44,7 @@ from pyro_vae.catalog import (CONCRETE_TEMPERATURES, ESTIMATOR_SUMMARIES, check_
                               concrete_summary, concrete_temperature)
 from pyro_vae.config import check_positive  # noqa: F401 (re-exported: toy, comparison, discrete use it)
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.evaluation import max_plate_nesting
+from pyro_vae.inference.importance import max_plate_nesting
 from pyro_vae.inference.optim import GroupedOptim
 from pyro_vae.inference.sites import DataPointBaseline
 

@@ -9,7 +9,7 @@ Two unbiased estimators of that gradient from x = theta + eps, eps ~ N(0, 1):
 
 for the average of N samples. Here they are not written by hand: ``Trace_ELBO`` differentiates through the
 reparameterized sample, and ``TraceGraph_ELBO`` gives the score function once the site is made
-non-reparameterized (the ``score`` estimator of :mod:`pyro_vae.inference.estimators`).
+non-reparameterized (the ``score`` estimator of :mod:`pyro_vae.studies.estimators`).
 
 The model makes the ELBO exactly -E_q[x^2]: x is flat, the cost enters as a factor, and a second factor
 adds back log q(x) with gradients stopped. So log p(x) - log q(x) = -x^2 at every sample, and neither
@@ -33,7 +33,7 @@ from torch.distributions import constraints
 
 from pyro_vae.catalog import TOY_SAMPLE_SIZES
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.estimators import Estimator, check_positive
+from pyro_vae.studies.estimators import Estimator, check_positive
 
 TOY_ESTIMATORS = ("score", "reparam")
 SAMPLE_SIZES = TOY_SAMPLE_SIZES

@@ -1,10 +1,10 @@
 """Comparing gradient estimators on a latent structure: gradient statistics, and training with each.
 
-Generic over any model/guide pair: the gradients come from :mod:`pyro_vae.inference.estimators`, the
+Generic over any model/guide pair: the gradients come from :mod:`pyro_vae.studies.estimators`, the
 training from ``SVI``, and the validation ELBO from :func:`pyro_vae.evaluation.elbo_per_datapoint`. Each
 estimator runs in its own scope of Pyro's parameter store, so baselines and optimizer state never leak
 from one estimator to the next, and the caller's parameter store is left as it was. An estimator that does not
-apply to the structure's sites (see :func:`~pyro_vae.inference.estimators.applicability`) gets one row with the
+apply to the structure's sites (see :func:`~pyro_vae.studies.estimators.applicability`) gets one row with the
 reason under ``not_applicable`` instead of numbers.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pyro_vae import catalog
 from pyro_vae.data import Dataset, Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import elbo_per_datapoint
-from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estimator, applicability,
+from pyro_vae.studies.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estimator, applicability,
                                            check_positive, estimator_spec, gradient_statistics, sample_gradients)
 from pyro_vae.models import LatentStructure
 

@@ -1,29 +1,24 @@
-"""Measures of a trained model/guide pair, generic over any latent structure.
-
-Nothing here knows which model it runs: the ELBO comes from Pyro's ELBO classes, and the importance-
-sampled log-likelihood from tracing the guide and replaying the model under a particle plate.
-"""
+"""Bounds on log p(x) of a model/guide pair, generic over any latent structure: the ELBO from Pyro's ELBO classes,
+the importance-sampled log-likelihood from tracing the guide and replaying the model under a particle plate, and
+the rate and distortion of a beta-VAE."""
 from __future__ import annotations
 
 import contextlib
 import itertools
 import math
 import warnings
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional
 
 import torch
 import pyro
 from pyro import poutine
-from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.util import site_is_subsample
 
-from pyro_vae.data import Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
-from pyro_vae.inference.scaling import is_penalty, measuring, unscaled
+from pyro_vae.scaling import is_penalty, measuring, unscaled
+from pyro_vae.inference.importance import log_weights
 from pyro_vae.inference.sites import latent_sites
-
-DATA_PLATE = "data"
 #: rows (particles x data points x enumerated values) per vectorized call of the importance sampler
 MAX_ROWS = 2_500
 
@@ -53,72 +48,6 @@ def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple
             total -= objective.loss(model, guide, *batch)
         count += batch[0].shape[0]
     return total / count
-
-
-def max_plate_nesting(model: Callable, guide: Callable, args: tuple) -> int:
-    return latent_sites(model, guide, args).max_plate_nesting
-
-
-def _per_datapoint_log_prob(site: dict, name: str, particle_dim: int, scaled: bool = False) -> torch.Tensor:
-    """A site's log-density summed over every dimension but the enumeration, particle and data-plate ones:
-    shape (..., particles, batch), enumeration dimensions on the left."""
-    frames = {frame.name: frame.dim for frame in site["cond_indep_stack"]}
-    if DATA_PLATE not in frames:
-        raise PyroVAEError(f"site {name!r} is outside the {DATA_PLATE!r} plate; importance sampling per "
-                           f"data point needs every sample site inside pyro.plate({DATA_PLATE!r}, batch_size)")
-    from pyro_vae.inference.iwae import site_log_prob  # fn.log_prob(value), a full-size tensor fewer
-
-    # Unscaled unless asked: a beta or annealing factor changes the objective, not the generative model's p(x).
-    log_prob = site_log_prob(site["fn"], site["value"])
-    if scaled and not (isinstance(site["scale"], (int, float)) and site["scale"] == 1.0):
-        log_prob = site["scale"] * log_prob
-    log_prob = log_prob.reshape((1,) * max(0, -particle_dim - log_prob.dim()) + log_prob.shape)
-    first_plate = log_prob.dim() + particle_dim + 1  # dims from here on are plates (and the data plate)
-    data = log_prob.dim() + frames[DATA_PLATE]
-    others = [d for d in range(first_plate, log_prob.dim()) if d != data]
-    if others:
-        log_prob = log_prob.sum(others, keepdim=True)
-    return log_prob.reshape(log_prob.shape[:first_plate] + log_prob.shape[data:data + 1])
-
-
-def _log_weights(model: Callable, guide: Callable, batch: tuple, num_particles: int, particle_dim: int, *,
-                 scaled: bool = False, penalties: Optional[list] = None) -> torch.Tensor:
-    """log p(x, z) - log q(z | x) for ``num_particles`` draws per data point, (enumerated values, particles,
-    batch): summed over the enumerated values, the weights of :func:`log_likelihood_iwae`. Differentiable
-    (the IWAE training objective, ``inference.iwae``, is built on it); with ``scaled`` each site's log-density
-    is multiplied by its Pyro scale (a beta-VAE's beta), as the training objectives do. Training penalties
-    (:func:`~pyro_vae.inference.scaling.penalty`) are no part of p(x, z): left out, or, given a ``penalties``
-    list, appended to it as (particles, batch) terms, for an objective that adds them outside the weights."""
-    guide = EnumMessenger(first_available_dim=particle_dim - 1)(guide)
-    model = EnumMessenger()(model)  # model-only enumerated sites take the dimensions left of the guide's
-    with pyro.plate("importance_samples", num_particles, dim=particle_dim), \
-            (measuring() if penalties is None else contextlib.nullcontext()):
-        guide_trace = poutine.trace(guide).get_trace(*batch)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
-    terms = []
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            if is_penalty(site):  # a training term (beta-TCVAE's total correlation) is no part of p(x, z)
-                if penalties is not None:
-                    penalty = _per_datapoint_log_prob(site, name, particle_dim, scaled)
-                    penalties.append(penalty.expand(penalty.shape[:-2] + (num_particles, batch[0].shape[0])))
-                continue
-            enumerated = site["infer"].get("_enumerate_dim") is not None
-            if enumerated:
-                outer = [f.name for f in site["cond_indep_stack"] if f.name not in (DATA_PLATE, "importance_samples")]
-                if outer:
-                    raise PyroVAEError(f"the enumerated site {name!r} is also inside plate {outer[0]!r}; importance "
-                                       f"sampling sums enumerated sites exactly only directly inside the "
-                                       f"{DATA_PLATE!r} plate")
-            if sign < 0 and enumerated:
-                # q(c | x) of an enumerated guide site cancels: sum_c q(c) p(x, z, c) / (q(c) q(z | c))
-                continue
-            terms.append(sign * _per_datapoint_log_prob(site, name, particle_dim, scaled))
-    total = sum(terms[1:], terms[0])
-    total = total.expand(total.shape[:-2] + (num_particles, batch[0].shape[0]))
-    return total.reshape((-1,) + total.shape[-2:])
 
 
 @torch.no_grad()
@@ -176,7 +105,7 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
     particle_dim = -sites.max_plate_nesting - 1
     if sites.distributions and not (sites.reparameterized or sites.score_function):
         # every latent is summed out: one "sample" is the exact log p(x)
-        exact = _log_weights(model, guide, batch, 1, particle_dim).logsumexp(0)[0]
+        exact = log_weights(model, guide, batch, 1, particle_dim).logsumexp(0)[0]
         if on_samples is not None:
             on_samples(batch_size * num_samples)
         return exact
@@ -226,7 +155,7 @@ class _Chunks:
         self.compiled: dict = {}
 
     def eager(self, batch: tuple, particles: int, particle_dim: int) -> torch.Tensor:
-        log_w = _log_weights(self.model, self.guide, batch, particles, particle_dim)
+        log_w = log_weights(self.model, self.guide, batch, particles, particle_dim)
         return log_w.double().logsumexp(0).logsumexp(0)
 
     def __call__(self, batch: tuple, particles: int, particle_dim: int) -> torch.Tensor:
@@ -310,77 +239,13 @@ def evaluate_model(model, batches: list[tuple], *, num_samples: int = 5000, elbo
 
 
 @torch.no_grad()
-def classification_accuracy(model, split: Split, batch_size: int = 1000) -> float:
-    """The fraction of a labelled split that a structure's ``classify`` gets right."""
-    if split.labels is None:
-        raise PyroVAEError("classification accuracy needs labelled images, and this split has no labels")
-    correct = sum(int((model.classify(x) == y).sum())
-                  for x, y in iterate_batches(split, batch_size, with_labels=True))
-    return correct / len(split)
-
-
-def match_clusters(clusters: torch.Tensor, labels: torch.Tensor, num_clusters: int, num_classes: int) -> list[int]:
-    """The label each cluster stands for, read off images whose labels are known: the one-to-one matching with the
-    most images right (the Hungarian method on the cluster-by-label counts) when there are no more clusters than
-    labels, else each cluster's most frequent label (several clusters may then share a label, as Dilokthanakul et
-    al. 2016 map 16 clusters to 10 digits). A cluster left without a label (more labels than clusters: never;
-    an empty cluster with more clusters than labels) gets -1, which no image matches."""
-    from scipy.optimize import linear_sum_assignment
-
-    counts = torch.zeros(num_clusters, num_classes, dtype=torch.long)
-    counts.index_put_((clusters.long().cpu(), labels.long().cpu()), torch.ones(len(clusters), dtype=torch.long),
-                      accumulate=True)
-    mapping = [-1] * num_clusters
-    if num_clusters <= num_classes:
-        rows, cols = linear_sum_assignment(counts.numpy(), maximize=True)
-        for cluster, label in zip(rows.tolist(), cols.tolist()):
-            mapping[cluster] = label
-    else:
-        for cluster in range(num_clusters):
-            if counts[cluster].sum() > 0:
-                mapping[cluster] = int(counts[cluster].argmax())
-    return mapping
-
-
-def clustering_accuracy(clusters: torch.Tensor, labels: torch.Tensor, mapping: Sequence[int]) -> float:
-    """The fraction of images whose cluster's label (``mapping``, from :func:`match_clusters`) is their own."""
-    if len(clusters) == 0:
-        raise PyroVAEError("clustering accuracy needs at least one labelled image")
-    predicted = torch.tensor(list(mapping), dtype=torch.long)[clusters.long().cpu()]
-    return int((predicted == labels.long().cpu()).sum()) / len(clusters)
-
-
-@torch.no_grad()
-def cluster_assignments(model, split: Split, batch_size: int = 1000) -> torch.Tensor:
-    """Each image's most probable cluster under q (the structure's ``cluster``), on the CPU."""
-    return torch.cat([model.cluster(x).cpu() for (x,) in iterate_batches(split, batch_size)])
-
-
-def clustering_evaluation(model, matched_on: Split, held_out: Split) -> dict:
-    """Unsupervised clustering accuracy of a structure whose discrete latent ranges over clusters: each cluster is
-    mapped to a label on ``matched_on`` (:func:`match_clusters`), and the accuracy measured on ``held_out``, with the
-    number of held-out images each cluster holds."""
-    if matched_on.labels is None or held_out.labels is None:
-        raise PyroVAEError("clustering accuracy needs labelled images to match clusters to labels and to measure on")
-    num_clusters = model.num_components
-    num_classes = int(max(matched_on.labels.max(), held_out.labels.max())) + 1
-    mapping = match_clusters(cluster_assignments(model, matched_on), matched_on.labels, num_clusters, num_classes)
-    clusters = cluster_assignments(model, held_out)
-    return {"clustering_accuracy": clustering_accuracy(clusters, held_out.labels, mapping),
-            "cluster_sizes": torch.bincount(clusters, minlength=num_clusters).tolist(),
-            "cluster_labels": mapping,
-            "matching": "hungarian" if num_clusters <= num_classes else "majority",
-            "matched_on_images": len(matched_on), "held_out_images": len(held_out)}
-
-
-@torch.no_grad()
 @measuring()
 def rate_distortion(model: Callable, guide: Callable, batches: Iterable[tuple]) -> dict:
     """Rate E_q[log q(z | x) - log p(z)] (the KL, nats) and distortion -E_q[log p(x | z)] (nats), per data point.
 
     Latent sites count towards the rate and observed sites towards the distortion, so rate + distortion
     is -ELBO for any model/guide pair. One sample of z per data point; scales are ignored, and training
-    penalties are neither counted nor computed (:func:`~pyro_vae.inference.scaling.measuring`).
+    penalties are neither counted nor computed (:func:`~pyro_vae.scaling.measuring`).
     """
     rate, distortion, count = 0.0, 0.0, 0
     for batch in batches:

@@ -22,7 +22,7 @@ import torch
 
 from pyro_vae.catalog import DISCRETE_SAMPLE_SIZES
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERATURES, Estimator, applicability,
+from pyro_vae.studies.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERATURES, Estimator, applicability,
                                            check_positive, concrete_name, estimator_spec, latent_sites,
                                            sample_gradients)
 

@@ -1,0 +1,85 @@
+"""What ``pyro-vae evaluate`` reports, as the Python API gives it: :func:`evaluate` returns the dict it writes as
+JSON, :func:`describe_evaluation` the lines it prints."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from pyro_vae.data import Dataset, Split, clustering_splits, iterate_batches, redraw
+from pyro_vae.likelihoods import bits_per_dim
+from pyro_vae.limits import SampleProgress
+from pyro_vae.models import MODELS
+from pyro_vae.evaluation.bounds import evaluate_model
+from pyro_vae.evaluation.labels import classification_accuracy, clustering_evaluation
+
+#: images per batch when a split is evaluated
+EVAL_BATCH_SIZE = 1000
+
+
+def evaluation_batches(model, dataset: Dataset, split: str) -> list[tuple]:
+    """The batches of ``split`` as an evaluation reads them: training images of a binarized (or dequantized) data
+    set redrawn once with a seed of their own (valid and test were redrawn once at loading)."""
+    data = dataset.split(split)
+    if split == "train" and dataset.binarize != "none":
+        generator = torch.Generator(data.images.device).manual_seed(0)
+        data = Split(redraw(data.images, dataset.binarize, generator), data.labels)
+    return list(iterate_batches(data, EVAL_BATCH_SIZE, with_labels=model.needs_labels))
+
+
+def evaluate(model, dataset: Dataset, split: str = "test", num_samples: int = 5000, *, show_progress: bool = True,
+             extra: Optional[dict] = None) -> dict:
+    """Everything ``pyro-vae evaluate`` reports of a trained structure on ``split`` of ``dataset``, as the dict it
+    writes to JSON: the ELBO and the importance-sampled NLL with ``num_samples`` samples per image (nats per image),
+    bits per dimension on 8-bit data, classification accuracy for structures that classify, clustering accuracy and
+    cluster sizes for those that cluster, and the seconds it took; ``extra`` is added as it is.
+
+    Writes nothing. A bar over the importance samples shows on a terminal (``show_progress``), and an evaluation
+    longer than a minute says how long once its first seconds show the pace (:class:`SampleProgress`).
+    """
+    batches = evaluation_batches(model, dataset, split)
+    disable = None if show_progress else True  # None: tqdm shows the bar on a terminal only
+    total = sum(batch[0].shape[0] for batch in batches) * num_samples
+    start = time.perf_counter()
+    with tqdm(total=total, desc=f"log-likelihood K={num_samples}", unit="sample", unit_scale=True,
+              disable=disable, leave=False) as bar:
+        counter = SampleProgress(total, bar, say=tqdm.write, what=f"importance sampling with K = {num_samples:,}")
+        # Pyro's JIT records the programs once, so only for the built-in structures (as training's default JIT)
+        result = {"split": split, **evaluate_model(model, batches, num_samples=num_samples, on_samples=counter,
+                                                   jit=type(model) in MODELS.values())}
+    if model.can_classify and dataset.split(split).labels is not None:
+        result["accuracy"] = classification_accuracy(model, dataset.split(split))
+    parts = clustering_splits(dataset) if model.can_cluster else None
+    if parts is not None:
+        result.update(clustering_evaluation(model, *parts))
+    if dataset.eight_bit:
+        result["bits_per_dim"] = bits_per_dim(result["nll"], math.prod(dataset.image_shape),
+                                              dequantized=dataset.dequantized)
+        result["bits_per_dim_from"] = ("the NLL of the density on uniformly dequantized pixels (k + u) / 256, "
+                                       "+ log2 256 = 8 bits" if dataset.dequantized
+                                       else "the NLL of a distribution over the 256 pixel values")
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    result.update(extra or {})
+    return result
+
+
+def describe_evaluation(result: dict, count: bool = True) -> str:
+    """An :func:`evaluate` result in words, as ``pyro-vae evaluate`` prints it: the ELBO and NLL line (``count``:
+    with the number of images), bits per dimension and accuracy where measured, and a line on the clusters."""
+    split = result["split"]
+    text = (f"{split} ELBO {result['elbo']:.2f} nats/image; {split} NLL (K={result['num_samples']}) "
+            f"{result['nll']:.2f} nats/image" + (f" over {result['images']} images" if count else ""))
+    if "bits_per_dim" in result:
+        how = "dequantized, + 8" if "dequantized" in result["bits_per_dim_from"] else "discrete"
+        text += f" = {result['bits_per_dim']:.4f} bits/dim ({how})"
+    if "accuracy" in result:
+        text += f"; classification accuracy {100 * result['accuracy']:.2f} % ({result['images']} labelled images)"
+    if "clustering_accuracy" in result:
+        text += (f"\nclustering accuracy {100 * result['clustering_accuracy']:.2f} % on {result['held_out_images']} "
+                 f"held-out labelled images (each cluster given a label on {result['matched_on_images']} others, "
+                 f"{result['matching']} matching); held-out images per cluster: "
+                 + " ".join(map(str, result["cluster_sizes"])))
+    return text

@@ -1,0 +1,197 @@
+"""The hot path of training: SVI steps (JIT-compiled where they can be), KL warm-up, and divergence, told apart
+from a loss that is merely large."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable, Optional
+
+import pyro
+import torch
+from pyro.infer import SVI
+
+from pyro_vae.catalog import CHECKPOINT, OPTIMIZER_NAMES, check_registry
+from pyro_vae.errors import PyroVAEError, TrainingDiverged
+from pyro_vae.inference import make_elbo, optim
+from pyro_vae.inference.compiled_step import CompiledStep
+from pyro_vae.scaling import scale_latents
+from pyro_vae.inference.sites import neural_baselines, with_baselines
+
+
+OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
+check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
+#: a loss per image this many times its first value in a session (or the pixel count) counts as divergence
+DIVERGENCE_GROWTH = 1e4
+JIT_WARMUP_CALLS = 4
+
+
+class Steps:
+    """The parts of :class:`~pyro_vae.training.Trainer` that take SVI steps."""
+
+    def _build_svi(self) -> None:
+        """The optimizer, the ELBO (JIT-compiled or not) and ``SVI`` over the structure's programs; with
+        ``--elbo tracegraph``, the guide with its score-function baselines."""
+        config = self.config
+        self.baseline_networks = (neural_baselines(self.sites, self.dataset.train.images.shape[1]).to(self.device)
+                                  if config.elbo == "tracegraph" and config.baseline == "neural" else None)
+        optimizer_args = {"lr": config.lr, "eps": config.adam_eps, "betas": tuple(config.adam_betas)}
+        if config.optimizer == "clipped-adam":
+            optimizer_args["clip_norm"] = config.clip_norm
+        self.optimizer = OPTIMIZERS[config.optimizer](optimizer_args)
+        if self.dist is not None:
+            self.optimizer.before_step = self._sum_gradients
+            if getattr(self.model, "batch_coupled", False) and self.dist.is_main:
+                self.log(f"note: {config.model} couples the images of a batch (e.g. a minibatch estimate); each of "
+                         f"the {self.dist.world_size} processes computes it on its own shard, so this run is not "
+                         "one process's run on the whole batch")
+        self.jit = config.uses_jit()
+        self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles,
+                              max_plate_nesting=self.max_plate_nesting)
+        self.compiled = not self.jit
+        #: after compile: SVI's step on the compiled graphs without Pyro's per-step parameter lookups
+        self.compiled_step: Optional[CompiledStep] = None
+        guide = self.model.guide
+        if config.elbo == "tracegraph":
+            guide = with_baselines(guide, config.baseline, self.baseline_networks)
+        self.svi = SVI(self._warmed_up(self.model.model), self._warmed_up(guide), self.optimizer, loss=self.elbo)
+
+    def kl_weight(self) -> float:
+        """The KL warm-up factor: rises linearly from 0 to 1 over ``kl_warmup`` epochs of steps."""
+        if not self.config.kl_warmup:
+            return 1.0
+        return min(1.0, self.step / (self.config.kl_warmup * self.steps_per_epoch))
+
+    def _warmed_up(self, program: Callable) -> Callable:
+        """With KL warm-up, ``program`` taking the KL weight as a last, tensor argument.
+
+        A tensor argument, not a number read inside, so that a JIT-compiled ELBO sees each step's weight
+        instead of freezing the one it was traced with.
+        """
+        if not self.config.kl_warmup:
+            return program
+
+        def scaled(*args):
+            *args, weight = args
+            with scale_latents(weight):
+                return program(*args)
+
+        return scaled
+
+    def _step_args(self, batch: tuple) -> tuple:
+        if not self.config.kl_warmup:
+            return batch
+        return (*batch, torch.tensor(self.kl_weight(), device=self.device))
+
+    def compile(self, batch: tuple) -> float:
+        """Trace and optimize the JIT-compiled ELBO on ``batch``, and on a batch of every other kind the
+        programs take (labelled, for semi-supervised structures), since Pyro compiles one graph per kind of
+        arguments (nothing to do without JIT); returns the seconds.
+
+        Tracing runs the model and guide, which draws random numbers; it runs with the random state saved
+        and restored, and its gradients are dropped, so that it changes nothing: a resumed run, which traces
+        again, draws the same numbers as an uninterrupted one. Pyro validation is on while the programs
+        run here, so a structure's mistakes surface with Pyro's messages before any step is taken.
+        """
+        if self.compiled:
+            return 0.0
+        start = time.perf_counter()
+        devices = [self.device] if self.device.type == "cuda" else []
+        averages = self._baseline_averages()
+        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(True):
+            # The first call traces; TorchScript then profiles and optimizes the graph and its backward on
+            # the next runs (tens of milliseconds here), which would otherwise land on the first training steps.
+            for example in [batch] + [b for b in self._example if len(b) != len(batch)]:
+                for _ in range(JIT_WARMUP_CALLS):
+                    self.elbo.loss_and_grads(self.svi.model, self.svi.guide, *self._step_args(example))
+            self._restore_baseline_averages(averages)
+        for parameter in self._parameters():
+            parameter.grad = None
+        self.compiled = True
+        self.compiled_step = CompiledStep.of(self.elbo, self.optimizer)
+        return time.perf_counter() - start
+
+    def _parameters(self) -> list:
+        networks = list(self.baseline_networks.parameters()) if self.baseline_networks is not None else []
+        return list(self.model.parameters()) + networks
+
+    def run_steps(self, batches: Iterable[tuple], *,
+                  on_step: Optional[Callable[[int, float], object]] = None) -> float:
+        """One SVI step per batch (the hot path of ``fit``); returns the summed loss.
+
+        The first step of each call runs with Pyro validation on; the others run with it off unless
+        ``validate_every_step`` is set, because the data were checked once up front and Pyro's per-step
+        argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
+        stops training with ``TrainingDiverged`` either way. With ``JitTrace_ELBO`` the steps after the first
+        run Pyro's compiled graph through :class:`CompiledStep` (the same arithmetic as ``SVI.step``, without
+        its per-step parameter lookups).
+        """
+        total = 0.0
+        for step, batch in enumerate(batches, start=1):
+            if batch[0].shape[0] == 0:  # distributed: this process's shard of a short last batch is empty
+                self._empty_step()
+                continue
+            if step == 1:
+                self.compile(batch)
+            validate = step == 1 or self.config.validate_every_step
+            args = self._step_args(batch)
+            loss = None if validate or self.compiled_step is None else self.compiled_step(*args)
+            if loss is None:
+                loss = self._svi_step(args, validate)
+            if not math.isfinite(loss) or abs(loss) / batch[0].shape[0] > self._divergence_bound(loss / batch[0].shape[0]):
+                raise TrainingDiverged(self._divergence_message(loss, step))
+            self.step += 1
+            total += loss
+            if on_step is not None:
+                on_step(step, total)
+        return total
+
+    def _svi_step(self, args: tuple, validate: bool) -> float:
+        """``SVI.step`` with Pyro validation on or off; NaN where validation refused the NaN that diverged."""
+        with pyro.validation_enabled(validate):
+            try:
+                return self.svi.step(*args)
+            except ValueError as err:
+                # Pyro's validation refuses NaN distribution arguments before the loss can show them.
+                if isinstance(err, PyroVAEError) or not self._diverged(err):
+                    raise
+                if self.dist is not None:  # stopped before its gradients: let the others know
+                    self._share_divergence()
+                return math.nan
+
+    def _diverged(self, err: ValueError) -> bool:
+        """Whether a step's ValueError is divergence: non-finite parameters, or NaN/Inf that validation found."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            return True
+        _, found, values = str(err).partition("found invalid values")
+        return bool(found) and any(bad in values.split("Trace Shapes")[0] for bad in ("nan", "inf"))
+
+    def _divergence_bound(self, loss_per_image: float) -> float:
+        """How large a loss per image may grow before it counts as divergence, like NaN: :data:`DIVERGENCE_GROWTH`
+        times the first loss of this session (or the number of pixels, if larger). A learning rate far too large
+        sends the loss up by many orders of magnitude while it stays finite (--lr 1e6: 1e31 nats)."""
+        if self._first_loss is None and math.isfinite(loss_per_image):
+            self._first_loss = abs(loss_per_image)
+        return DIVERGENCE_GROWTH * max(self._first_loss or 0.0, self.dataset.train.images[0].numel(), 1.0)
+
+    def _divergence_message(self, loss: float, step: int) -> str:
+        grew = "" if not math.isfinite(loss) else (f" nats, more than {DIVERGENCE_GROWTH:.0e} times its first value "
+                                                  f"({self._first_loss:.4g} nats per image)")
+        where = f"the loss became {loss:.4g}{grew} at step {self.step + 1} (epoch {self.epoch + 1}, batch {step})"
+        kept = ("no checkpoint had been written yet" if self.epoch == 0 else
+                f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}")
+        return f"{where}; {kept}; {self._divergence_causes()}"
+
+    def _divergence_causes(self) -> str:
+        """What may have made the loss non-finite, from this run's settings."""
+        config = self.config
+        causes = []
+        if self.structure_source is not None:
+            causes.append(f"the structure in {self.structure_source['file']} producing NaN or Inf (check its model "
+                          "and guide)")
+        beta = config.model_options.get("beta")
+        if beta is not None and beta > 1:
+            causes.append(f"a large KL weight (beta {beta:g})")
+        if config.optimizer == "clipped-adam" and config.clip_norm > 100:
+            causes.append(f"a loose --clip-norm {config.clip_norm:g}")
+        causes.append(f"a learning rate too large for this model (--lr {config.lr:g}: try a smaller one)")
+        return "possible causes: " + "; ".join(causes)

@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	$(BIN)/pyro-vae train --epochs 10
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # The manual (mkdocs.yml, docs/) built into site/ with warnings as errors, offline; the docs extra is installed
 # into .venv on first use. The variables silence notices about MkDocs 2.0 that its plugins print on every build.

@@ -18,7 +18,7 @@ command does:
 * "pytorch (hand-written)": encode each batch once, then draw the K samples in chunks of ``--hand-rows``
   rows (particles x images; 1,000, 2,500 and 5,000 ran equally fast within noise on one thread), decode,
   and add log p(x | z) + log p(z) - log q(z | x) with the densities written out; the log-sum-exp over
-  chunks is accumulated in float64 as the library does. ``tests/test_benchmark_evaluation.py`` checks that
+  chunks is accumulated in float64 as the library does. ``tests/benchmarks/test_evaluation_speed.py`` checks that
   it computes the library's estimate on the same draw.
 
 Rounds are interleaved: in every round each side evaluates all N images once, and the library's time is

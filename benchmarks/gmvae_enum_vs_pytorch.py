@@ -7,7 +7,7 @@ named explicitly, so the table stays right whichever one ``pyro-vae train`` pick
 
 Every variant trains the same GMVAE (same initial weights, same batches) in one process, in the interleaved
 rounds of ``svi_vs_pytorch.py``: the "train" rows run ``Trainer.run_steps``, the loop of ``pyro-vae train``;
-the PyTorch loop computes the -ELBO that TraceEnum_ELBO computes (``tests/test_benchmark_gmvae.py`` checks
+the PyTorch loop computes the -ELBO that TraceEnum_ELBO computes (``tests/benchmarks/test_gmvae_enum_vs_pytorch.py`` checks
 that) with the same networks and the same foreach Adam. The table gives the median over rounds of each
 variant's time divided by the hand-written loop's in the same round, and the quartiles of that ratio; JIT
 compilation, once per run, is printed below it.

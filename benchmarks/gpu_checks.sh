@@ -14,7 +14,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 PY=python3
 { nvidia-smi; $PY -c "import torch, pyro; print(torch.__version__, pyro.__version__, torch.cuda.get_device_name())"; } \
   > "$OUT/machine.txt" 2>&1
-timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/test_cuda.txt" 2>&1
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/training/test_cuda.py > "$OUT/test_cuda.txt" 2>&1
 for batch in 100 1000; do
   timeout 120 $PY benchmarks/svi_vs_pytorch.py --device cuda --batch-size $batch --rounds 10 --chunk 20 --no-iwae \
     > "$OUT/svi_vs_pytorch-cuda-batch$batch.txt" 2>&1

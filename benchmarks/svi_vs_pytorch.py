@@ -8,7 +8,7 @@ Every variant trains the same VAE (same initial weights, same batches) in one pr
 run ``Trainer.run_steps``, the loop ``pyro-vae train`` itself runs (SVI steps, Pyro validation on the first
 step of each call, the NaN check), with the options named; the "plain SVI loop" row is the textbook Pyro
 loop (``pyro.optim.Adam``, validation on). The PyTorch loop computes the same single-sample Monte Carlo
-ELBO as ``Trace_ELBO`` by hand (``tests/test_benchmark.py`` checks that). Each variant is built, compiled
+ELBO as ``Trace_ELBO`` by hand (``tests/benchmarks/test_svi_vs_pytorch.py`` checks that). Each variant is built, compiled
 and warmed up once; then, round after round, every variant trains for one chunk of steps, and its time is
 divided by the hand-written loop's in the same round. The table gives the median of these ratios over
 rounds and their quartiles, which stay put when the machine's speed drifts between rounds. JIT
@@ -19,7 +19,7 @@ instead of the wall clock, so that the time other processes take the core away i
 A second table times IWAE training (``train --elbo iwae --num-particles K``, eager and ``--jit``) against a
 hand-written IWAE loop: K particles drawn in one vectorized pass (noise of shape (K, batch, z)), the loss
 -sum_b log (1/K) sum_k w_kb, the same Adam. Its rounds run after the first table's, its ratios are to the
-hand-written IWAE loop (``tests/test_benchmark.py`` checks that its loss is ``IWAE_ELBO``'s). With K = 50 a
+hand-written IWAE loop (``tests/benchmarks/test_svi_vs_pytorch.py`` checks that its loss is ``IWAE_ELBO``'s). With K = 50 a
 step costs about eight times one of K = 5: pass a smaller ``--chunk`` (and ``--only-iwae``).
 
 A third table times the convolutional VAE (``train --net conv``: the 32-64-channel network for 28 x 28,

@@ -1,11 +1,15 @@
 import gzip
 import shutil
+from pathlib import Path
 
 import pyro
 import pytest
 import torch
 
 from pyro_vae.data import _package_file, load_dataset
+
+#: the repository's root, wherever a test file sits below tests/
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-ROOT = Path(__file__).resolve().parent.parent / "pyro_vae"
+ROOT = REPO / "pyro_vae"
 
 #: from the bottom up; a module may import its own layer's modules and those below, never those above
 LAYERS = [

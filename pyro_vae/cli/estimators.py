@@ -11,7 +11,7 @@ from pyro_vae.catalog import (ACTIVATION_NAMES, BINARIZE_MODES, CONCRETE_TEMPERA
                               DISCRETE_BASE_ESTIMATORS, DISCRETE_SAMPLE_SIZES, ESTIMATOR_SUMMARIES, MODEL_NAMES,
                               TOY_SAMPLE_SIZES, concrete_name, is_estimator_name)
 from pyro_vae.cli.common import HelpFormatter, existing_run_dir
-from pyro_vae.cli.runs import parse_hidden_dims, parse_model_option
+from pyro_vae.cli.options import parse_hidden_dims, parse_model_option
 from pyro_vae.config import TrainConfig, check_positive, check_positive_finite, check_seed
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.files import check_can_create_dir, write_csv, write_json

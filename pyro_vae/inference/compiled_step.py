@@ -8,7 +8,7 @@ the training loop above hand-written PyTorch (``benchmarks/svi_vs_pytorch.py``).
 the graph, its inputs are the same parameter tensors step after step, so :class:`CompiledStep` looks them
 up once and then does what ``SVI.step`` does, in the same order: the graph's loss and surrogate loss, the
 surrogate's backward pass, one optimizer step over the same parameters. The parameters after any number
-of steps are bit for bit those of ``SVI.step`` (``tests/test_compiled_step.py``). The compiled meanfield ELBO
+of steps are bit for bit those of ``SVI.step`` (``tests/training/test_compiled_step.py``). The compiled meanfield ELBO
 (:class:`~pyro_vae.inference.elbos.CompiledOnceMeanField_ELBO`) gets the same step: its graph returns one
 differentiable loss, whose backward pass its ``loss_and_grads`` takes.
 

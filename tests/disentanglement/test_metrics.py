@@ -72,6 +72,7 @@ def transformed(represent):
     return lambda factor_values: 2.5 * represent(factor_values)[:, PERMUTATION] - 7.0
 
 
+@pytest.mark.slow
 def test_codes_equal_to_the_factors_score_near_one(identity_codes, factors, identity_dci):
     assert mig(identity_codes, factors, FACTOR_SIZES)["mig"] > 0.95
     assert identity_dci["disentanglement"] > 0.95
@@ -92,6 +93,7 @@ def test_sampler_scores_of_the_factors_themselves_are_one():
     assert factor == {"train_accuracy": 1.0, "eval_accuracy": 1.0, "num_active_dims": 5.0}
 
 
+@pytest.mark.slow
 def test_noise_codes_score_near_zero_or_chance(noise_codes, factors):
     assert mig(noise_codes, factors, FACTOR_SIZES)["mig"] < 0.02
     scores = dci(noise_codes, factors, FACTOR_SIZES)
@@ -114,6 +116,7 @@ def test_sampler_scores_of_noise_are_at_chance():
     assert factor["eval_accuracy"] == pytest.approx(chance, abs=0.08)
 
 
+@pytest.mark.slow
 def test_permuting_rescaling_and_shifting_the_codes_changes_nothing(identity_codes, factors, identity_dci):
     moved = 2.5 * identity_codes[:, PERMUTATION] - 7.0
     assert mig(moved, factors, FACTOR_SIZES) == pytest.approx(mig(identity_codes, factors, FACTOR_SIZES),
@@ -139,6 +142,7 @@ def test_sampler_scores_ignore_permutations_and_shifts():
     assert beta[0] == pytest.approx(beta[1], abs=0.02)
 
 
+@pytest.mark.slow
 def test_mixing_two_factors_lowers_disentanglement_but_not_informativeness(
         identity_codes, mixed_codes, factors, identity_dci):
     assert mig(mixed_codes, factors, FACTOR_SIZES)["mig"] < mig(identity_codes, factors, FACTOR_SIZES)["mig"] - 0.2
@@ -210,6 +214,7 @@ def test_bad_samplers_fail_with_one_sentence():
             assert words in one_sentence(error)
 
 
+@pytest.mark.slow
 def test_compute_all_returns_every_metric_as_a_flat_dict_of_floats():
     rng = np.random.default_rng(7)
     factors = uniform_factors(300, rng)
@@ -242,6 +247,7 @@ def test_dci_scores_of_a_known_importance_matrix():
     assert _dci_completeness(importance) == pytest.approx(1 - spread, abs=1e-8)
 
 
+@pytest.mark.slow
 def test_dci_on_histogram_trees_gives_the_known_answers_and_nearly_the_exact_trees_numbers(
         identity_codes, noise_codes, mixed_codes, factors, identity_dci):
     def fast(codes, sizes=FACTOR_SIZES, of=factors):

@@ -95,6 +95,7 @@ def test_the_reported_elbo_and_likelihood_are_those_of_the_generative_model_alon
     assert_measured_alike(factor, vae)
 
 
+@pytest.mark.slow
 def test_trains_from_the_command_line_and_refuses_a_negative_gamma(cli, tmp_path):
     from conftest import TINY, assert_one_sentence_error
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from conftest import REPO
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
@@ -109,6 +110,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path
     assert "has not improved for 3 epochs (best -3.00 at epoch 2)" in messages[-1]
 
 
+@pytest.mark.slow
 def test_resume_with_a_schedule_and_early_stopping_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     # plateau reads the validation ELBOs, early stopping too: both must be recomputed on resume
     scripted_validation(monkeypatch, [-5.0, -3.0, -4.0, -3.5, -3.2, -3.1, -1.0])
@@ -165,6 +167,7 @@ def test_the_iwae_loss_with_one_particle_is_the_elbo(small_vae):
     assert iwae == pytest.approx(Trace_ELBO().loss(vae.model, vae.guide, x), rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_the_iwae_bound_is_above_the_elbo_and_its_gradient_matches_the_hand_written_one(small_vae, jit):
     vae, x = small_vae
@@ -265,6 +268,7 @@ def test_the_output_bias_starts_at_the_logit_of_the_pixel_means(tmp_path):
 # --- starting from another run's weights ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_the_other_runs_best_weights_and_resumes_like_an_uninterrupted_run(tmp_path, monkeypatch):
     scripted_validation(monkeypatch, [-5.0, -3.0, -4.0])
     quiet(tiny_config(epochs=3), tmp_path / "vae").fit()  # best epoch 2 of 3
@@ -318,9 +322,8 @@ def test_init_from_refuses_other_weights_or_a_folder_without_a_run_and_lets_a_be
 
 def test_the_likelihood_curves_example_starts_a_fine_tuned_run_at_its_source_s_best_epoch(tmp_path, capsys):
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "likelihood_curves.py"
+    path = REPO / "examples" / "likelihood_curves.py"
     spec = importlib.util.spec_from_file_location("likelihood_curves", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
@@ -343,6 +346,7 @@ def test_the_likelihood_curves_example_starts_a_fine_tuned_run_at_its_source_s_b
 # --- the command line ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_and_sample_say_which_checkpoint_they_use(cli, tmp_path, monkeypatch):
     from conftest import TINY
 

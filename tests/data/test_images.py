@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from conftest import assert_one_sentence_error, write_torchvision_mnist
+from conftest import REPO, assert_one_sentence_error, write_torchvision_mnist
 from pyro_vae.catalog import LIKELIHOOD_NAMES, MODEL_NAMES
 from pyro_vae.config import TrainConfig
 from pyro_vae.conv import ConvDecoder
@@ -112,6 +112,7 @@ def _write_npz(path, n=60, shape=(8, 8, 3), labels=True, dtype=np.uint8):
 COMMON = ["--epochs", 1, "--batch-size", 16, "--z-dim", 2, "--hidden-dims", 16, "--eval-samples", 3, "--no-progress"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("likelihood, dequantized", [("discretized-logistic", False), ("gaussian", True)])
 def test_your_own_colour_images_train_and_report_bits_per_dimension(cli, tmp_path, likelihood, dequantized):
     data = _write_npz(tmp_path / "faces.npz")
@@ -131,6 +132,7 @@ def test_your_own_colour_images_train_and_report_bits_per_dimension(cli, tmp_pat
     assert (run / "samples.png").is_file() and (run / "reconstructions.png").is_file()
 
 
+@pytest.mark.slow
 def test_dequantized_training_resumes_as_if_uninterrupted(tmp_path):
     """Training batches are dequantized afresh at every pass from torch's generator, which checkpoints save."""
     config = dict(dataset="mnist-test-release", subset=100, likelihood="continuous-bernoulli", hidden_dims=[16],
@@ -223,6 +225,7 @@ class Old(LatentStructure):
 """
 
 
+@pytest.mark.slow
 def test_a_structure_file_written_before_likelihoods_still_trains_and_refuses_one_in_a_sentence(cli, tmp_path):
     (tmp_path / "old.py").write_text(OLD_STYLE)
     spec = f"{tmp_path / 'old.py'}:Old"
@@ -233,10 +236,10 @@ def test_a_structure_file_written_before_likelihoods_still_trains_and_refuses_on
     assert_one_sentence_error(code, err, "does not take --likelihood", "pass it on to LatentStructure.__init__")
 
 
+@pytest.mark.slow
 def test_the_example_structure_file_trains_on_grey_pixels_with_a_conv_net(cli, tmp_path):
-    from pathlib import Path
 
-    example = Path(__file__).resolve().parent.parent / "examples" / "custom_structure.py"
+    example = REPO / "examples" / "custom_structure.py"
     code, out, err = cli("train", "--run-dir", tmp_path / "run", "--model", f"{example}:LaplacePriorVAE",
                          "--likelihood", "continuous-bernoulli", "--net", "conv", "--dataset", "mnist-test-release",
                          "--subset", 60, *COMMON)

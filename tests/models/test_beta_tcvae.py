@@ -105,6 +105,7 @@ def test_the_warmed_up_penalty_stays_live_in_the_jit_compiled_elbo(tmp_path):
             assert compiled == pytest.approx(-model.nodes["x"]["fn"].log_prob(x).sum().item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_training_sets_the_data_set_size_and_resumes_with_it(tmp_path):
     from pyro_vae.config import TrainConfig
     from pyro_vae.training import Trainer

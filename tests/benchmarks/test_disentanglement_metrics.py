@@ -1,13 +1,17 @@
 """The metrics benchmark runs and its stand-in representation is informative (so DCI's trees have work to do)."""
 import importlib.util
-from pathlib import Path
+
+import pytest
+
+from conftest import REPO
 
 spec = importlib.util.spec_from_file_location(
-    "disentanglement_metrics", Path(__file__).resolve().parents[1] / "benchmarks" / "disentanglement_metrics.py")
+    "disentanglement_metrics", REPO / "benchmarks" / "disentanglement_metrics.py")
 benchmark = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark)
 
 
+@pytest.mark.slow
 def test_the_benchmark_times_every_metric(capsys):
     benchmark.main(["--num-codes", "400", "--dims", "4", "--score-points", "500"])
     out = capsys.readouterr().out

@@ -128,6 +128,7 @@ def _history(tmp_path: Path, out: str, rank: int = 0) -> list:
 SMALL = {"subset": 200, "hidden_dims": [16], "z_dim": 3, "batch_size": 40}
 
 
+@pytest.mark.slow
 def test_two_processes_of_half_batches_take_the_steps_of_one_process_with_the_whole_batch(tmp_path):
     """The Bernoulli mixture's ELBO is an exact sum over its components (no noise at all), so the parameters
     after 2 epochs of 2 processes x 20 images must be those of 1 process x 40 images. 201 images: the last
@@ -147,6 +148,7 @@ def test_two_processes_of_half_batches_take_the_steps_of_one_process_with_the_wh
     assert load_checkpoint(tmp_path / "two" / "checkpoint.pt")["processes"] == 2
 
 
+@pytest.mark.slow
 def test_with_latent_noise_the_processes_stay_equal_and_resume_equals_an_uninterrupted_run(tmp_path):
     options = {**SMALL, "model": "vae"}
     for result in _run(tmp_path, {**options, "epochs": 2}, tmp_path / "whole", "whole", processes=2):
@@ -169,6 +171,7 @@ def test_with_latent_noise_the_processes_stay_equal_and_resume_equals_an_uninter
         _train_here({**options, "epochs": 3}, tmp_path / "part", resume=True)
 
 
+@pytest.mark.slow
 def test_a_process_that_dies_ends_the_run_with_one_sentence_and_keeps_the_last_checkpoint(tmp_path):
     options = {**SMALL, "model": "vae", "epochs": 3, "fault": ["die", 5]}  # 5 steps an epoch: dies entering epoch 2
     survivor, dead = _run(tmp_path, options, tmp_path / "run", "run", processes=2, timeout=120,
@@ -180,6 +183,7 @@ def test_a_process_that_dies_ends_the_run_with_one_sentence_and_keeps_the_last_c
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_process_that_hangs_ends_the_others_run_within_the_timeout(tmp_path):
     import time
 
@@ -197,6 +201,7 @@ def test_a_process_that_hangs_ends_the_others_run_within_the_timeout(tmp_path):
     {"model": "bernoulli-mixture", "elbo": "tracegraph", "baseline": "neural"},  # score function, own baselines
     {"model": "ss-vae", "num_labelled": 100},  # enumerated and labelled batches
 ])
+@pytest.mark.slow
 def test_score_function_and_semi_supervised_training_run_on_two_processes(tmp_path, options):
     """201 images in batches of 40: the last batch holds one image, so one process's shard is empty (and a
     single process meets a batch of one, which TraceGraph_ELBO's baselines once refused)."""
@@ -208,6 +213,7 @@ def test_score_function_and_semi_supervised_training_run_on_two_processes(tmp_pa
     assert all(torch.equal(first[name], second[name]) for name in first)
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tmp_path):
     options = {**SMALL, "model": "vae", "epochs": 3, "fault": ["nan", 5], "jit": False}
     results = _run(tmp_path, options, tmp_path / "run", "run", processes=2, timeout=120,
@@ -218,6 +224,7 @@ def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_process_whose_group_broke_ends_at_once_with_its_status_and_its_output():
     """After a broken process group the command line skips the interpreter's exit (gloo's destructors aborted
     such a process now and then, SIGABRT instead of status 2), but its sentence is still printed."""
@@ -255,6 +262,7 @@ CLI_PROCESS = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_on_two_processes_and_each_ends_with_its_status_without_the_interpreters_exit(
         tmp_path):
     """``torchrun --nproc-per-node 2 -m pyro_vae train``, as torchrun starts it: rank 0 says what it trains,
@@ -302,6 +310,7 @@ def _child_with_rank(parent: int, rank: int) -> int:
     raise AssertionError(f"no process of rank {rank} started by {parent}")
 
 
+@pytest.mark.slow
 def test_train_nproc_per_node_starts_the_processes_itself_and_says_nothing_of_its_own(tmp_path):
     """The launcher in the command's own process: the job trains as under torchrun (rank 0 speaks, writes and
     evaluates), nothing of torch's launcher on stderr, its log folder removed; the processes get the options
@@ -317,6 +326,7 @@ def test_train_nproc_per_node_starts_the_processes_itself_and_says_nothing_of_it
     assert left == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes in /proc")
 def test_a_stopped_process_ends_the_launched_job_within_its_timeout_naming_the_epoch_kept(tmp_path):
     """Rank 0 stopped (SIGSTOP: it cannot even answer a SIGTERM) mid-training: rank 1 says so within the timeout,
@@ -355,6 +365,7 @@ def test_a_stopped_process_ends_the_launched_job_within_its_timeout_naming_the_e
     assert took < timeout + 12, took
 
 
+@pytest.mark.slow
 def test_the_survivor_names_the_epoch_that_the_checkpoint_really_holds(tmp_path):
     """Rank 1 dies while epoch 2 is validated: the epoch is counted, its checkpoint not yet written. Rank 0 names
     epoch 1, the last it wrote, which checkpoint.pt holds (it said epoch 2). (A later rank reads the file: the
@@ -369,6 +380,7 @@ def test_the_survivor_names_the_epoch_that_the_checkpoint_really_holds(tmp_path)
     assert "the last checkpoint (epoch 1) is kept" in survivor.stdout, survivor.stdout
 
 
+@pytest.mark.slow
 def test_under_torchrun_a_mistake_is_said_once_by_the_first_process(tmp_path):
     """Every process meets the mistake (here the run directory, once the job formed): the first says it, the
     other ends with status 2 without a word (both said it, glued on one line)."""
@@ -402,7 +414,7 @@ def test_a_later_process_of_a_job_ends_silently_on_a_mistake(cli, monkeypatch, a
 
 
 def test_the_processes_get_the_options_without_nproc_per_node():
-    from pyro_vae.cli.runs import _without_option
+    from pyro_vae.cli.train import _without_option
 
     argv = ["--epochs", "2", "--nproc-per-node", "2", "--name", "x", "--nproc=3", "--no-progress", "--", "--np"]
     assert _without_option(argv, "--nproc-per-node") == ["--epochs", "2", "--name", "x", "--no-progress", "--", "--np"]

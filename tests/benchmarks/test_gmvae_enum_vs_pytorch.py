@@ -1,15 +1,15 @@
 """The GMVAE benchmark's hand-written PyTorch loss computes exactly what TraceEnum_ELBO computes."""
 import importlib
-from pathlib import Path
 
 import pytest
 import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
+from conftest import REPO
 from pyro_vae.models import GMVAE
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"
 
 
 def test_the_hand_written_loss_is_the_enumerated_elbo_of_the_pyro_programs(monkeypatch):

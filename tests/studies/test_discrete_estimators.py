@@ -71,6 +71,7 @@ def test_the_exact_gradient_needs_every_site_enumerated(small_data):
         exact_gradient(gmvae.model, gmvae.guide, (small_data.train.images[:4],))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["score", "score-avg-baseline", "score-nn-baseline"])
 def test_score_function_means_converge_to_the_exact_gradient(mixture, batch, name):
     exact = exact_gradient(mixture.model, mixture.guide, batch)
@@ -195,6 +196,7 @@ def test_score_function_samples_sites_marked_for_enumeration_without_warnings(mi
 TINY_MODEL = ["--subset", 200, "--hidden-dims", 16, "--batch-size", 20, "--no-progress"]
 
 
+@pytest.mark.slow
 def test_compare_estimators_on_the_mixture(cli, tmp_path):
     code, out, err = cli("compare-estimators", "--model", "bernoulli-mixture", "--train-epochs", 1, "--repeats", 3,
                          "--baseline-warmup", 2, "--train-steps", 2, "--eval-every", 2, "--out", tmp_path, *TINY_MODEL)

@@ -1,7 +1,7 @@
 """The GPU path: train, resume, evaluate, sample and compare-estimators on --device cuda (issue 13).
 
 Skipped where torch sees no CUDA GPU (CI, the 2-core sandbox); run on a GPU machine with
-``python -m pytest -q tests/test_cuda.py``.
+``python -m pytest -q tests/training/test_cuda.py``.
 """
 import json
 

@@ -246,6 +246,7 @@ def test_resolution_32_is_faster_and_rendering_is_fast():
     assert t32 < t64, (t32, t64)
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_on_procedural_dsprites_at_32_pixels(cli, tmp_path):
     from pyro_vae.data import load_dataset
 

@@ -8,6 +8,7 @@ from conftest import TINY, assert_one_sentence_error
 from pyro_vae.training import CHECKPOINT, METRICS
 
 
+@pytest.mark.slow
 def test_train_one_short_epoch_then_evaluate_and_sample(cli, tmp_path):
     run = tmp_path / "run"
     code, out, err = cli("train", "--run-dir", run, *TINY)
@@ -30,6 +31,7 @@ def test_train_one_short_epoch_then_evaluate_and_sample(cli, tmp_path):
     assert code == 0 and (tmp_path / "six.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_resume_continues_to_more_epochs(cli, tmp_path):
     run = tmp_path / "run"
     assert cli("train", "--run-dir", run, *TINY)[0] == 0
@@ -62,6 +64,7 @@ def test_mnist_data_dir_without_files_and_without_download(cli, tmp_path):
     assert_one_sentence_error(code, err, "MNIST was not found", "--download")
 
 
+@pytest.mark.slow
 def test_grey_scale_data_for_a_bernoulli_likelihood(cli, tmp_path, mnist_dir):
     code, _, err = cli("train", "--run-dir", tmp_path / "run", "--dataset", "mnist", "--data-dir", mnist_dir,
                        "--subset", 100)
@@ -74,6 +77,7 @@ def test_grey_scale_data_for_a_bernoulli_likelihood(cli, tmp_path, mnist_dir):
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_on_resume_loses_nothing(cli, tmp_path):
     run = tmp_path / "run"
     assert cli("train", "--run-dir", run, *TINY)[0] == 0

@@ -231,6 +231,7 @@ def test_a_best_checkpoint_lost_between_two_writes_is_rebuilt_from_the_checkpoin
     assert len(good_best) > 0
 
 
+@pytest.mark.slow
 def test_a_best_checkpoint_newer_than_the_checkpoint_is_repaired_on_resume(trained, tmp_path, cli):
     """What older versions left after a full disk during --resume: best.pt at epoch 2, checkpoint.pt at 1."""
     run, ahead = tmp_path / "run", tmp_path / "ahead"
@@ -249,6 +250,7 @@ def test_a_best_checkpoint_newer_than_the_checkpoint_is_repaired_on_resume(train
     assert (run / BEST_CHECKPOINT).read_bytes() == (ahead / BEST_CHECKPOINT).read_bytes()
 
 
+@pytest.mark.slow
 def test_a_fresh_run_whose_best_write_fails_can_be_resumed(tmp_path, cli, monkeypatch):
     import pyro_vae.training.state as training
     from pyro_vae.files import FileSystemError
@@ -274,6 +276,7 @@ def test_a_fresh_run_whose_best_write_fails_can_be_resumed(tmp_path, cli, monkey
 
 # -- Ctrl-C -----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("at_epoch", [1, 2])
 def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, cli, monkeypatch, at_epoch):
     from pyro_vae.training import Trainer

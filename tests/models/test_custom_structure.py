@@ -1,14 +1,13 @@
 """A structure declared in one file outside the package works through the API and the CLI unchanged."""
 import importlib.util
-from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_sentence_error
+from conftest import REPO, assert_one_sentence_error
 from pyro_vae import PyroVAEError
 from pyro_vae.models import build_model
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_structure.py"
+EXAMPLE = REPO / "examples" / "custom_structure.py"
 SPEC = f"{EXAMPLE}:LaplacePriorVAE"
 
 
@@ -24,6 +23,7 @@ def test_the_example_trains_evaluates_and_samples_through_the_api(tmp_path):
     assert (tmp_path / "run" / "samples.png").is_file() and (tmp_path / "run" / "checkpoint.pt").is_file()
 
 
+@pytest.mark.slow
 def test_the_cli_takes_a_file_and_class(cli, tmp_path):
     run = tmp_path / "run"
     code, out, err = cli("train", "--model", SPEC, "--run-dir", run, "--subset", 200, "--epochs", 1,

@@ -276,6 +276,7 @@ def train_twice(tmp_path, **options):
     {"model": "ss-vae", "num_labelled": 30, "labelled_every": 2},  # labelled images cycled
     {"model": "bernoulli-mixture", "elbo": "tracegraph", "baseline": "neural"},  # baselines' state
 ], ids=["ss-vae-enum", "ss-vae-cycled", "mixture-tracegraph-neural"])
+@pytest.mark.slow
 def test_resumed_discrete_run_equals_uninterrupted_run(tmp_path, options):
     whole, resumed = train_twice(tmp_path, **options)
     for (name, a), (_, b) in zip(whole.model.state_dict().items(), resumed.model.state_dict().items()):
@@ -330,6 +331,7 @@ class CategoricalMixture(LatentStructure):
 '''
 
 
+@pytest.mark.slow
 def test_a_users_discrete_structure_trains_with_a_note_and_evaluates(tmp_path, cli):
     path = tmp_path / "mixture.py"
     path.write_text(USER_MIXTURE)
@@ -340,6 +342,7 @@ def test_a_users_discrete_structure_trains_with_a_note_and_evaluates(tmp_path, c
     assert "Trace_ELBO" in out
 
 
+@pytest.mark.slow
 def test_ss_vae_through_the_command_line(tmp_path, cli):
     run = tmp_path / "ss"
     code, out, err = cli("train", "--model", "ss-vae", "--num-labelled", 20, *TINY, "--run-dir", run)

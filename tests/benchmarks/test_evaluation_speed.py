@@ -1,7 +1,6 @@
 """The evaluation benchmark's hand-written loop computes exactly what ``log_likelihood_iwae`` computes, and the
 compiled chunks that ``pyro-vae evaluate`` runs (and the benchmark times) compute what the uncompiled ones do."""
 import importlib.util
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -10,12 +9,13 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
+from conftest import REPO
 from pyro_vae import VAE
 from pyro_vae.evaluation.bounds import _Chunks, latent_sites, log_likelihood_iwae
 from pyro_vae.models import build_model
 
 spec = importlib.util.spec_from_file_location(
-    "evaluation_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "evaluation_speed.py")
+    "evaluation_speed", REPO / "benchmarks" / "evaluation_speed.py")
 benchmark = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark)
 

@@ -51,6 +51,7 @@ def test_a_batch_of_the_wrong_shape_names_the_expected_shape(vae, bad):
             program(bad)
 
 
+@pytest.mark.slow
 def test_trace_elbo_and_meanfield_elbo_agree_in_expectation(vae, batch):
     """TraceMeanField_ELBO replaces the Monte Carlo KL by the analytic one; both estimate the same ELBO."""
     repeats, particles = 200, 20

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, assert_one_sentence_error, run_cli
+from conftest import REPO, TINY, assert_one_sentence_error, run_cli
 from pyro_vae.errors import CheckpointError
 from pyro_vae.files import UncheckedCheckpointWarning, read_checkpoint_payload, save_checkpoint
 from pyro_vae.training import BEST_CHECKPOINT, CHECKPOINT, load_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 EXAMPLE = ROOT / "examples" / "custom_structure.py"
 
 
@@ -419,6 +419,7 @@ def test_a_second_process_gets_one_sentence_and_a_killed_one_leaves_no_lock(trai
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_two_trainings_into_one_run_directory_one_refuses(tmp_path):
     """The issue's race: two `train --run-dir runs/race` started together. One trains; the other ends with
     one sentence (the lock if it came while the first trained, "already exists" if it came after)."""
@@ -439,6 +440,7 @@ def test_two_trainings_into_one_run_directory_one_refuses(tmp_path):
 
 # -- self-contained runs ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_run_from_a_file_works_elsewhere_after_the_file_is_deleted(tmp_path, cli, monkeypatch):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
@@ -615,6 +617,7 @@ def test_the_catalog_matches_the_registries():
 
 # -- memory and logs of the estimator commands ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_toy_hands_freed_memory_back_so_memory_stays_bounded(monkeypatch):
     """glibc kept every pass's freed tensors in a fragmented heap (24 GB for R = N = 100,000, no tensor
     alive). With the threshold set just above the current size, many passes leave the process where it was;

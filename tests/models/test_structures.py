@@ -67,6 +67,7 @@ def test_elbo_is_finite_and_importance_sampling_bounds_it(structure, batch):
     assert bound >= elbo
 
 
+@pytest.mark.slow
 def test_the_jit_compiled_elbo_agrees_with_trace_elbo_at_another_batch_size(structure, batch):
     """Training compiles every built-in structure's ELBO by default: traced on 50 images, it must give the
     plain Trace_ELBO's value on 7 (the last, smaller batch of an epoch) on average. (The compiled graph draws

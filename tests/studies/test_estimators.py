@@ -171,6 +171,7 @@ def gaussian_guide(x):
         pyro.sample("z", dist.Normal(a * x + b, 1.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["reparam", "score", "score-avg-baseline", "score-nn-baseline", "meanfield"])
 def test_estimators_match_the_analytic_gradient_of_a_gaussian_pair(name):
     # -ELBO = sum_i [(mu_i - m)^2 + (x_i - mu_i)^2] / 2 + const with mu_i = a x_i + b, so with
@@ -205,6 +206,7 @@ def vae_gradients(small_data):
     return samples
 
 
+@pytest.mark.slow
 def test_vae_estimators_agree_in_expectation(vae_gradients):
     # Project each estimate on 3 fixed random directions per parameter group: a scalar whose mean must agree
     # with the reparameterized one within 4 standard errors of the difference of two independent means.
@@ -297,6 +299,7 @@ def test_reparam_toy_command(cli, tmp_path):
     assert_one_sentence_error(code, err, "already exists")
 
 
+@pytest.mark.slow
 def test_compare_estimators_command(cli, tmp_path):
     code, out, err = cli("compare-estimators", "--subset", 200, "--train-epochs", 1, "--hidden-dims", 16, "--z-dim", 2,
                          "--batch-size", 50, "--repeats", 3, "--baseline-warmup", 2, "--train-steps", 4,

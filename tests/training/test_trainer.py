@@ -40,6 +40,7 @@ def test_checkpoint_loads_weights_only_and_holds_everything_to_resume(tmp_path):
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])  # both JIT-compiled by default, traced again on resume
 def test_resumed_run_equals_uninterrupted_run(tmp_path, elbo):
     whole = Trainer(tiny_config(epochs=3, elbo=elbo), tmp_path / "whole", progress=False, log=lambda _: None)

@@ -3,12 +3,11 @@ recipe options of Pyro's M2 example, and the unsupervised clustering accuracy of
 ranges over clusters."""
 import itertools
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY, assert_one_sentence_error
+from conftest import REPO, TINY, assert_one_sentence_error
 from pyro_vae.config import best_row, selection_key
 from pyro_vae.data import Split, clustering_splits, labelled_batch_count, load_dataset, semi_supervised, semi_supervised_batches
 from pyro_vae.errors import PyroVAEError
@@ -69,6 +68,7 @@ def test_select_by_elbo_keeps_the_best_validation_elbo_instead(tmp_path, monkeyp
     assert load_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)["epoch"] == best_elbo_epoch
 
 
+@pytest.mark.slow
 def test_the_labelled_validation_images_are_neither_training_labels_nor_held_out_images():
     data = semi_supervised(load_dataset(), 1000, seed=3)
     rows = {name: {bytes(image.to(torch.uint8).tolist()) for image in split.images}
@@ -179,6 +179,7 @@ def test_binarized_mnist_clusters_are_measured_on_the_held_out_labelled_images()
     assert len(matched_on) == 7000
 
 
+@pytest.mark.slow
 def test_evaluate_reports_the_clustering_accuracy_of_the_gmvae(tmp_path, cli):
     run = tmp_path / "gmvae"
     code, out, err = cli("train", "--model", "gmvae", *TINY, "--run-dir", run)
@@ -210,7 +211,7 @@ def test_pyros_m2_script_and_ours_give_the_same_loss_with_the_same_networks(monk
     import pyro
     from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks" / "pyro_ss_vae_m2"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks" / "pyro_ss_vae_m2"))
     from ss_vae_M2 import SSVAE as PyroSSVAE
 
     reference = PyroSSVAE(z_dim=4, hidden_layers=[16], config_enum="parallel", aux_loss_multiplier=46.0).double()
@@ -321,7 +322,7 @@ def test_the_gmvae_with_vades_guide_draws_one_z_per_image_and_its_elbo_is_the_su
 
 def test_the_side_by_side_script_reads_both_programs_and_picks_the_best_validation_epoch(tmp_path, monkeypatch,
                                                                                           capsys):
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import m2_side_by_side
 
     log = tmp_path / "pyro.log"

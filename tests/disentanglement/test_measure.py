@@ -26,6 +26,7 @@ def dsprites_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_the_metrics_of_a_run_go_to_json_with_a_heat_map_and_traversals(cli, dsprites_run):
     code, out, err = cli("disentanglement", dsprites_run, "--num-samples", 80, "--score-points", 20)
     assert code == 0, err
@@ -53,6 +54,7 @@ def test_the_metrics_of_a_run_go_to_json_with_a_heat_map_and_traversals(cli, dsp
     assert 0.0 <= binned["dci_disentanglement"] <= 1.0
 
 
+@pytest.mark.slow
 def test_metrics_of_a_run_without_factors_are_one_sentence(cli, tmp_path):
     run = tmp_path / "mnist"
     assert cli("train", "--run-dir", run, *TINY)[0] == 0
@@ -75,6 +77,7 @@ def test_bad_sizes_are_one_sentence(cli, dsprites_run, args, message):
     assert not (dsprites_run / "other.json").exists()
 
 
+@pytest.mark.slow
 def test_a_beta_tcvae_sweep_over_seeds_reports_every_metric_and_its_spread(cli, tmp_path):
     out = tmp_path / "sweep"
     code, stdout, err = cli("beta-sweep", "--model", "beta-tcvae", "--betas", "6", "--seeds", "0,1",
@@ -92,6 +95,7 @@ def test_a_beta_tcvae_sweep_over_seeds_reports_every_metric_and_its_spread(cli, 
     assert "MIG" in stdout and "FactorVAE" in stdout
 
 
+@pytest.mark.slow
 def test_a_factor_vae_sweep_trains_one_model_per_gamma(cli, tmp_path):
     out = tmp_path / "sweep"
     code, stdout, err = cli("beta-sweep", "--model", "factor-vae", "--betas", "10,20", "--model-option",

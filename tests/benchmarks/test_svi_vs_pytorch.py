@@ -1,15 +1,15 @@
 """The benchmark's hand-written PyTorch baseline computes exactly what Trace_ELBO computes."""
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 from pyro import poutine
 
+from conftest import REPO
 from pyro_vae import VAE
 
 spec = importlib.util.spec_from_file_location(
-    "svi_vs_pytorch", Path(__file__).resolve().parents[1] / "benchmarks" / "svi_vs_pytorch.py")
+    "svi_vs_pytorch", REPO / "benchmarks" / "svi_vs_pytorch.py")
 benchmark = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark)
 

@@ -25,7 +25,7 @@ import pyro
 import torch
 from torch.nn.functional import binary_cross_entropy_with_logits, log_softmax, softplus
 
-from pyro_vae.cli.runs import parse_hidden_dims
+from pyro_vae.cli.options import parse_hidden_dims
 from pyro_vae.models import GMVAE
 from pyro_vae.networks import concat
 # the sibling benchmark (Python puts a script's own folder on the path): same variants, rounds and table

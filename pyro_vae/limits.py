@@ -19,6 +19,7 @@ memory; it says how long it will take instead (:class:`SampleProgress`).
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -44,7 +45,7 @@ def available_memory(device: str = "cpu") -> int:
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     available = _meminfo_available()
     limit = _cgroup_room()
-    candidates = [value for value in (available, limit) if value is not None]
+    candidates = [value for value in (available, limit, _address_space_room()) if value is not None]
     return min(candidates) if candidates else 1 << 62  # unknown: never refuse
 
 
@@ -56,6 +57,20 @@ def _meminfo_available() -> Optional[int]:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _address_space_room() -> Optional[int]:
+    """What ``ulimit -v`` (RLIMIT_AS) leaves this process, less what it has mapped already; None without a limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        return max(soft - mapped, 0)
+    except (ImportError, OSError, ValueError, IndexError):
+        return None
 
 
 def _cgroup_room() -> Optional[int]:

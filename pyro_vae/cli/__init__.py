@@ -76,6 +76,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed: Python's MemoryError (numpy's included) or torch's allocators."""
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]
+
+
 def _in_a_job() -> bool:
     distributed = sys.modules.get("pyro_vae.distributed")  # imported (with torch) only by commands that train
     return distributed is not None and distributed.joined()
@@ -83,7 +94,11 @@ def _in_a_job() -> bool:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     argv = glue_list_values(sys.argv[1:] if argv is None else [str(a) for a in argv])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, which names the command and its --help
+        commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv  # as given: train --nproc-per-node hands them on to the processes it starts
     warnings.showwarning = _one_line_warnings
     try:
@@ -93,6 +108,13 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         message = str(err).strip().splitlines()[0]
         if _says(err):
             print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:  # an allocation the estimates did not foresee: one sentence
+        if not _out_of_memory(err):
+            raise
+        if _says(err):
+            print(f"pyro-vae {args.command}: error: ran out of memory ({_first_line(err)}); choose smaller sizes, or "
+                  "free memory (ulimit -v and containers count too)", file=sys.stderr)
         return 2
     except OSError as err:  # a file-system error that no check foresaw: still one sentence naming the path
         if _says(err):

@@ -105,7 +105,9 @@ def sample_command(args: argparse.Namespace) -> int:
 
         hidden = sum(getattr(model, "hidden_dims", None) or [0])
         values = getattr(model, "num_components", None) or getattr(model, "num_classes", None) or 1
-        check_samples_fit(max(args.num, args.nrow * values), model.x_dim, hidden, args.nrow, args.device)
+        drawn = args.nrow * values if values > 1 and args.label is None else args.num  # a row per value, or --num
+        check_samples_fit(drawn, model.x_dim, hidden, min(args.nrow, drawn) if values == 1 else args.nrow,
+                          args.device)
         per_value = None if args.label is not None else model.generate_per_value(args.nrow)
         if per_value is not None:
             site, images = per_value

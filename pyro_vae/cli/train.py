@@ -174,14 +174,15 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
         distributed.close()  # the others are done; rank 0 evaluates and draws alone
         trainer.dist = None
     try:
-        return _after_training(args, trainer, history, run_dir)
+        return _after_training(args, trainer, history, run_dir,
+                               distributed.world_size if distributed is not None else 1)
     except KeyboardInterrupt as interrupt:
         interrupt.sentence = (f"interrupted after training, while evaluating and drawing; all {trainer.epoch} epochs "
                               f"are kept in {run_dir}; evaluate them with: pyro-vae evaluate {run_dir}")
         raise
 
 
-def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: Path) -> int:
+def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: Path, processes: int = 1) -> int:
     """The end of ``train``: the test figures of the best epoch, and the run's pictures."""
     from pyro_vae.evaluation import describe_evaluation, evaluate
     from pyro_vae.files import write_json
@@ -200,7 +201,8 @@ def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: P
     print(describe_evaluation(result, count=False))
     write_json(result, run_dir / "evaluation.json")
     pictures = write_run_pictures(model, trainer.dataset, history, run_dir, seed=trainer.config.seed)
-    print(f"run:      {run_dir}  (checkpoint {CHECKPOINT}, resume with --run-dir {run_dir} --resume)")
+    launch = f" --nproc-per-node {processes}" if processes > 1 else ""
+    print(f"run:      {run_dir}  (checkpoint {CHECKPOINT}, resume with --run-dir {run_dir} --resume{launch})")
     print(f"metrics:  {run_dir / METRICS}, {run_dir / 'evaluation.json'}")
     print("pictures: " + ", ".join(str(p) for p in pictures))
     return 0

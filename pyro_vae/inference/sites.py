@@ -3,6 +3,8 @@ that ``TraceGraph_ELBO`` subtracts from the score function of the non-reparamete
 from __future__ import annotations
 
 import re
+import traceback
+from pathlib import Path
 
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -14,7 +16,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from pyro_vae.catalog import BASELINES  # noqa: F401 (re-exported)
+from pyro_vae.catalog import BASELINES, is_file_spec  # noqa: F401 (BASELINES re-exported)
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.networks import mlp
 
@@ -88,7 +90,10 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
     and refuses: a model without the observed site ``"x"`` (evaluation and drawing go through it); a sample site
     outside ``pyro.plate("data", batch_size)`` (per-image bounds need every site in it); a latent site of the guide
     that the model lacks, or one of the model that the guide lacks and that is not enumerated (the ELBO would be
-    silently wrong: it would not be a bound on log p(x)); a log-density or ``pyro.factor`` that is NaN or infinite.
+    silently wrong: it would not be a bound on log p(x)); a log-density or ``pyro.factor`` that is NaN or infinite;
+    a ``data`` plate of another size than the batch (or subsampled: every image must count once); programs with no
+    parameter, or with a ``pyro.param`` outside the structure's ``nn.Module`` (checkpoints keep the module's state);
+    and, for a structure from a file, any error its programs raise, as one sentence naming the line.
     """
     who = f"the structure {structure}"
     devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
@@ -98,19 +103,33 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
             for trace in (guide_trace, model_trace):
                 trace.compute_log_prob()
+        except PyroVAEError:
+            raise
         except ValueError as err:
-            if isinstance(err, PyroVAEError) or "found invalid values" not in str(err):
-                raise
+            if "found invalid values" not in str(err):
+                _refuse_what_it_raised(err, who, structure)
             found = re.search(r"parameter (\w+) .*of distribution (\w+)", str(err))
             what = f" (the parameter {found[1]} of a {found[2]})" if found else ""
             raise PyroVAEError(f"{who}: a distribution or factor of its model or guide got NaN or infinite values on "
                                f"a batch of the training images, before any training{what}; check what it computes"
                                ) from None
+        except Exception as err:  # noqa: BLE001 - a structure file's own mistake: one sentence, where it happened
+            _refuse_what_it_raised(err, who, structure)
 
     def sample_sites(trace):
         return {name: site for name, site in trace.nodes.items()
                 if site["type"] == "sample" and not site_is_subsample(site)}
 
+    params = [name for trace in (guide_trace, model_trace) for name, site in trace.nodes.items()
+              if site["type"] == "param"]
+    if not params:
+        raise PyroVAEError(f"{who}: its model and guide register no parameters (pyro.module or pyro.param), so "
+                           "there is nothing to train; register the networks with pyro.module('name', network)")
+    loose = sorted({name for name in params if "$$$" not in name})
+    if loose:
+        raise PyroVAEError(f"{who}: pyro.param({loose[0]!r}) lives outside the structure's networks, so its "
+                           "checkpoints would not keep it (evaluate and --resume would start it afresh); make it an "
+                           "nn.Parameter of the structure (registered with pyro.module) instead")
     model_sites, guide_sites = sample_sites(model_trace), sample_sites(guide_trace)
     observed = model_sites.get(OBSERVATION_SITE)
     if observed is None or not observed["is_observed"]:
@@ -118,11 +137,19 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
         raise PyroVAEError(f"{who}: its model has no observed site named {OBSERVATION_SITE!r} (observed sites: "
                            f"{found}); write pyro.sample({OBSERVATION_SITE!r}, p(x | z), obs=x), which evaluation "
                            "and drawing go through")
+    batch_size = args[0].shape[0]
     for program, sites in (("model", model_sites), ("guide", guide_sites)):
         for name, site in sites.items():
-            if not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"]):
+            frames = [frame for frame in site["cond_indep_stack"] if frame.name == DATA_PLATE]
+            if not frames:
                 raise PyroVAEError(f"{who}: the site {name!r} of its {program} is outside pyro.plate({DATA_PLATE!r}, "
                                    "batch_size); every site that belongs to one image must sit inside that plate")
+            size, full = frames[0].size, frames[0].full_size
+            if size != batch_size or full not in (None, size):
+                declared = f"{full:,} subsampled to {size:,}" if full not in (None, size) else f"{size:,}"
+                raise PyroVAEError(f"{who}: its {program} declares pyro.plate({DATA_PLATE!r}) of {declared} at the "
+                                   f"site {name!r}, for a batch of {batch_size:,} images; give it the batch's size, "
+                                   f"pyro.plate({DATA_PLATE!r}, x.shape[0]), so that every image counts once")
     for name, site in guide_sites.items():
         if not site["is_observed"] and name not in model_sites:
             raise PyroVAEError(f"{who}: its guide samples {name!r}, which its model lacks, so the ELBO would not be "
@@ -139,6 +166,19 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
                     type(site["fn"]).__name__ == "Unit" else "log-density"
                 raise PyroVAEError(f"{who}: the {what} of the site {name!r} of its {program} is {bad} on a batch of "
                                    "the training images, before any training; check what it computes")
+
+
+def _refuse_what_it_raised(err: BaseException, who: str, structure: str) -> None:
+    """A structure from a file whose model or guide raised while it was checked: one sentence naming the error and
+    the line of the file; a built-in structure's error is ours, and stays a traceback."""
+    if not is_file_spec(structure):
+        raise err
+    path = structure.rpartition(":")[0]
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if frame.filename.endswith(Path(path).name)]
+    where = f" (line {lines[-1]} of {path})" if lines else ""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    raise PyroVAEError(f"{who}: running its guide and model on a batch of the training images raised "
+                       f"{type(err).__name__}{where}: {first}") from None
 
 
 def _describe(names: list, sites: LatentSites) -> str:

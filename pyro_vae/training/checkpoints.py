@@ -86,13 +86,19 @@ def repair_run(run_dir: str | Path) -> list[str]:
         metrics = (run_dir / METRICS).read_text()
     except OSError:
         metrics = None
+    _check_same_run(run_dir, checkpoint, metrics)
     if metrics != lines:
         write_text(run_dir / METRICS, lines)
         write_json(checkpoint["config"], run_dir / CONFIG)
         repaired.append(f"{METRICS} rewritten from {CHECKPOINT} (epoch {epoch})")
     best = best_row(history, checkpoint["config"].get("select_by") or "elbo")
     best_path = run_dir / BEST_CHECKPOINT
-    best_epoch = load_checkpoint(best_path)["epoch"] if best_path.is_file() else None
+    best_saved = load_checkpoint(best_path) if best_path.is_file() else None
+    if best_saved is not None and not _same_config(best_saved["config"], checkpoint["config"]):
+        raise CheckpointError(f"{best_path} and {run_dir / CHECKPOINT} come from different runs (their settings "
+                              "differ), so neither can repair the other; put back the run's own files, or start a "
+                              "new run")
+    best_epoch = best_saved["epoch"] if best_saved is not None else None
     if best is None or best_epoch == best["epoch"]:
         return repaired
     if best["epoch"] == epoch:
@@ -105,6 +111,34 @@ def repair_run(run_dir: str | Path) -> list[str]:
         repaired.append(f"{BEST_CHECKPOINT} held epoch {best_epoch}, which {CHECKPOINT} (epoch {epoch}) never "
                         f"finished; moved to {aside.name}, and the best epoch ({best['epoch']}) is no longer kept")
     return repaired
+
+
+def _same_config(a: dict, b: dict) -> bool:
+    """Whether two checkpoints' configs are one run's: equal but for what a resumed run may change."""
+    return all(a.get(key) == b.get(key) for key in set(a) | set(b) if key not in TrainConfig.RESUMABLE_CHANGES)
+
+
+def _check_same_run(run_dir: Path, checkpoint: dict, metrics: Optional[str]) -> None:
+    """Refuse to "repair" a run from a checkpoint that is not its own: a half-done write leaves ``metrics.jsonl`` a
+    prefix of the checkpoint's history (an epoch behind) and ``config.json`` the checkpoint's settings; anything
+    else (a ``checkpoint.pt`` copied in from another run, say) would overwrite the run's records with another's."""
+    rows = []  # compared as JSON text, as they are written (a NaN equals itself there)
+    for line in (metrics or "").splitlines():
+        try:
+            rows.append(json.dumps(json.loads(line)))
+        except ValueError:
+            break  # a last line cut short by the interruption
+    history = [json.dumps(row) for row in checkpoint.get("history") or []]
+    config_path = run_dir / CONFIG
+    try:
+        saved_config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    except (OSError, ValueError):
+        saved_config = None
+    if rows != history[:len(rows)] or (saved_config is not None and not _same_config(saved_config,
+                                                                                      checkpoint["config"])):
+        raise CheckpointError(f"{run_dir / CHECKPOINT} does not belong with this run's {METRICS} and {CONFIG} (its "
+                              "history or settings differ, which no interrupted write leaves), so it cannot repair "
+                              "them; put back the run's own checkpoint, or start a new run")
 
 
 def _epochs_trained(run_dir: Path, default: int) -> int:

@@ -161,6 +161,7 @@ class RunSetup:
                             self.structure_source, train_images=len(dataset.train))
         self.model = build_model(config.model, structure_source=self.structure_source,
                                  **config.model_kwargs(dataset.image_shape))
+        self._check_built(config.model_kwargs(dataset.image_shape))
         self._check_support()
         self.model.to(self.device)
         if self.model.needs_labels and dataset.train.labels is None:
@@ -180,12 +181,29 @@ class RunSetup:
         config.elbo = config.elbo_name()
         return self.model
 
+    def _check_built(self, options: dict) -> None:
+        """The structure built is the one asked for: its ``config()`` (what checkpoints rebuild it from) runs and
+        keeps the sizes it was given (a constructor that ignores ``z_dim``, say, is refused, not recorded wrongly)."""
+        try:
+            built = self.model.config()
+        except Exception as err:  # noqa: BLE001 - a structure file's own mistake, before any training
+            if not is_file_spec(self.config.model):
+                raise
+            raise PyroVAEError(f"the structure {self.config.model}: its config() raised {type(err).__name__}: "
+                               f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; it must return the "
+                               "constructor's arguments, which checkpoints rebuild the structure from") from None
+        for key in ("z_dim", "hidden_dims", "activation"):
+            if key in built and key in options and _same(built[key]) != _same(options[key]):
+                raise PyroVAEError(f"the structure {self.config.model} was given {key}={_same(options[key])!r} but "
+                                   f"built {key}={_same(built[key])!r}; its constructor must use the {key} it is "
+                                   "given (and config() return it), or the run would record sizes it does not have")
+
     def _check_structure(self, batches: list[tuple], note: bool = True) -> LatentSites:
-        """The structure's contract on a few images of every kind of batch (:func:`check_programs`), its latent
+        """The structure's contract on a whole batch of every kind (:func:`check_programs`), its latent
         sites, and whether the ELBO applies to them (a one-line note, once, when it falls back to the plain score
         function)."""
         for batch in batches:
-            check_programs(self.model.model, self.model.guide, tuple(a[:8] for a in batch), self.config.model)
+            check_programs(self.model.model, self.model.guide, batch, self.config.model)
         sites = latent_sites(self.model.model, self.model.guide, batches[0])
         why = check_elbo_applies(self.config.elbo, sites, self.config.baseline)
         if why:
@@ -194,3 +212,8 @@ class RunSetup:
             # Pyro says the same on every validated step; once is enough
             warnings.filterwarnings("ignore", message="(?s).*If you want to enumerate sites", category=UserWarning)
         return sites
+
+
+def _same(value):
+    """A config value as it compares: lists and tuples alike."""
+    return list(value) if isinstance(value, (list, tuple)) else value

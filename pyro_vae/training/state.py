@@ -187,4 +187,5 @@ class RunState:
             return (f"interrupted during epoch 1, before the first checkpoint; nothing was kept (the run directory "
                     f"{self.run_dir} is left as it was), so train again from the start")
         return (f"interrupted during epoch {saved + 1}; epoch {saved}'s checkpoint is kept in "
-                f"{self.run_dir / CHECKPOINT}; continue with: pyro-vae train --run-dir {self.run_dir} --resume")
+                f"{self.run_dir / CHECKPOINT}; continue with: pyro-vae train --run-dir {self.run_dir} --resume"
+                + (f" --nproc-per-node {self.dist.world_size}" if self.dist is not None else ""))

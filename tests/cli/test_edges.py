@@ -67,6 +67,47 @@ STRUCTURES = textwrap.dedent('''
                 z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
                 pyro.factor("penalty", x.new_full((x.shape[0],), float("nan")))
                 self.observe(self.decoder(z), x)
+
+
+    class HalfPlate(VAE):  # the guide's data plate is another size than the batch
+        def guide(self, x):
+            x = self.check_batch(x)
+            pyro.module("encoder", self.encoder)
+            with pyro.plate("data", x.shape[0] // 2):
+                loc, scale = self.encoder(x[: x.shape[0] // 2])
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+    class Subsampled(VAE):  # the data plate declared as the data set's size, subsampled: each image counts 600 times
+        def guide(self, x):
+            import torch
+            x = self.check_batch(x)
+            pyro.module("encoder", self.encoder)
+            with pyro.plate("data", 60000, subsample=torch.arange(x.shape[0])):
+                loc, scale = self.encoder(x)
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+    class Raises(VAE):  # the guide raises
+        def guide(self, x):
+            return 1 / 0
+
+
+    class LooseParam(VAE):  # a pyro.param outside the structure's networks
+        def model(self, x):
+            import torch
+            gain = pyro.param("gain", torch.ones(()))
+            super().model(x * gain)
+
+
+    class IgnoresZ(VAE):  # its constructor ignores z_dim
+        def __init__(self, x_dim=784, z_dim=50, hidden_dims=(200, 200), activation="relu", **pixels):
+            super().__init__(x_dim, 10, hidden_dims, activation, **pixels)
+
+
+    class BrokenConfig(VAE):  # config() raises
+        def config(self):
+            raise RuntimeError("no config here")
 ''')
 
 NEW = "{tmp}/new-run"
@@ -103,6 +144,18 @@ CASES = [
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:GuideOnly"], "its guide samples 'w', which its model lacks"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:ModelOnly"], "its model samples 'w', which its guide lacks"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:NanFactor"], "(the parameter log_factor of a Unit)"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:HalfPlate"], "raised ValueError"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:Subsampled"], "its guide declares pyro.plate('data') of "
+                                                                       "60,000 subsampled to 50 at the site 'z'"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:Raises"], "raised ZeroDivisionError (line"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:LooseParam"], "pyro.param('gain') lives outside the "
+                                                                       "structure's networks"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:IgnoresZ"], "was given z_dim=2 but built z_dim=10"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:BrokenConfig"], "its config() raised RuntimeError: no "
+                                                                         "config here"),
+    # the command's own parser says an unknown option
+    (["train", "--run-dir", NEW, "--bogus"], "pyro-vae train: error: unrecognized arguments: --bogus"),
+    (["sample", RUN, "extra"], "pyro-vae sample: error: unrecognized arguments: extra"),
 ]
 
 SMALL = ["--subset", "300", "--epochs", "1", "--hidden-dims", "32", "--z-dim", "2", "--batch-size", "50",
@@ -122,7 +175,10 @@ def test_every_edge_is_one_sentence_and_exit_2_and_changes_nothing(capsys, train
     small = {"train": SMALL, "compare-estimators": ["--subset", "100", "--no-progress"]}.get(argv[0], [])
     argv = [argv[0], *small, *argv[1:]]  # the case's own options come last, so they win
     before = tree_hash(trained)
-    code = run_cli(*argv)
+    try:
+        code = run_cli(*argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
     _, err = capsys.readouterr()
     assert_one_sentence_error(code, err, fragment.format(**fill))
     assert tree_hash(trained) == before
@@ -303,3 +359,67 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, cli, monkeypatc
         code, _, err = cli("train", "--run-dir", run, "--resume", "--no-progress", "--eval-samples", 2)
         assert code == 0, err
         assert _checkpoint_epoch(run / CHECKPOINT) == 2
+
+
+# -- the new-user audit's second round ----------------------------------------------------------------------
+
+def test_an_allocation_that_fails_anyway_is_one_sentence(trained, cli, monkeypatch):
+    """What the estimates cannot foresee (a ulimit, another process taking the memory) still ends in a sentence."""
+    import pyro_vae.evaluation.report as report
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried "
+                           "to allocate 400000000000 bytes")
+
+    monkeypatch.setattr(report, "evaluate_model", no_memory)
+    before = tree_hash(trained)
+    code, _, err = cli("evaluate", trained, "-K", 2, "--subset", 5, "--out", trained.parent / "never.json")
+    assert_one_sentence_error(code, err, "ran out of memory ([enforce fail", "choose smaller sizes")
+    assert tree_hash(trained) == before
+
+
+def test_the_address_space_limit_counts_as_memory_available(monkeypatch):
+    import resource
+
+    from pyro_vae import limits
+
+    import os
+    from pathlib import Path
+
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (mapped + 2 * 10 ** 9, resource.RLIM_INFINITY))
+    room = limits._address_space_room()
+    assert 1.5 * 10 ** 9 < room <= 2 * 10 ** 9  # the limit less what this process has mapped
+    assert limits.available_memory() <= room
+
+
+def test_a_checkpoint_from_another_run_is_not_taken_for_a_repair(trained, tmp_path, cli):
+    run, other = tmp_path / "run", tmp_path / "other"
+    shutil.copytree(trained, run)
+    code, _, err = cli("train", "--run-dir", other, *TINY, "--hidden-dims", 16, "--seed", 5)
+    assert code == 0, err
+    shutil.copy(other / CHECKPOINT, run / CHECKPOINT)
+    before = tree_hash(run)
+    code, _, err = cli("evaluate", run, "-K", 2, "--subset", 5, "--out", tmp_path / "e.json")
+    assert_one_sentence_error(code, err, f"{run / CHECKPOINT} does not belong with this run's metrics.jsonl and "
+                                         "config.json")
+    code, _, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress")
+    assert_one_sentence_error(code, err, "does not belong with this run's")
+    assert tree_hash(run) == before
+
+
+def test_every_built_in_structure_passes_the_door(small_data):
+    """The contract checked on structure files holds for every built-in one (the semi-supervised one with labels)."""
+    from pyro_vae.catalog import MODEL_NAMES
+    from pyro_vae.inference.sites import check_programs
+    from pyro_vae.models import build_model
+
+    x = small_data.test.images[:20]
+    labels = small_data.test.labels[:20]
+    for name in MODEL_NAMES:
+        model = build_model(name, x_dim=784, z_dim=2, hidden_dims=[8])
+        batches = [(x, labels)] if model.needs_labels else [(x,)]
+        if model.semi_supervised:
+            batches.append((x, labels))
+        for batch in batches:
+            check_programs(model.model, model.guide, batch, name)

@@ -1,134 +1,24 @@
-"""``pyro-vae reparam-toy``, ``pyro-vae compare-estimators`` and ``pyro-vae discrete-estimators``: why the
-reparameterization trick matters, and what to do where it does not exist."""
+"""``pyro-vae compare-estimators`` and ``pyro-vae discrete-estimators``: ELBO gradient estimators on a VAE and
+on discrete latents; ``add_subcommands`` also sets up ``reparam-toy`` (:mod:`pyro_vae.cli.toy`)."""
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from pyro_vae.catalog import (ACTIVATION_NAMES, BINARIZE_MODES, CONCRETE_TEMPERATURES, DATASETS, DEFAULT_ESTIMATORS,
                               DISCRETE_BASE_ESTIMATORS, DISCRETE_SAMPLE_SIZES, ESTIMATOR_SUMMARIES, MODEL_NAMES,
-                              TOY_SAMPLE_SIZES, concrete_name, is_estimator_name)
+                              TOY_SAMPLE_SIZES, concrete_name)
 from pyro_vae.cli.common import HelpFormatter, existing_run_dir
 from pyro_vae.cli.options import parse_hidden_dims, parse_model_option
+from pyro_vae.cli.tables import (COMPARISON_FILES, DISCRETE_FILES, _estimator_names, _output_dir, _positive_floats,
+                                 _positive_ints, _print_table, _progress)
+from pyro_vae.cli.toy import reparam_toy_command
 from pyro_vae.config import TrainConfig, check_positive, check_positive_finite, check_seed
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.files import check_can_create_dir, write_csv, write_json
+from pyro_vae.files import write_csv, write_json
 
 # Only names above: torch, Pyro and matplotlib are imported by the commands when they run (see cli/runs.py).
-
-TOY_FILES = ("reparam_toy.csv", "reparam_toy.json", "reparam_toy.png")
-COMPARISON_FILES = ("gradient_statistics.csv", "training_curves.csv", "comparison.json",
-                    "gradient_statistics.png", "training_curves.png")
-DISCRETE_FILES = ("discrete_estimators.csv", "discrete_estimators.json", "discrete_estimators.png")
-NOT_APPLICABLE_COLUMN = ("not_applicable", "not applicable because", "s")
-
-
-def _positive_ints(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 10,100,1000, got {text!r}")
-    if not values or any(value < 1 for value in values):
-        raise argparse.ArgumentTypeError(f"expected positive whole numbers, got {text!r}")
-    return values
-
-
-def _positive_floats(text: str) -> list[float]:
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0.5,0.1, got {text!r}")
-    if not values or not all(0 < value < float("inf") for value in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
-
-
-def _estimator_names(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"no estimator in {text!r}; choose among {', '.join(ESTIMATOR_SUMMARIES)}")
-    for name in names:
-        if not is_estimator_name(name):
-            raise argparse.ArgumentTypeError(f"unknown estimator {name!r}; choose among "
-                                             f"{', '.join(ESTIMATOR_SUMMARIES)} (concrete-T for any temperature T > 0)")
-    return names
-
-
-def _output_dir(out: str, names: Sequence[str]) -> Path:
-    """Refuse, before any work, to overwrite earlier results or to write where nothing can be written."""
-    out_dir = Path(out)
-    check_can_create_dir(out_dir, "--out")
-    existing = [name for name in names if (out_dir / name).exists()]
-    if existing:
-        raise PyroVAEError(f"{out_dir / existing[0]} already exists; choose another --out or remove the old results")
-    return out_dir
-
-
-def _progress(args: argparse.Namespace):
-    """A tqdm bar factory ``(description, total) -> wrapper``, or None with --no-progress."""
-    from tqdm.auto import tqdm
-
-    if args.no_progress:
-        return None
-    # disable=None: the bars show on a terminal only, never in a log file (as train's)
-    return lambda description, total: (lambda it: tqdm(it, desc=description, total=total, leave=False,
-                                                       disable=None))
-
-
-def _print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:
-    """Print ``rows`` as a markdown table; ``columns`` are (key, header, format). Rows of an estimator that
-    does not apply say why in a last column."""
-    if any(NOT_APPLICABLE_COLUMN[0] in row for row in rows):
-        columns = [*columns, NOT_APPLICABLE_COLUMN]
-    print("| " + " | ".join(header for _, header, _ in columns) + " |")
-    print("|" + "|".join("---:" for _ in columns) + "|")
-    for row in rows:
-        cells = [format(row[key], fmt) if key in row else "" for key, _, fmt in columns]
-        print("| " + " | ".join(cells) + " |")
-
-
-def reparam_toy_command(args: argparse.Namespace) -> int:
-    import pyro
-    from tqdm.auto import tqdm
-
-    from pyro_vae.studies.toy import TOY_ESTIMATORS, check_toy_table, estimated_seconds, toy_table
-    from pyro_vae.plots.estimators import plot_toy_variances
-
-    from pyro_vae.studies.toy import MAX_ELEMENTS
-    from pyro_vae.limits import check_toy_fits, duration_text
-
-    check_toy_table(args.theta, args.repeats, args.sample_sizes)
-    check_seed(args.seed)
-    check_toy_fits(args.repeats, args.sample_sizes, len(TOY_ESTIMATORS), MAX_ELEMENTS)
-    out_dir = _output_dir(args.out, TOY_FILES)
-    expected = estimated_seconds(args.repeats, args.sample_sizes)
-    if expected > 60:
-        print(f"R x sum(N) = {args.repeats * sum(args.sample_sizes):.3g} samples per estimator: "
-              f"{duration_text(expected)} on one core here (memory stays bounded); Ctrl-C stops it", flush=True)
-    pyro.set_rng_seed(args.seed)
-    start = time.perf_counter()
-    rows = toy_table(args.theta, args.repeats, args.sample_sizes,
-                     progress=None if args.no_progress else
-                     lambda jobs: tqdm(jobs, desc="N, estimator", leave=False, disable=None))
-    seconds = time.perf_counter() - start
-    columns = [("num_samples", "N", "d")]
-    for name in TOY_ESTIMATORS:
-        columns += [(f"{name}_mean", f"{name} mean", ".4f"), (f"{name}_variance", f"{name} var", ".4g"),
-                    (f"{name}_variance_analytic", f"{name} var (analytic)", ".4g")]
-    columns += [("variance_ratio", "ratio", ".2f"), ("variance_ratio_analytic", "ratio (analytic)", ".2f")]
-    _print_table(rows, columns)
-    print(f"theta = {args.theta}, true gradient {2 * args.theta:g}, R = {args.repeats} repeats per N; "
-          f"{seconds:.1f} s")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out_dir / TOY_FILES[0])
-    write_json({"theta": args.theta, "repeats": args.repeats, "seed": args.seed, "seconds": seconds,
-                 "rows": rows}, out_dir / TOY_FILES[1])
-    plot_toy_variances(rows, out_dir / TOY_FILES[2],
-                       title=f"d/dθ E[x²], x ~ N(θ={args.theta:g}, 1): variance over R={args.repeats} estimates")
-    print("results: " + ", ".join(str(out_dir / name) for name in TOY_FILES))
-    return 0
 
 
 def _check_common(args: argparse.Namespace) -> None:

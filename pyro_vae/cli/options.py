@@ -23,7 +23,10 @@ SHIPPED_DATASETS = tuple(name for name in DATASETS if name not in TORCHVISION_NA
 
 def parse_hidden_dims(text: str) -> list[int]:
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        parts = text.split(",")
+        if len(parts) > 1 and not all(part.strip() for part in parts):
+            raise ValueError(text)  # "32,,32": a width left out, not a width of nothing
+        sizes = [int(part) for part in parts if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 200,200, got {text!r}")
     if any(size < 1 for size in sizes):

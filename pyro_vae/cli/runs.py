@@ -26,9 +26,14 @@ def _repair(run_dir: Path) -> None:
 
     from pyro_vae.training import repair_run
 
+    from pyro_vae.files import FileSystemError
+
     if (run_dir / CHECKPOINT).is_file() and os.access(run_dir, os.W_OK):
-        for note in repair_run(run_dir):
-            print(f"repaired after an interrupted write: {note}")
+        try:
+            for note in repair_run(run_dir):
+                print(f"repaired after an interrupted write: {note}")
+        except FileSystemError as err:  # a full disk, say: the run is read as it is, and --out can still be written
+            print(f"note: the run could not be repaired ({err}); it is read as it is")
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

@@ -153,6 +153,7 @@ CASES = [
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:IgnoresZ"], "was given z_dim=2 but built z_dim=10"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:BrokenConfig"], "its config() raised RuntimeError: no "
                                                                          "config here"),
+    (["train", "--run-dir", NEW, "--hidden-dims", "32,,32"], "expected comma-separated layer widths"),
     # the command's own parser says an unknown option
     (["train", "--run-dir", NEW, "--bogus"], "pyro-vae train: error: unrecognized arguments: --bogus"),
     (["sample", RUN, "extra"], "pyro-vae sample: error: unrecognized arguments: extra"),

@@ -93,6 +93,11 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
         self.step = 0
         self._start_or_restore()
 
+    def _weighted_objective(self) -> bool:
+        """Whether the training loss weighs its terms (a beta other than 1, a gamma, KL warm-up), so is not the -ELBO."""
+        options = self.config.model_options
+        return bool(self.config.kl_warmup) or any(options.get(key, 1) != 1 for key in ("beta",)) or "gamma" in options
+
     def batches(self, split: str, *, shuffle: bool = False, generator: Optional[torch.Generator] = None):
         """The batches of ``split``: for "train", this process's shards of the global batches."""
         binarize = self.dataset.binarize if split == "train" else "none"
@@ -207,6 +212,8 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
             if is_best and self.is_main:
                 self._save_best()
             name = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={config.num_particles})"
+            if self._weighted_objective():  # the loss trained is not the ELBO: say so (valid ELBO is the real one)
+                name = "loss (weighted, not the -ELBO)"
             bound = f"  IWAE bound {row['valid_bound']:.2f}" if "valid_bound" in row else ""
             accuracy = f"  valid accuracy {100 * row['valid_accuracy']:.2f} %" if "valid_accuracy" in row else ""
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "

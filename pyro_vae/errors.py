@@ -15,3 +15,26 @@ class CheckpointError(PyroVAEError):
 
 class TrainingDiverged(PyroVAEError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def first_line(err: BaseException, default: str = "(no message)") -> str:
+    """The first line of an error's message, for a sentence (Pyro appends trace shapes on later lines)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else default
+
+
+#: the prefix of the module names that structure files are executed as (pyro_vae.models)
+USER_MODULE_PREFIX = "pyro_vae_user_"
+
+
+def user_line(err: BaseException, file: str) -> str:
+    """" (line N)" of the innermost frame of ``err`` in the user's ``file`` (a structure file), or "": a frame compiled
+    from ``file``, or running in the module a structure file was executed as (which keeps the path it was first
+    loaded from, when the same source comes again from another folder)."""
+    tb, line = err.__traceback__, ""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_filename == file or frame.f_globals.get("__name__", "").startswith(USER_MODULE_PREFIX):
+            line = f" (line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return line

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from pyro_vae.cli import estimators, runs
 from pyro_vae.cli.common import HelpFormatter, Parser, _says, existing_run_dir, is_later_process  # noqa: F401
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import PyroVAEError, first_line
 from pyro_vae.files import UncheckedCheckpointWarning, os_error_sentence
 
 #: options whose value is a comma-separated list that may start with "-" (``--betas -1,2``): argparse
@@ -82,11 +82,6 @@ def _out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:200]
-
-
 def _in_a_job() -> bool:
     distributed = sys.modules.get("pyro_vae.distributed")  # imported (with torch) only by commands that train
     return distributed is not None and distributed.joined()
@@ -105,7 +100,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return args.handler(args)
     except PyroVAEError as err:
         # Pyro appends the trace's shapes to errors raised inside a model; the first line is the sentence.
-        message = str(err).strip().splitlines()[0]
+        message = first_line(err)
         if _says(err):
             print(f"pyro-vae {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -113,7 +108,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         if not _out_of_memory(err):
             raise
         if _says(err):
-            print(f"pyro-vae {args.command}: error: ran out of memory ({_first_line(err)}); choose smaller sizes, or "
+            print(f"pyro-vae {args.command}: error: ran out of memory ({first_line(err, type(err).__name__)[:200]}); choose smaller sizes, or "
                   "free memory (ulimit -v and containers count too)", file=sys.stderr)
         return 2
     except OSError as err:  # a file-system error that no check foresaw: still one sentence naming the path

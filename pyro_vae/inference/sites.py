@@ -3,8 +3,6 @@ that ``TraceGraph_ELBO`` subtracts from the score function of the non-reparamete
 from __future__ import annotations
 
 import re
-import traceback
-from pathlib import Path
 
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -17,8 +15,9 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pyro_vae.catalog import BASELINES, is_file_spec  # noqa: F401 (BASELINES re-exported)
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import PyroVAEError, first_line, user_line
 from pyro_vae.networks import mlp
+from pyro_vae.scaling import is_penalty
 
 AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"  # TraceGraph_ELBO's name for the decaying average
 
@@ -43,6 +42,9 @@ class LatentSites:
     max_plate_nesting: int = 0
     #: how many joint values the enumerated sites take (the product of their support sizes)
     enumerated_values: int = 1
+    #: whether the programs weigh their terms (a scaled site such as beta-VAE's KL, or a training penalty), so that
+    #: the loss SVI minimises is not the -ELBO
+    weighted: bool = False
 
     @property
     def discrete(self) -> list:
@@ -62,6 +64,9 @@ def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
     sites.max_plate_nesting = max((-frame.dim for trace in (guide_trace, model_trace) for site in trace.nodes.values()
                                    if site["type"] == "sample" for frame in site["cond_indep_stack"] if frame.vectorized),
                                   default=0)
+    sites.weighted = any(is_penalty(site) or not (isinstance(site["scale"], (int, float)) and site["scale"] == 1.0)
+                         for trace in (guide_trace, model_trace) for site in trace.nodes.values()
+                         if site["type"] == "sample" and not site_is_subsample(site))
     for trace, in_guide in ((guide_trace, True), (model_trace, False)):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
@@ -173,12 +178,9 @@ def _refuse_what_it_raised(err: BaseException, who: str, structure: str) -> None
     the line of the file; a built-in structure's error is ours, and stays a traceback."""
     if not is_file_spec(structure):
         raise err
-    path = structure.rpartition(":")[0]
-    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if frame.filename.endswith(Path(path).name)]
-    where = f" (line {lines[-1]} of {path})" if lines else ""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     raise PyroVAEError(f"{who}: running its guide and model on a batch of the training images raised "
-                       f"{type(err).__name__}{where}: {first}") from None
+                       f"{type(err).__name__}{user_line(err, structure.rpartition(':')[0])}: {first_line(err)}"
+                       ) from None
 
 
 def _describe(names: list, sites: LatentSites) -> str:

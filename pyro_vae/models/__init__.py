@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET, ENUM_MODELS, MODEL_NAMES, check_registry, is_file_spec
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import USER_MODULE_PREFIX, PyroVAEError, first_line, user_line
 from pyro_vae.models.base import LatentStructure
 from pyro_vae.models.bernoulli_mixture import BernoulliMixture
 from pyro_vae.models.beta_tcvae import BetaTCVAE
@@ -67,7 +67,7 @@ def read_structure_source(spec: str) -> dict:
 def _class_from_source(source: dict) -> type[LatentStructure]:
     """Execute a structure file's source as a module of its own and return the class it names."""
     file, class_name = source["file"], source["class"]
-    module_name = f"pyro_vae_user_{Path(file).stem}_{source['sha256'][:12]}".replace("-", "_")
+    module_name = f"{USER_MODULE_PREFIX}{Path(file).stem}_{source['sha256'][:12]}".replace("-", "_")
     module = sys.modules.get(module_name)
     if module is None:
         module = types.ModuleType(module_name)
@@ -81,28 +81,13 @@ def _class_from_source(source: dict) -> type[LatentStructure]:
             exec(code, module.__dict__)
         except Exception as err:  # the user's module failed while being imported: say what and where
             del sys.modules[module_name]
-            line = _user_line(err, file)
+            line = user_line(err, file)
             raise PyroVAEError(f"the structure file {file} raised {type(err).__name__} while being loaded{line}: "
-                               f"{_first_line(err)}") from None
+                               f"{first_line(err)}") from None
     cls = getattr(module, class_name, None)
     if not (inspect.isclass(cls) and issubclass(cls, LatentStructure)):
         raise PyroVAEError(f"{file} defines no LatentStructure subclass named {class_name!r}")
     return cls
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "(no message)"
-
-
-def _user_line(err: BaseException, file: str) -> str:
-    """" (line N)" of the innermost frame of ``err`` in the user's ``file``, or ""."""
-    tb, line = err.__traceback__, ""
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == file:
-            line = f" (line {tb.tb_lineno})"
-        tb = tb.tb_next
-    return line
 
 
 def load_structure_class(spec: str) -> type[LatentStructure]:
@@ -174,10 +159,10 @@ def build_model(name: str, *, structure_source: Optional[dict] = None, **kwargs)
     except PyroVAEError:
         raise
     except expected as err:
-        where = _user_line(err, name.rpartition(":")[0]) if is_file_spec(name) else ""
+        where = user_line(err, name.rpartition(":")[0]) if is_file_spec(name) else ""
         raise PyroVAEError(f"model {name!r} could not be built with the options "
                            f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k != 'x_dim')}: "
-                           f"{type(err).__name__}{where}: {_first_line(err)}") from None
+                           f"{type(err).__name__}{where}: {first_line(err)}") from None
 
 
 __all__ = ["LatentStructure", "MODELS", "STRUCTURE_FILE", "build_model", "check_model_options", "model_class", "is_file_spec",

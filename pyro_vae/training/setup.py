@@ -12,7 +12,7 @@ from pyro_vae.config import TrainConfig
 from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, is_binary, iterate_batches, labelled_batch_count,
                            load_dataset, num_batches, redraw, semi_supervised)
 from pyro_vae.devices import resolve_device
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import PyroVAEError, first_line
 from pyro_vae.inference.sites import LatentSites, check_elbo_applies, check_programs, latent_sites
 from pyro_vae.limits import check_resized_images_fit, check_training_fits, images_before_loading
 from pyro_vae.models import (STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec,
@@ -190,8 +190,8 @@ class RunSetup:
             if not is_file_spec(self.config.model):
                 raise
             raise PyroVAEError(f"the structure {self.config.model}: its config() raised {type(err).__name__}: "
-                               f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}; it must return the "
-                               "constructor's arguments, which checkpoints rebuild the structure from") from None
+                               f"{first_line(err)}; it must return the constructor's arguments, which checkpoints "
+                               "rebuild the structure from") from None
         for key in ("z_dim", "hidden_dims", "activation"):
             if key in built and key in options and _same(built[key]) != _same(options[key]):
                 raise PyroVAEError(f"the structure {self.config.model} was given {key}={_same(options[key])!r} but "

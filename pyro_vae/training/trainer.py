@@ -57,10 +57,10 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
         self.log = log
         self.checkpoint = None
         if resume:
-            if distributed is None or distributed.is_main:
-                for note in repair_run(self.run_dir):
-                    log(f"repaired after an interrupted write: {note}")
             self.checkpoint = load_checkpoint(self.run_dir / CHECKPOINT)
+            if distributed is None or distributed.is_main:
+                for note in repair_run(self.run_dir, self.checkpoint):
+                    log(f"repaired after an interrupted write: {note}")
             config = self._resumed_config(config)
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise PyroVAEError(f"the run directory {self.run_dir} already exists; pass --resume to continue it, "
@@ -92,11 +92,6 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
         self.epoch = 0
         self.step = 0
         self._start_or_restore()
-
-    def _weighted_objective(self) -> bool:
-        """Whether the training loss weighs its terms (a beta other than 1, a gamma, KL warm-up), so is not the -ELBO."""
-        options = self.config.model_options
-        return bool(self.config.kl_warmup) or any(options.get(key, 1) != 1 for key in ("beta",)) or "gamma" in options
 
     def batches(self, split: str, *, shuffle: bool = False, generator: Optional[torch.Generator] = None):
         """The batches of ``split``: for "train", this process's shards of the global batches."""
@@ -212,7 +207,7 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
             if is_best and self.is_main:
                 self._save_best()
             name = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={config.num_particles})"
-            if self._weighted_objective():  # the loss trained is not the ELBO: say so (valid ELBO is the real one)
+            if self.sites.weighted or config.kl_warmup:  # the loss trained is not the ELBO (valid ELBO is)
                 name = "loss (weighted, not the -ELBO)"
             bound = f"  IWAE bound {row['valid_bound']:.2f}" if "valid_bound" in row else ""
             accuracy = f"  valid accuracy {100 * row['valid_accuracy']:.2f} %" if "valid_accuracy" in row else ""

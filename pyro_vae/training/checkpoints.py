@@ -68,9 +68,10 @@ def best_checkpoint(config: TrainConfig | dict, model_config: dict, model_state:
             "model_state": model_state, "structure_source": structure_source}
 
 
-def repair_run(run_dir: str | Path) -> list[str]:
+def repair_run(run_dir: str | Path, checkpoint: Optional[dict] = None) -> list[str]:
     """Make the files of a run agree with its ``checkpoint.pt`` after a write that stopped half-way (a full disk, a
-    kill between two files); returns one sentence per file repaired (none for a consistent run).
+    kill between two files); returns one sentence per file repaired (none for a consistent run). ``checkpoint``:
+    the run's ``checkpoint.pt`` when the caller has read it already.
 
     The checkpoint is written first at the end of an epoch and holds the whole history, so it is the record:
     ``metrics.jsonl`` and ``config.json`` are rewritten from it when they lag; ``best.pt`` is rewritten from it when the
@@ -79,7 +80,7 @@ def repair_run(run_dir: str | Path) -> list[str]:
     best is lost is set aside as ``best.pt.unfinished-epoch-N`` rather than kept as if it were the best.
     """
     run_dir = Path(run_dir)
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(run_dir / CHECKPOINT)
     history, epoch, repaired = checkpoint.get("history") or [], checkpoint["epoch"], []
     lines = "".join(json.dumps(row) + "\n" for row in history)
     try:

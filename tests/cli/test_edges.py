@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import TINY, assert_one_sentence_error, run_cli
-from test_hardening import trained, tree_hash  # noqa: F401 (trained: the tiny run, a fixture)
+from test_hardening import check_refused, trained, tree_hash  # noqa: F401 (trained: the tiny run, a fixture)
 from pyro_vae.catalog import BEST_CHECKPOINT, CHECKPOINT, METRICS
 
 STRUCTURES = textwrap.dedent('''
@@ -171,19 +171,8 @@ def files(tmp_path):
 
 @pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a)[:70] for a, _ in CASES])
 def test_every_edge_is_one_sentence_and_exit_2_and_changes_nothing(capsys, trained, files, argv, fragment):
-    fill = {"tmp": str(files), "run": str(trained)}
-    argv = [part.format(**fill) for part in argv]
     small = {"train": SMALL, "compare-estimators": ["--subset", "100", "--no-progress"]}.get(argv[0], [])
-    argv = [argv[0], *small, *argv[1:]]  # the case's own options come last, so they win
-    before = tree_hash(trained)
-    try:
-        code = run_cli(*argv)
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    _, err = capsys.readouterr()
-    assert_one_sentence_error(code, err, fragment.format(**fill))
-    assert tree_hash(trained) == before
-    assert not (files / "new-run").exists()
+    check_refused(capsys, trained, files, argv, fragment, prefix=small)
 
 
 # -- the estimates ----------------------------------------------------------------------------------------

@@ -226,17 +226,23 @@ CASES = [
 
 @pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
 def test_every_mistake_is_one_sentence_and_exit_2_and_changes_nothing(capsys, trained, files, argv, fragment):
-    fill = {"tmp": str(files), "run": str(trained)}
-    argv = [part.format(**fill) for part in argv]
-    before = tree_hash(trained)
+    check_refused(capsys, trained, files, argv, fragment)
+
+
+def check_refused(capsys, run, folder, argv, fragment, prefix=()):
+    """A table's case ({tmp}, {run} filled in; ``prefix`` after the command, so the case's own options win): exit 2,
+    one line holding ``fragment``, the trained ``run`` byte for byte as it was, and no new run directory."""
+    fill = {"tmp": str(folder), "run": str(run)}
+    argv = [argv[0], *prefix, *(part.format(**fill) for part in argv[1:])]
+    before = tree_hash(run)
     try:
         code = run_cli(*argv)
     except SystemExit as exit:  # argparse's own errors
         code = exit.code
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert_one_sentence_error(code, err, fragment.format(**fill))
-    assert tree_hash(trained) == before
-    assert not (files / "new-run").exists()
+    assert tree_hash(run) == before
+    assert not (folder / "new-run").exists()
 
 
 # -- misleading or ignored (issue 22, theme 6): the cases honoured or explained rather than refused -----------

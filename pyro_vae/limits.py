@@ -246,12 +246,14 @@ def duration_text(seconds: float) -> str:
 
 
 class SampleProgress:
-    """Counts the importance samples of an evaluation as they are drawn, drives a progress bar, and once the
-    first few seconds show the pace, says how long the whole will take if that is more than a minute."""
+    """Counts the units of a long piece of work as they are done (the importance samples of an evaluation, the
+    SVI steps of an estimator comparison, the images a disentanglement score encodes), drives a progress bar, and
+    once the first few seconds show the pace, says how long the whole will take if that is more than a minute."""
 
     def __init__(self, total: int, bar=None, say: Callable[[str], None] = print, what: str = "importance sampling",
-                 clock: Callable[[], float] = time.perf_counter, warmup: float = 2.0):
+                 clock: Callable[[], float] = time.perf_counter, warmup: float = 2.0, unit: str = "samples"):
         self.total, self.bar, self.say, self.what, self.clock, self.warmup = total, bar, say, what, clock, warmup
+        self.unit = unit
         self.done, self.start, self.announced = 0, clock(), False
 
     def __call__(self, samples: int) -> None:
@@ -264,5 +266,5 @@ class SampleProgress:
         self.announced = True
         remaining = elapsed * (self.total - self.done) / self.done
         if elapsed + remaining > ANNOUNCE_SECONDS:
-            self.say(f"{self.what}: {self.total:,} samples, {duration_text(elapsed + remaining)} on this machine "
+            self.say(f"{self.what}: {self.total:,} {self.unit}, {duration_text(elapsed + remaining)} on this machine "
                      f"({duration_text(remaining)} to go); Ctrl-C stops it")

@@ -104,6 +104,8 @@ def _check_gradient_memory(model, args: argparse.Namespace) -> None:
 
 
 def compare_estimators_command(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from pyro_vae.studies.comparison import check_repeats, compare_estimators
     from pyro_vae.plots.estimators import plot_gradient_statistics, plot_training_curves
 
@@ -120,7 +122,7 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
     result = compare_estimators(states, dataset, args.estimators, train_from="fresh", batch_size=args.batch_size,
                                 num_repeats=args.repeats, baseline_warmup=args.baseline_warmup,
                                 num_steps=args.train_steps, eval_every=args.eval_every, lr=args.lr, seed=args.seed,
-                                progress=_progress(args))
+                                progress=_progress(args), say=tqdm.write)
     seconds = time.perf_counter() - start
     columns = [("model", "model", "s"), ("estimator", "estimator", "s")]
     for group in ("guide", "model"):

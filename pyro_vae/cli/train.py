@@ -112,6 +112,7 @@ def _launch(args: argparse.Namespace, config: TrainConfig, run_dir: Path) -> int
     backend = "nccl" if str(config.device).startswith("cuda") else "gloo"
     rehearsal = Trainer(config, run_dir, resume=args.resume, progress=False, log=lambda line: None,
                         distributed=Rehearsal(0, processes, 0, backend))
+    _check_evaluation_time(rehearsal, args.eval_samples)
     del rehearsal  # its data and parameters: the processes load their own
     pyro.clear_param_store()
     gc.collect()
@@ -158,11 +159,34 @@ def _epoch_on_disk(run_dir: Path):
         return None
 
 
+#: the longest final evaluation ``train`` starts: a longer one is refused before training, as a mistake in K
+MAX_EVALUATION_SECONDS = 30 * 86400
+
+
+def _check_evaluation_time(trainer, samples: int) -> None:
+    """Before training: the final evaluation's duration, measured on a few samples of the untrained structure;
+    said when it is more than a minute, refused when it is more than :data:`MAX_EVALUATION_SECONDS`."""
+    from pyro_vae.evaluation import evaluation_seconds
+    from pyro_vae.limits import ANNOUNCE_SECONDS, duration_text
+
+    seconds = evaluation_seconds(trainer.model, trainer.dataset, "test", samples)
+    images = len(trainer.dataset.test)
+    if seconds > MAX_EVALUATION_SECONDS:
+        raise PyroVAEError(f"--eval-samples {samples:,}: the final evaluation ({samples:,} importance samples for "
+                           f"each of {images:,} test images) would take {duration_text(seconds)} on this machine; give "
+                           "a smaller --eval-samples (pyro-vae evaluate uses 5000)")
+    if seconds > ANNOUNCE_SECONDS:
+        print(f"note: the final evaluation with --eval-samples {samples:,} on {images:,} test images will take "
+              f"{duration_text(seconds)} on this machine, after training")
+
+
 def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distributed=None) -> int:
     from pyro_vae.training import Trainer
 
     trainer = Trainer(config, run_dir, resume=args.resume, progress=False if args.no_progress else None,
                       distributed=distributed)
+    if distributed is None:  # under torchrun rank 0 would refuse alone; --nproc-per-node checked it before launching
+        _check_evaluation_time(trainer, args.eval_samples)
     elbo = type(trainer.elbo).__name__
     labelled = trainer.dataset.labelled
     images = f"{len(trainer.dataset.train)} images" + (f" + {len(labelled)} labelled" if labelled is not None else "")

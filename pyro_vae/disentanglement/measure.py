@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from pyro_vae.catalog import FACTOR_DATASETS
 from pyro_vae.config import check_positive
@@ -20,6 +21,7 @@ from pyro_vae.data import Dataset
 from pyro_vae.data.dsprites import render, sample_factors
 from pyro_vae.disentanglement import metrics
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.limits import FLOAT_BYTES, SampleProgress, check_fits
 
 #: disentanglement_lib's number of points for MIG, DCI, SAP and modularity
 NUM_SAMPLES = 10_000
@@ -90,12 +92,37 @@ def sampler_sizes(points: int) -> dict:
     return {"num_train": points, "num_eval": max(1, points // 2), "num_variance_estimate": points}
 
 
+def represented_images(sizes: Optional[dict] = None) -> int:
+    """How many images the BetaVAE and FactorVAE scores render and encode at ``sizes`` (over
+    ``metrics.DEFAULT_SIZES``): two batches per BetaVAE point, one per FactorVAE point, and FactorVAE's variance
+    estimate; 2,890,000 at disentanglement_lib's sizes (fewer when every code dimension collapsed: FactorVAE then
+    casts no votes)."""
+    chosen = {**metrics.DEFAULT_SIZES, **(sizes or {})}
+    return 3 * chosen["batch_size"] * (chosen["num_train"] + chosen["num_eval"]) + chosen["num_variance_estimate"]
+
+
+def check_scores_fit(sizes: Optional[dict], code_dims: int, device: str = "cpu") -> None:
+    """One sentence, before any work, when the BetaVAE score's points (a feature vector of ``code_dims`` float64
+    and a label each, training and evaluation points held together, twice while the classifier copies them)
+    cannot fit in the memory available; the images are rendered and encoded a few thousand at a time."""
+    chosen = {**metrics.DEFAULT_SIZES, **(sizes or {})}
+    points = chosen["num_train"] + chosen["num_eval"]
+    need = 2 * points * (code_dims + 1) * 8 + chosen["num_variance_estimate"] * code_dims * 8 \
+        + 4 * chosen["batch_size"] * 64 * 64 * FLOAT_BYTES * code_dims  # a chunk of images and activations
+    check_fits(need, f"the BetaVAE and FactorVAE scores with {chosen['num_train']:,} training points",
+               "use fewer --score-points", device)
+
+
 def measure(model, dataset: Dataset, *, num_samples: int = NUM_SAMPLES, seed: int = 0,
-            sizes: Optional[dict] = None, dci_trees: str = "gbt") -> dict:
+            sizes: Optional[dict] = None, dci_trees: str = "gbt", show_progress: bool = True,
+            say: Callable[[str], None] = tqdm.write) -> dict:
     """Every metric of ``model`` on ``num_samples`` training images of ``dataset`` (drawn with ``seed``), plus the
     sampler-based scores where the data can render any factor combination; returns a flat dict with the
     settings (``num_samples``, ``seed``, ``dci_trees``, ``sampler_scores``) and ``seconds``, and the (d, k)
-    normalised mutual-information matrix under ``mutual_information``."""
+    normalised mutual-information matrix under ``mutual_information``.
+
+    The sampler-based scores show a bar over the images they render (on a terminal, ``show_progress``), and ``say``
+    hears how long they will take once their first seconds show the pace, if that is more than a minute."""
     check_has_factors(dataset)
     check_positive(num_samples, "the number of samples")
     metrics.check_dci_trees(dci_trees)
@@ -108,8 +135,22 @@ def measure(model, dataset: Dataset, *, num_samples: int = NUM_SAMPLES, seed: in
     picked = train.take(index)
     codes, factors = encode(model, picked.images), picked.factors.numpy()
     draw, represent = sampler_of(model, dataset)
-    result = metrics.compute_all(codes, factors, dataset.factor_sizes, sample_factors=draw, represent=represent,
-                                 rng=np.random.default_rng(seed), sizes=sizes, dci_trees=dci_trees)
+    if represent is not None:
+        check_scores_fit(sizes, codes.shape[1], str(model.device))
+    total = represented_images(sizes) if represent is not None else 0
+    with tqdm(total=total, desc="BetaVAE and FactorVAE scores", unit="image", unit_scale=True,
+              disable=None if show_progress and total else True, leave=False) as bar:
+        pace = SampleProgress(total, bar, say=say, what="the BetaVAE and FactorVAE scores",
+                              unit="images to render and encode")
+
+        def counted(factors: np.ndarray) -> np.ndarray:
+            codes = represent(factors)
+            pace(len(factors))
+            return codes
+
+        result = metrics.compute_all(codes, factors, dataset.factor_sizes, sample_factors=draw,
+                                     represent=counted if represent is not None else None,
+                                     rng=np.random.default_rng(seed), sizes=sizes, dci_trees=dci_trees)
     result = {key: float(value) for key, value in result.items()}
     matrix = mutual_information_matrix(codes, factors, dataset.factor_sizes)
     varying = [name for name, size in zip(dataset.factor_names, dataset.factor_sizes) if size > 1]

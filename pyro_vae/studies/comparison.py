@@ -24,6 +24,7 @@ from pyro_vae import catalog
 from pyro_vae.data import Dataset, Split, iterate_batches
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import elbo_per_datapoint
+from pyro_vae.limits import SampleProgress
 from pyro_vae.studies.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estimator, applicability,
                                            check_positive, estimator_spec, gradient_statistics, sample_gradients)
 from pyro_vae.models import LatentStructure
@@ -102,18 +103,22 @@ def _training_batches(dataset: Dataset, batch_size: int, seed: int, with_labels:
 def training_curves(structure: LatentStructure, dataset: Dataset, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
                     *, num_steps: int = 1000,
                     batch_size: int = 100, lr: float = 1e-3, eval_every: int = 100, seed: int = 0,
-                    progress: Optional[Progress] = None) -> list[dict]:
+                    progress: Optional[Progress] = None, say: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Train ``structure`` with each estimator for ``num_steps`` SVI steps (Adam, ``lr``) from its current
     parameters, on the same batches; rows of (estimator, step, seconds, validation ELBO in nats per image).
 
     Seconds count SVI steps only, not the evaluations; the validation ELBO sums out the sites the structure
-    marks for enumeration, whatever estimator trains. ``structure`` is left with the parameters it had.
+    marks for enumeration, whatever estimator trains. ``structure`` is left with the parameters it had. ``say``
+    (e.g. ``print``) hears, once the first seconds show the pace, how long all the training will take when that
+    is more than a minute.
     """
     _check_estimators(estimators)
     _check_training(dataset.train, num_steps, batch_size, eval_every)
     initial = copy.deepcopy(structure.state_dict())
     valid_batches = list(iterate_batches(dataset.valid, EVAL_BATCH_SIZE, with_labels=structure.needs_labels))
     rows = []
+    pace = SampleProgress(num_steps * len(estimators), say=say or (lambda line: None), unit="SVI steps",
+                          what=f"training with {len(estimators)} estimator(s) for {num_steps:,} steps each")
     for name in estimators:
         structure.load_state_dict(initial)
         with pyro.get_param_store().scope():
@@ -137,6 +142,7 @@ def training_curves(structure: LatentStructure, dataset: Dataset, estimators: Se
                 start = time.perf_counter()
                 loss = svi.step(*batch)
                 seconds += time.perf_counter() - start
+                pace(1)
                 if not math.isfinite(loss):
                     rows.append({"estimator": name, "step": step, "seconds": seconds, "valid_elbo": math.nan})
                     break
@@ -158,10 +164,12 @@ def compare_estimators(states: Mapping[str, LatentStructure], dataset: Dataset,
                        estimators: Sequence[str] = DEFAULT_ESTIMATORS, *, train_from: Optional[str] = None,
                        batch_size: int = 100, num_repeats: int = 100, baseline_warmup: int = 100,
                        num_steps: int = 1000, eval_every: int = 100, lr: float = 1e-3, seed: int = 0,
-                       progress: Optional[Progress] = None) -> EstimatorComparison:
+                       progress: Optional[Progress] = None,
+                       say: Optional[Callable[[str], None]] = None) -> EstimatorComparison:
     """Gradient statistics of every estimator for each model state (e.g. ``{"fresh": vae, "trained": vae2}``)
     on the first ``batch_size`` training images (binarized as ``dataset`` says); then, if ``train_from``
-    names a state, training curves of every estimator from that state's parameters (``num_steps=0``: none)."""
+    names a state, training curves of every estimator from that state's parameters (``num_steps=0``: none);
+    ``say`` hears how long the training will take, as for :func:`training_curves`."""
     _check_estimators(estimators)
     check_repeats(num_repeats)
     if train_from is not None:
@@ -181,5 +189,5 @@ def compare_estimators(states: Mapping[str, LatentStructure], dataset: Dataset,
     if train_from is not None and num_steps:
         comparison.training = training_curves(states[train_from], dataset, estimators,
                                               num_steps=num_steps, batch_size=batch_size, lr=lr,
-                                              eval_every=eval_every, seed=seed, progress=progress)
+                                              eval_every=eval_every, seed=seed, progress=progress, say=say)
     return comparison

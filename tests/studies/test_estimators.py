@@ -1,4 +1,6 @@
 """Gradient estimators: known answers on the toy problem, statistics on the VAE, errors, command line."""
+import contextlib
+import functools
 import json
 import math
 
@@ -229,6 +231,18 @@ def test_vae_score_function_variance_is_larger_and_baselines_reduce_it(vae_gradi
     assert variance["score-nn-baseline"] < variance["score"] / 2
 
 
+@contextlib.contextmanager
+def _announced_at_once():
+    """Any work counts as long, and its pace is known after its first unit (normally: a minute, two seconds)."""
+    import pyro_vae.limits as limits
+    import pyro_vae.studies.comparison as comparison
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(limits, "ANNOUNCE_SECONDS", -1.0)
+        patch.setattr(comparison, "SampleProgress", functools.partial(limits.SampleProgress, warmup=0.0))
+        yield
+
+
 def test_gradient_table_and_training_curves_on_every_estimator(tiny_vae, small_data, vae_batch):
     rows = gradient_table(tiny_vae.model, tiny_vae.guide, vae_batch, num_repeats=3, baseline_warmup=2)
     assert [row["estimator"] for row in rows] == list(ESTIMATORS)
@@ -243,8 +257,12 @@ def test_gradient_table_and_training_curves_on_every_estimator(tiny_vae, small_d
             assert math.isfinite(row[key]) and row[key] >= 0, (row["estimator"], key)
         assert row["seconds_per_gradient"] > 0
     before = {k: v.clone() for k, v in tiny_vae.state_dict().items()}
-    curves = training_curves(tiny_vae, small_data, ["reparam", "score-nn-baseline"], num_steps=4, batch_size=50,
-                             eval_every=2)
+    said = []
+    with _announced_at_once():
+        curves = training_curves(tiny_vae, small_data, ["reparam", "score-nn-baseline"], num_steps=4, batch_size=50,
+                                 eval_every=2, say=said.append)
+    # long training says its time first: here every step "counts as long", and the total is all the steps
+    assert len(said) == 1 and said[0].startswith("training with 2 estimator(s) for 4 steps each: 8 SVI steps, about ")
     assert [(row["estimator"], row["step"]) for row in curves] == [
         ("reparam", 0), ("reparam", 2), ("reparam", 4), ("score-nn-baseline", 0), ("score-nn-baseline", 2),
         ("score-nn-baseline", 4)]

@@ -102,7 +102,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                                "small networks)")
     training.add_argument("--validate-every-step", action="store_true", default=None,
                           help="run Pyro's checks (distribution arguments, supports, model/guide agreement, binary "
-                               "pixels) on every step; by default they run on the first step of each session only, "
+                               "pixels) on every step; by default they run on steps 1, 2, 4, 8, ... of each epoch only, "
                                "after the data were checked once, because they cost about a tenth of a step")
     training.add_argument("--kl-warmup", type=int, metavar="EPOCHS",
                           help="KL warm-up: the KL term's weight rises linearly from 0 to 1 over this many epochs "
@@ -224,7 +224,7 @@ def _listed(values) -> str:
 
 
 def _add_dci_trees_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dci-trees", choices=DCI_TREES, default="gbt",
+    parser.add_argument("--dci-trees", choices=DCI_TREES,  # None: gbt, and with beta-sweep --resume the sweep's own
                         help="on data with known factors: where DCI takes its importances from: gbt (the default), "
                              "disentanglement_lib's gradient-boosted trees (about 2 minutes for 10,000 codes on a "
                              "2-core CPU), or histogram, the same boosting on binned codes (about 11 s; close to, "

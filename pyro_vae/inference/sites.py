@@ -91,7 +91,7 @@ OBSERVATION_SITE, DATA_PLATE = "x", "data"
 def check_programs(model: Callable, guide: Callable, args: tuple, structure: str) -> None:
     """The structure's contract, checked on one batch before training (a ``PyroVAEError`` naming the first breach).
 
-    Traces the guide and the model against it once, without gradients and without touching the random state,
+    Traces the guide and the model against it once, with gradients on as in training, without touching the random state,
     and refuses: a model without the observed site ``"x"`` (evaluation and drawing go through it); a sample site
     outside ``pyro.plate("data", batch_size)`` (per-image bounds need every site in it); a latent site of the guide
     that the model lacks, or one of the model that the guide lacks and that is not enumerated (the ELBO would be
@@ -102,7 +102,7 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
     """
     who = f"the structure {structure}"
     devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
-    with torch.no_grad(), poutine.block(), torch.random.fork_rng(devices=devices), pyro.validation_enabled(True):
+    with torch.enable_grad(), poutine.block(), torch.random.fork_rng(devices=devices), pyro.validation_enabled(True):
         try:
             guide_trace = poutine.trace(guide).get_trace(*args)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)

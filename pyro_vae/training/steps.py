@@ -2,8 +2,11 @@
 from a loss that is merely large."""
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import time
+import warnings
 from typing import Callable, Iterable, Optional
 
 import pyro
@@ -11,7 +14,7 @@ import torch
 from pyro.infer import SVI
 
 from pyro_vae.catalog import CHECKPOINT, OPTIMIZER_NAMES, check_registry
-from pyro_vae.errors import PyroVAEError, TrainingDiverged
+from pyro_vae.errors import PyroVAEError, TrainingDiverged, first_line, user_line
 from pyro_vae.inference import make_elbo, optim
 from pyro_vae.inference.compiled_step import CompiledStep
 from pyro_vae.scaling import scale_latents
@@ -23,6 +26,16 @@ check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
 #: a loss per image this many times its first value in a session (or the pixel count) counts as divergence
 DIVERGENCE_GROWTH = 1e4
 JIT_WARMUP_CALLS = 4
+#: Pyro's warnings that a guide and its model sample different latent sites (pyro.util.check_model_guide_match)
+SITE_MISMATCH = r"Found (non-auxiliary vars in guide but not model|vars in model but not guide)"
+
+
+def _mismatch_in_words(message: str) -> str:
+    """Pyro's site-mismatch warning as the door check says it: "its guide samples 'w', which its model lacks"."""
+    names = ", ".join(repr(name) for name in re.findall(r"'([^']+)'", message.rpartition("{")[2]))
+    if "in guide but not model" in message:
+        return f"its guide samples {names}, which its model lacks"
+    return f"its model samples {names}, which its guide lacks"
 
 
 class Steps:
@@ -118,9 +131,10 @@ class Steps:
                   on_step: Optional[Callable[[int, float], object]] = None) -> float:
         """One SVI step per batch (the hot path of ``fit``); returns the summed loss.
 
-        The first step of each call runs with Pyro validation on; the others run with it off unless
-        ``validate_every_step`` is set, because the data were checked once up front and Pyro's per-step
-        argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
+        Steps 1, 2, 4, 8, ... of each call run with Pyro validation on (a program whose sites change after a
+        while is refused by the step after twice as long, at a cost of a few steps in a thousand); the others run
+        with it off unless ``validate_every_step`` is set, because the data were checked once up front and Pyro's
+        per-step argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
         stops training with ``TrainingDiverged`` either way. With ``JitTrace_ELBO`` the steps after the first
         run Pyro's compiled graph through :class:`CompiledStep` (the same arithmetic as ``SVI.step``, without
         its per-step parameter lookups).
@@ -132,7 +146,7 @@ class Steps:
                 continue
             if step == 1:
                 self.compile(batch)
-            validate = step == 1 or self.config.validate_every_step
+            validate = step & (step - 1) == 0 or self.config.validate_every_step  # a power of two
             args = self._step_args(batch)
             loss = None if validate or self.compiled_step is None else self.compiled_step(*args)
             if loss is None:
@@ -146,17 +160,44 @@ class Steps:
         return total
 
     def _svi_step(self, args: tuple, validate: bool) -> float:
-        """``SVI.step`` with Pyro validation on or off; NaN where validation refused the NaN that diverged."""
-        with pyro.validation_enabled(validate):
+        """``SVI.step`` with Pyro validation on or off; NaN where validation refused the NaN that diverged.
+
+        A validated step also refuses programs whose latent sites stopped matching after the check at the door
+        (Pyro only warns, and the ELBO is then no bound on log p(x)), as one sentence."""
+        with pyro.validation_enabled(validate), (warnings.catch_warnings() if validate else contextlib.nullcontext()):
+            if validate:
+                warnings.filterwarnings("error", message=SITE_MISMATCH, category=UserWarning)
             try:
                 return self.svi.step(*args)
+            except UserWarning as err:
+                raise PyroVAEError(f"the structure {self.config.model}: at step {self.step + 1} (epoch "
+                                   f"{self.epoch + 1}) {_mismatch_in_words(str(err))}, though its sites matched when "
+                                   "training began (the ELBO would be no bound on log p(x)); a model and guide must "
+                                   f"sample the same latent sites on every call; {self._kept()}") from None
             except ValueError as err:
                 # Pyro's validation refuses NaN distribution arguments before the loss can show them.
                 if isinstance(err, PyroVAEError) or not self._diverged(err):
+                    self._refuse_structure_error(err)
                     raise
                 if self.dist is not None:  # stopped before its gradients: let the others know
                     self._share_divergence()
                 return math.nan
+            except (PyroVAEError, MemoryError):
+                raise
+            except Exception as err:  # noqa: BLE001 - a structure file's mistake on a later batch: one sentence
+                self._refuse_structure_error(err)
+                raise
+
+    def _refuse_structure_error(self, err: Exception) -> None:
+        """A structure from a file that raised during a step (the door check ran it once; a program can still
+        fail later, on another batch or call): one sentence naming the error and the line of the file. A
+        built-in structure's error is ours, and an allocation that failed is said as such: both pass through."""
+        if self.structure_source is None or isinstance(err, PyroVAEError) or "allocate" in str(err) \
+                or "out of memory" in str(err).lower():
+            return
+        raise PyroVAEError(f"the structure {self.config.model}: at step {self.step + 1} (epoch {self.epoch + 1}) its "
+                           f"guide or model raised {type(err).__name__}{user_line(err, self.structure_source['file'])}: "
+                           f"{first_line(err)}; {self._kept()}") from None
 
     def _diverged(self, err: ValueError) -> bool:
         """Whether a step's ValueError is divergence: non-finite parameters, or NaN/Inf that validation found."""
@@ -177,9 +218,11 @@ class Steps:
         grew = "" if not math.isfinite(loss) else (f" nats, more than {DIVERGENCE_GROWTH:.0e} times its first value "
                                                   f"({self._first_loss:.4g} nats per image)")
         where = f"the loss became {loss:.4g}{grew} at step {self.step + 1} (epoch {self.epoch + 1}, batch {step})"
-        kept = ("no checkpoint had been written yet" if self.epoch == 0 else
+        return f"{where}; {self._kept()}; {self._divergence_causes()}"
+
+    def _kept(self) -> str:
+        return ("no checkpoint had been written yet" if self.epoch == 0 else
                 f"the last good checkpoint (epoch {self.epoch}) is kept in {self.run_dir / CHECKPOINT}")
-        return f"{where}; {kept}; {self._divergence_causes()}"
 
     def _divergence_causes(self) -> str:
         """What may have made the loss non-finite, from this run's settings."""

@@ -92,6 +92,19 @@ def write_json(data, path: Path) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def read_json(path: Path):
+    """The JSON in ``path``; a file that cannot be read, or is not JSON, is one sentence naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FileSystemError(os_error_sentence(err, "read", path)) from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise PyroVAEError(f"{path} is not valid JSON ({err}); it was damaged or written by something else") from None
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """Rows of plain values as CSV; the columns are every key in order of first appearance."""
     text = io.StringIO()

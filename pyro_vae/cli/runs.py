@@ -135,28 +135,50 @@ SWEEP_METRIC_COLUMNS = (("mig", "MIG"), ("dci_disentanglement", "DCI-dis"), ("sa
 
 
 def beta_sweep_command(args: argparse.Namespace) -> int:
-    from pyro_vae.sweeps import beta_sweep
+    from pyro_vae.sweeps import beta_sweep, resumed_sweep
 
     if args.beta is not None:
         raise PyroVAEError("beta-sweep trains one model per value of --betas; drop --beta (use --betas "
                            f"{args.beta:g} for that value alone)")
     given = _given_options(args)
+    if args.resume:  # the sweep's settings come from its sweep.json, as a resumed run's come from its checkpoint
+        if not args.out_dir:
+            raise PyroVAEError("--resume continues an interrupted sweep: name its folder with --out-dir DIR")
+        named = [option for option, value in (("--betas", args.betas), ("--seeds", args.seeds),
+                                              ("--score-points", args.score_points), ("--dci-trees", args.dci_trees))
+                 if value is not None] + [f"--{name.replace('_', '-')}" for name in given]
+        if named:
+            raise PyroVAEError(f"--resume continues the sweep as it was started (its sweep.json); drop "
+                               f"{', '.join(named)}")
+        out_dir = Path(args.out_dir)
+        spec = resumed_sweep(out_dir)
+        base = TrainConfig.from_dict(spec["base"])
+        model, weight = spec["model"], SWEPT_MODELS[spec["model"]]
+        rows = beta_sweep(spec["betas"], base, out_dir, seeds=spec["seeds"], model=model,
+                          score_points=spec["score_points"], dci_trees=spec["dci_trees"],
+                          progress=False if args.no_progress else None, resume=True)
+        return _print_sweep(rows, weight, out_dir)
     model = given.pop("model", "beta-vae")
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"beta-sweep trains --model {', '.join(SWEPT_MODELS)}, not {model}")
     weight = SWEPT_MODELS[model]
-    if args.score_points is not None:  # before the sweep trains: the scores come after every model is trained
-        from pyro_vae.disentanglement.measure import check_score_points
-
-        check_score_points(args.score_points)
     from pyro_vae.training import check_config
 
     check_config(TrainConfig(**{**given, "model": model}))
+    if args.score_points is not None:  # before the sweep trains: the scores come after every model is trained
+        from pyro_vae.disentanglement.measure import check_score_points, check_scores_fit, sampler_sizes
+
+        check_score_points(args.score_points)
+        check_scores_fit(sampler_sizes(args.score_points), TrainConfig(**given).z_dim, given.get("device", "cpu"))
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
-    rows = beta_sweep(args.betas or list(SWEPT_DEFAULTS[weight]), TrainConfig(**given), out_dir, seeds=args.seeds or (), model=model,
-                      score_points=args.score_points, dci_trees=args.dci_trees,
+    rows = beta_sweep(args.betas or list(SWEPT_DEFAULTS[weight]), TrainConfig(**given), out_dir, seeds=args.seeds or (),
+                      model=model, score_points=args.score_points, dci_trees=args.dci_trees or "gbt",
                       progress=False if args.no_progress else None)
+    return _print_sweep(rows, weight, out_dir)
+
+
+def _print_sweep(rows: list[dict], weight: str, out_dir: Path) -> int:
     columns = [(weight, weight, "g"), ("seed", "seed", "d"), ("rate", "rate", ".2f"),
                ("distortion", "distortion", ".2f"), ("elbo", "ELBO", ".2f")]
     columns += [(key, label, ".3f") for key, label in SWEEP_METRIC_COLUMNS if key in rows[0]]
@@ -172,8 +194,8 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
 def disentanglement_command(args: argparse.Namespace) -> int:
     import pyro
 
-    from pyro_vae.disentanglement.measure import (NUM_SAMPLES, check_has_factors, check_score_points, measure,
-                                                  sampler_sizes)
+    from pyro_vae.disentanglement.measure import (NUM_SAMPLES, check_has_factors, check_score_points,
+                                                  check_scores_fit, measure, sampler_sizes)
     from pyro_vae.files import write_json
     from pyro_vae.plots.disentanglement import plot_mutual_information
     from pyro_vae.plots.training import plot_latent_traversals
@@ -192,6 +214,7 @@ def disentanglement_command(args: argparse.Namespace) -> int:
             raise PyroVAEError(f"the run {args.run_dir} was trained on {config.dataset}, which has no ground-truth "
                                f"factors; the disentanglement metrics need a run trained on "
                                f"{' or '.join(FACTOR_DATASETS)}")
+        check_scores_fit(sampler_sizes(args.score_points), config.z_dim, args.device)
         dataset = load_run_data(config, device=args.device)
         check_has_factors(dataset, f"the run {args.run_dir}")
         available = len(dataset.train)
@@ -210,7 +233,8 @@ def disentanglement_command(args: argparse.Namespace) -> int:
         print(f"measuring disentanglement of {describe_checkpoint(checkpoint)} of {args.run_dir} on "
               f"{num_samples:,} training images of {config.dataset}")
         result = measure(model.eval(), dataset, num_samples=num_samples, seed=args.seed,
-                         sizes=sampler_sizes(args.score_points), dci_trees=args.dci_trees)
+                         sizes=sampler_sizes(args.score_points), dci_trees=args.dci_trees or "gbt",
+                         show_progress=not args.no_progress)
         result.update({"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"], "dataset": config.dataset})
         for key, value in result.items():
             if isinstance(value, float) and key != "seconds":
@@ -282,6 +306,9 @@ def add_subcommands(subparsers) -> None:
                             "least 10 (default: disentanglement_lib's 10,000, minutes per run on a 2-core CPU)")
     _add_dci_trees_option(sweep)
     sweep.add_argument("--out-dir", help="where the sweep goes (default: runs/beta-sweep-DATE-TIME)")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue the interrupted sweep in --out-dir as it was started (its sweep.json): "
+                            "finished runs are read, an interrupted one continues from its checkpoint")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_train_options(sweep)
     sweep.set_defaults(handler=beta_sweep_command)
@@ -323,6 +350,8 @@ def add_subcommands(subparsers) -> None:
     measure.add_argument("--out", metavar="FILE",
                          help="where to write the metrics as JSON; the pictures go beside it (default: "
                               "RUN_DIR/disentanglement.json)")
+    measure.add_argument("--no-progress", action="store_true",
+                         help="no progress bar over the images the BetaVAE and FactorVAE scores render")
     _add_trained_run_options(measure, "random seed for the images drawn and the classifiers")
     measure.set_defaults(handler=disentanglement_command)
 

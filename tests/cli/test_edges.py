@@ -108,6 +108,35 @@ STRUCTURES = textwrap.dedent('''
     class BrokenConfig(VAE):  # config() raises
         def config(self):
             raise RuntimeError("no config here")
+
+
+    class NoXWithGradients(VAE):  # observes the pixels under another name only while gradients are on
+        def model(self, x):
+            import torch
+            if not torch.is_grad_enabled():
+                return super().model(x)
+            x = self.check_batch(x)
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                pyro.sample("pixels", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+
+    class GrowsASite(VAE):  # from its tenth call on (a few steps into training), the guide samples a site the model lacks
+        def guide(self, x):
+            self.calls = getattr(self, "calls", 0) + 1
+            super().guide(x)
+            if self.calls > 9:
+                with pyro.plate("data_too", x.shape[0]):
+                    pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
+
+
+    class FailsLater(VAE):  # its guide raises from its tenth call on (a few steps into training)
+        def guide(self, x):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls > 9:
+                raise RuntimeError("a mistake that waited")
+            super().guide(x)
 ''')
 
 NEW = "{tmp}/new-run"
@@ -153,7 +182,15 @@ CASES = [
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:IgnoresZ"], "was given z_dim=2 but built z_dim=10"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:BrokenConfig"], "its config() raised RuntimeError: no "
                                                                          "config here"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:NoXWithGradients"], "its model has no observed site "
+                                                                             "named 'x' (observed sites: 'pixels')"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:GrowsASite"], "its guide samples 'w', which its model lacks, "
+                                                                       "though its sites matched when training began"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:FailsLater"], "(epoch 1) its guide or model raised "
+                                                                       "RuntimeError (line"),
     (["train", "--run-dir", NEW, "--hidden-dims", "32,,32"], "expected comma-separated layer widths"),
+    (["train", "--run-dir", NEW, "--eval-samples", "1000000000000000"],
+     "the final evaluation (1,000,000,000,000,000 importance samples for each of"),
     # the command's own parser says an unknown option
     (["train", "--run-dir", NEW, "--bogus"], "pyro-vae train: error: unrecognized arguments: --bogus"),
     (["sample", RUN, "extra"], "pyro-vae sample: error: unrecognized arguments: extra"),
@@ -352,6 +389,19 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, cli, monkeypatc
 
 
 # -- the new-user audit's second round ----------------------------------------------------------------------
+
+def test_the_evaluation_estimate_before_training_leaves_the_random_state_as_it_was(small_data):
+    """train measures the final evaluation's pace on the untrained model; the training that follows must draw what
+    it would have drawn without the probe."""
+    from pyro_vae import VAE
+    from pyro_vae.evaluation import evaluation_seconds
+
+    model = VAE(z_dim=2, hidden_dims=(16,))
+    state = torch.get_rng_state()
+    seconds = evaluation_seconds(model, small_data, "test", 1000)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert 0 < seconds < 1000  # a hundred thousand samples of a tiny VAE: well under a second a thousand each
+
 
 def test_an_allocation_that_fails_anyway_is_one_sentence(trained, cli, monkeypatch):
     """What the estimates cannot foresee (a ulimit, another process taking the memory) still ends in a sentence."""

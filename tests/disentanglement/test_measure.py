@@ -151,3 +151,82 @@ def test_metrics_are_plotted_against_gamma_for_factor_vae_rows(tmp_path):
     rows = [{"gamma": gamma, "seed": seed, "mig": 0.1 * seed + gamma / 100} for gamma in (10.0, 40.0) for seed in (0, 1)]
     path = plot_metrics_against_beta(rows, tmp_path / "metrics_against_gamma.png", weight="gamma")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_to_the_rows_of_an_uninterrupted_one(cli, tmp_path, monkeypatch):
+    """Ctrl-C in the second run's second epoch: the sentence names the command, and --resume reads the finished
+    run, continues the interrupted one from its checkpoint, and gives the rows of a sweep never interrupted."""
+    from pyro_vae.training import Trainer
+
+    options = ["--betas", "1,4", *_for_sweep(TINY), "--epochs", 2]
+    whole = tmp_path / "whole"
+    code, _, err = cli("beta-sweep", "--out-dir", whole, *options)
+    assert code == 0, err
+    real = Trainer.run_steps
+
+    def interrupted(self, batches, **kwargs):
+        if self.config.model_options["beta"] == 4 and self.epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, batches, **kwargs)
+
+    monkeypatch.setattr(Trainer, "run_steps", interrupted)
+    out = tmp_path / "sweep"
+    code, _, err = cli("beta-sweep", "--out-dir", out, *options)
+    assert code == 130
+    assert err.strip() == (f"pyro-vae beta-sweep: interrupted during run 2 of 2 of the sweep (epoch 1's checkpoint is "
+                           f"kept in {out / 'beta-4' / 'checkpoint.pt'}); the 1 finished run(s) are kept in {out}; "
+                           f"continue the sweep with: pyro-vae beta-sweep --out-dir {out} --resume")
+    assert not (out / "results.json").exists()
+    monkeypatch.setattr(Trainer, "run_steps", real)
+    code, _, err = cli("beta-sweep", "--out-dir", out, "--betas", "1", "--resume")
+    assert_one_sentence_error(code, err, "--resume continues the sweep as it was started (its sweep.json); drop --betas")
+    code, stdout, err = cli("beta-sweep", "--out-dir", out, "--resume")
+    assert code == 0, err
+    assert f"measured before, read from {out / 'beta-1' / 'sweep_row.json'}" in stdout
+    drop = ("seconds",)  # wall-clock time: the only thing an interruption may change
+    rows = [{k: v for k, v in row.items() if k not in drop} for row in json.loads((out / "results.json").read_text())]
+    expected = [{k: v for k, v in row.items() if k not in drop}
+                for row in json.loads((whole / "results.json").read_text())]
+    assert rows == expected
+
+
+def test_resuming_what_is_not_a_sweep_is_one_sentence(cli, tmp_path):
+    code, _, err = cli("beta-sweep", "--out-dir", tmp_path / "none", "--resume")
+    assert_one_sentence_error(code, err, f"{tmp_path / 'none'} holds no sweep to resume (no sweep.json)",
+                              "(the folder does not exist)")
+    code, _, err = cli("beta-sweep", "--resume")
+    assert_one_sentence_error(code, err, "name its folder with --out-dir DIR")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "sweep.json").write_text("[1, 2]")
+    code, _, err = cli("beta-sweep", "--out-dir", tmp_path / "other", "--resume")
+    assert_one_sentence_error(code, err, "is not a sweep's record")
+
+
+def test_score_points_beyond_memory_are_refused_before_a_sweep_trains(cli, tmp_path):
+    code, _, err = cli("beta-sweep", "--out-dir", tmp_path / "sweep", "--score-points", 10 ** 12,
+                       *_for_sweep(DSPRITES))
+    assert_one_sentence_error(code, err, "the BetaVAE and FactorVAE scores with 1,000,000,000,000 training points "
+                                         "would need about", "use fewer --score-points")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_the_sampler_scores_count_every_image_they_encode(dsprites_run, monkeypatch):
+    """The bar and the time said before long work count what the scores really render: two batches of 64 per
+    BetaVAE point, one per FactorVAE point, and FactorVAE's variance estimate."""
+    import pyro_vae.disentanglement.measure as measure_module
+    from pyro_vae.training import load_run_data, load_trained_model
+
+    counted = []
+    real = measure_module.SampleProgress.__call__
+    monkeypatch.setattr(measure_module.SampleProgress, "__call__",
+                        lambda self, n: (counted.append((self.total, n)), real(self, n))[1])
+    model, config, _ = load_trained_model(dsprites_run, "cpu")
+    sizes = measure_module.sampler_sizes(12)
+    result = measure_module.measure(model, load_run_data(config), num_samples=100, sizes=sizes,
+                                    dci_trees="histogram", show_progress=False)
+    assert measure_module.represented_images(sizes) == 3 * 64 * (12 + 6) + 12
+    assert {total for total, _ in counted} == {measure_module.represented_images(sizes)}
+    # FactorVAE's votes are skipped when every code dimension collapsed (a one-epoch model may)
+    votes = 64 * (12 + 6) if result["factor_vae_num_active_dims"] else 0
+    assert sum(n for _, n in counted) == 2 * 64 * (12 + 6) + 12 + votes

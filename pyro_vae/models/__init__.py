@@ -10,7 +10,7 @@ from typing import Optional
 
 from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET, ENUM_MODELS, MODEL_NAMES, check_registry, is_file_spec
 from pyro_vae.errors import USER_MODULE_PREFIX, PyroVAEError, first_line, user_line
-from pyro_vae.models.base import LatentStructure
+from pyro_vae.models.base import LatentStructure, structure_parameters
 from pyro_vae.models.bernoulli_mixture import BernoulliMixture
 from pyro_vae.models.beta_tcvae import BetaTCVAE
 from pyro_vae.models.beta_vae import BetaVAE
@@ -116,9 +116,7 @@ BASE_OPTIONS = {"image_shape": ("the image shape of --dataset", None),
 def _fit_base_options(cls: type[LatentStructure], name: str, options: dict) -> dict:
     """``options`` without the base options ``cls`` does not take (a structure file written before them), after
     refusing any such option set to something else than what the structure does without it."""
-    accepted = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        return options
+    accepted = structure_parameters(cls)
     fitted = dict(options)
     for option, (flag, default) in BASE_OPTIONS.items():
         if option in fitted and option not in accepted:
@@ -137,12 +135,10 @@ def check_model_options(name: str, options: dict, structure_source: Optional[dic
     naming the option; returns the structure's class."""
     cls = model_class(name, structure_source)
     options = _fit_base_options(cls, name, options)
-    accepted = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    unknown = [key for key in options if key not in accepted and not takes_any]
+    accepted = structure_parameters(cls)
+    unknown = [key for key in options if key not in accepted]
     if unknown:
-        raise PyroVAEError(f"model {name!r} has no option {unknown[0]!r}; its options are "
-                           f"{', '.join(p for p in accepted if p != 'self')}")
+        raise PyroVAEError(f"model {name!r} has no option {unknown[0]!r}; its options are {', '.join(accepted)}")
     cls.check_options(options)
     return cls
 

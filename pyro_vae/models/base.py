@@ -122,6 +122,41 @@ def _option_rule(name: str, annotation, default) -> Optional[tuple]:
     return None
 
 
+def _init_parameters(init) -> list[inspect.Parameter]:
+    """The parameters of an ``__init__`` as written (without its first, ``self``), with the annotations evaluated
+    where they can be, and left empty where they cannot (a name the module does not define)."""
+    parameters = list(inspect.signature(init).parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if parameters and parameters[0].kind in positional:
+        parameters = parameters[1:]
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # an annotation that cannot be evaluated: the rules fall back on the defaults' types
+        hints = {}
+    return [p.replace(annotation=hints.get(p.name, inspect.Parameter.empty)) for p in parameters]
+
+
+def structure_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The constructor arguments a structure class accepts, by name, in order: the named parameters of its
+    ``__init__`` and, where that ``__init__`` takes ``**kwargs`` (passed on to its parent's, as every structure
+    passes ``**pixels`` on), those of the next class in the MRO that defines ``__init__``, and so on down to
+    :class:`LatentStructure`, whose keyword-only ``image_shape``, ``likelihood`` and ``net`` are every
+    structure's. A name keeps the first (the subclass's) parameter. Annotations are evaluated (empty where they
+    cannot be). What :meth:`LatentStructure.check_options` checks and ``build_model`` accepts or refuses."""
+    accepted: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        parameters = _init_parameters(init)
+        for parameter in parameters:
+            if parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                accepted.setdefault(parameter.name, parameter)
+        if klass is LatentStructure or not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return accepted
+
+
 class LatentStructure(nn.Module):
     """Base class: subclasses define ``model`` and ``guide``; see the module docstring for the contract."""
 
@@ -150,17 +185,15 @@ class LatentStructure(nn.Module):
         The rule of an option is ``option_rules[name]`` if given, else derived from its annotation (or its
         default's type): an ``int`` must be a whole number, and a positive one if its name starts with
         ``num_`` or ends with ``_dim``; a ``float`` a finite number; a ``bool`` true or false; a ``str`` text;
-        a sequence named ``*_dims`` positive whole numbers. Structures from files get the same checks.
+        a sequence named ``*_dims`` positive whole numbers. The options are those of
+        :func:`structure_parameters` (the base's among them); structures from files get the same checks.
         """
-        parameters = inspect.signature(cls.__init__).parameters
-        try:
-            hints = typing.get_type_hints(cls.__init__)
-        except Exception:  # an annotation that cannot be evaluated: fall back on the defaults' types
-            hints = {}
+        parameters = structure_parameters(cls)
         for name, value in options.items():
             if name not in parameters:
                 continue
-            rule = cls.option_rules.get(name) or _option_rule(name, hints.get(name), parameters[name].default)
+            parameter = parameters[name]
+            rule = cls.option_rules.get(name) or _option_rule(name, parameter.annotation, parameter.default)
             if rule is not None and not _accepts(rule[0], value):
                 raise PyroVAEError(f"the model option {name} of {cls.__name__} must be {rule[1]}, got {value!r}")
 
@@ -169,7 +202,11 @@ class LatentStructure(nn.Module):
         """``image_shape`` (C, H, W) of the ``x_dim`` pixels (default: 1 x 28 x 28 for 784, else flat),
         ``likelihood`` the pixels' p(x | z) (:class:`~pyro_vae.likelihoods.PixelLikelihood`) and ``net`` the
         networks :meth:`make_encoder`, :meth:`make_decoder` and :meth:`make_classifier` build: "mlp" or
-        "conv" (:mod:`pyro_vae.conv`)."""
+        "conv" (:mod:`pyro_vae.conv`).
+
+        These are the arguments every structure shares, and they are written here only: a structure takes its
+        own arguments and ``**pixels``, which it passes on (``super().__init__(x_dim, ..., **pixels)``), and
+        :func:`structure_parameters` counts them among its options. A new shared argument is one edit here."""
         super().__init__()
         self.x_dim = x_dim
         self.image_shape = default_image_shape(x_dim) if image_shape is None else tuple(int(n) for n in image_shape)

@@ -34,13 +34,12 @@ constant that moves the reported training objective but not its gradient.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
@@ -69,11 +68,11 @@ class BetaTCVAE(VAE):
     option_rules = {"beta": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0 (1 is the VAE)")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", beta: float = 6.0, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
+                 activation: str = "relu", beta: float = 6.0, **pixels):
         """``beta`` weights the total correlation (6 by default, within the 1-10 of Chen et al. and
-        disentanglement_lib's study); beta = 1 is the VAE."""
-        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
+        disentanglement_lib's study); beta = 1 is the VAE.
+        ``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, z_dim, hidden_dims, activation, **pixels)
         if not beta >= 0:
             raise PyroVAEError(f"beta weights the total correlation and must be non-negative, got {beta}")
         self.beta = float(beta)

@@ -8,13 +8,12 @@ Evaluation measures the unscaled ELBO and log-likelihood of the same generative 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
 from pyro import poutine
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
@@ -24,9 +23,10 @@ class BetaVAE(VAE):
     option_rules = {"beta": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0 (0 drops the KL term)")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", beta: float = 1.0, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
-        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
+                 activation: str = "relu", beta: float = 1.0, **pixels):
+        """``beta`` weights the KL term (1 is the VAE).
+        ``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, z_dim, hidden_dims, activation, **pixels)
         if not beta >= 0:
             raise PyroVAEError(f"beta weights the KL term and must be non-negative, got {beta}")
         self.beta = float(beta)

@@ -12,7 +12,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import InvalidDataError
 from pyro_vae.models.base import LatentStructure, one_hot_labels
 from pyro_vae.networks import concat
@@ -22,9 +21,9 @@ class CVAE(LatentStructure):
     needs_labels = True
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_classes: int = 10, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
-        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
+                 activation: str = "relu", num_classes: int = 10, **pixels):
+        """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, **pixels)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_classes = num_classes
         self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation, extra_dim=num_classes)

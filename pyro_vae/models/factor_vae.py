@@ -39,7 +39,6 @@ import torch
 from torch import nn
 from torch.nn.functional import linear, logsigmoid
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
@@ -85,10 +84,11 @@ class FactorVAE(VAE):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", gamma: float = 35.0, discriminator_dims: Sequence[int] = (1000,) * 6,
-                 image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
+                 **pixels):
         """``gamma`` weights the total correlation (35 by default: dSprites in Kim & Mnih 2018 used 10 to 100,
-        disentanglement_lib's study 10, 20, 30, 40, 50, 100); gamma = 0 is the VAE with an idle discriminator."""
-        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
+        disentanglement_lib's study 10, 20, 30, 40, 50, 100); gamma = 0 is the VAE with an idle discriminator.
+        ``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, z_dim, hidden_dims, activation, **pixels)
         if not gamma >= 0:
             raise PyroVAEError(f"gamma weights the total correlation and must be non-negative, got {gamma}")
         self.gamma = float(gamma)

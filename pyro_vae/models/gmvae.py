@@ -31,7 +31,7 @@ measured in docs/semi-supervised.md:
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -39,7 +39,6 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.base import LatentStructure, finite_number, positive_int
 from pyro_vae.scaling import penalty
 
@@ -63,10 +62,11 @@ class GMVAE(LatentStructure):
                     "cluster_information": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET, min_cluster_info: float = 0.0,
-                 kmeans_init: bool = False, encoder_sees_cluster: bool = True, cluster_information: float = 0.0):
-        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
+                 activation: str = "relu", num_components: int = 10, min_cluster_info: float = 0.0,
+                 kmeans_init: bool = False, encoder_sees_cluster: bool = True, cluster_information: float = 0.0,
+                 **pixels):
+        """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, **pixels)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
         self.check_options({"min_cluster_info": min_cluster_info, "cluster_information": cluster_information})

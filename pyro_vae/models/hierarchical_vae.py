@@ -7,12 +7,11 @@ The ELBO has three terms: E_q[log p(x | z1)] + E_q[log p(z1 | z2) - log q(z1 | x
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.base import LatentStructure
 from pyro_vae.networks import GaussianMLP
 
@@ -22,8 +21,9 @@ class HierarchicalVAE(LatentStructure):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", z1_dim: int = 100, top_hidden_dims: Sequence[int] = (100, 100),
-                 image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
-        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
+                 **pixels):
+        """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, **pixels)
         self.z_dim, self.z1_dim, self.activation = z_dim, z1_dim, activation
         self.hidden_dims, self.top_hidden_dims = tuple(hidden_dims), tuple(top_hidden_dims)
         self.encoder_z1 = self.make_encoder(self.hidden_dims, z1_dim, activation)

@@ -7,7 +7,7 @@ with ``pyro.module`` like the decoder's. Its KL has no closed form, so the ELBO 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -15,7 +15,6 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.vae import VAE
 
 
@@ -33,9 +32,9 @@ class MixtureOfGaussians(nn.Module):
 
 class MixturePriorVAE(VAE):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", num_components: int = 10, image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
-        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
+                 activation: str = "relu", num_components: int = 10, **pixels):
+        """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, z_dim, hidden_dims, activation, **pixels)
         self.num_components = num_components
         self.prior = MixtureOfGaussians(num_components, z_dim)
 

@@ -18,7 +18,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.base import LatentStructure, finite_number, one_hot_labels, positive_int
 from pyro_vae.networks import concat
 
@@ -31,10 +30,11 @@ class SSVAE(LatentStructure):
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_classes: int = 10, aux_weight: float = 46.0,
-                 image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
+                 **pixels):
         """``aux_weight`` is alpha, the weight of the classification term on labelled images (46 in Pyro's
-        example; Kingma et al. use 0.1 N)."""
-        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
+        example; Kingma et al. use 0.1 N).
+        ``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, **pixels)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_classes = positive_int("num_classes", num_classes)
         self.check_options({"aux_weight": aux_weight})

@@ -10,20 +10,19 @@ Pyro draws z = mu + sigma * eps and gradients flow through the sample.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.models.base import LatentStructure
 
 
 class VAE(LatentStructure):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
-                 activation: str = "relu", image_shape: Optional[Sequence[int]] = None,
-                 likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
-        super().__init__(x_dim, image_shape=image_shape, likelihood=likelihood, net=net)
+                 activation: str = "relu", **pixels):
+        """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, **pixels)
         self.z_dim = z_dim
         self.hidden_dims = tuple(hidden_dims)
         self.activation = activation

@@ -49,7 +49,7 @@ with the default networks, an epoch 1.8 to 2 times as long on one thread here.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import pyro
 import torch
@@ -57,7 +57,6 @@ from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 from torch.nn.functional import hardtanh
 
-from pyro_vae.catalog import DEFAULT_LIKELIHOOD, DEFAULT_NET
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import positive_int
 from pyro_vae.models.vae import VAE
@@ -164,8 +163,9 @@ class PseudoInputs(nn.Module):
 class VampPriorVAE(VAE):
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_pseudo_inputs: int = 500, pseudo_input_init: str = "random",
-                 image_shape: Optional[Sequence[int]] = None, likelihood: str = DEFAULT_LIKELIHOOD, net: str = DEFAULT_NET):
-        super().__init__(x_dim, z_dim, hidden_dims, activation, image_shape, likelihood, net)
+                 **pixels):
+        """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
+        super().__init__(x_dim, z_dim, hidden_dims, activation, **pixels)
         self.num_pseudo_inputs = positive_int("num_pseudo_inputs", num_pseudo_inputs)
         if pseudo_input_init not in PSEUDO_INPUT_INITS:
             raise PyroVAEError(f"the model option pseudo_input_init must be one of {', '.join(PSEUDO_INPUT_INITS)}, "

@@ -49,3 +49,34 @@ def test_bad_custom_model_specs(cli, tmp_path, spec, message):
     code, _, err = cli("train", "--model", spec, "--run-dir", tmp_path / "run", "--subset", 100, "--no-progress")
     assert_one_sentence_error(code, err, message)
     assert not (tmp_path / "run").exists()
+
+
+FORWARDING = '''
+from pyro_vae.models import VAE
+
+
+class ScaledPriorVAE(VAE):
+    def __init__(self, prior_scale: float = 1.0, **kwargs):  # everything else is the VAE's (and the base's)
+        super().__init__(**kwargs)
+        self.prior_scale = prior_scale
+'''
+
+
+def test_a_structure_passing_kwargs_on_takes_its_parents_options_and_no_others(tmp_path):
+    from pyro_vae.models import BetaVAE, check_model_options
+    from pyro_vae.models.base import structure_parameters
+
+    parameters = structure_parameters(BetaVAE)
+    assert list(parameters) == ["x_dim", "z_dim", "hidden_dims", "activation", "beta", "image_shape", "likelihood", "net"]
+    assert parameters["likelihood"].annotation is str and parameters["beta"].annotation is float
+    (tmp_path / "scaled.py").write_text(FORWARDING)
+    spec = f"{tmp_path / 'scaled.py'}:ScaledPriorVAE"
+    structure = build_model(spec, x_dim=784, z_dim=2, hidden_dims=[8], prior_scale=2.0, likelihood="continuous-bernoulli")
+    assert structure.prior_scale == 2.0 and structure.likelihood.spec == "continuous-bernoulli"
+    with pytest.raises(PyroVAEError, match="has no option 'bogus'; its options are prior_scale, x_dim, z_dim, "
+                                           "hidden_dims, activation, image_shape, likelihood, net$"):
+        check_model_options(spec, {"bogus": 1})
+    with pytest.raises(PyroVAEError, match="the model option likelihood of ScaledPriorVAE must be text, got 3"):
+        check_model_options(spec, {"likelihood": 3})
+    with pytest.raises(PyroVAEError, match="the model option z_dim of ScaledPriorVAE must be a positive whole number"):
+        check_model_options(spec, {"z_dim": 0})

@@ -1,4 +1,5 @@
 """Errors a user can cause. The command line prints their message as one sentence and exits non-zero."""
+from __future__ import annotations
 
 
 class PyroVAEError(Exception):
@@ -25,6 +26,18 @@ def first_line(err: BaseException, default: str = "(no message)") -> str:
 
 #: the prefix of the module names that structure files are executed as (pyro_vae.models)
 USER_MODULE_PREFIX = "pyro_vae_user_"
+
+
+def user_frame(err: BaseException) -> tuple[str, int] | None:
+    """(file, line) of the innermost frame of ``err`` that runs in a structure file's module, or None when the
+    error did not pass through a structure file: what lets the command line say a structure's own mistake, made
+    anywhere (evaluating, drawing, probing), as one sentence instead of a traceback."""
+    tb, found = err.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith(USER_MODULE_PREFIX):
+            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
 
 
 def user_line(err: BaseException, file: str) -> str:

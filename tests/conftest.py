@@ -1,4 +1,5 @@
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -84,7 +85,12 @@ def assert_one_sentence_error(code, err, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The cores shared among pytest-xdist's workers: two workers of two torch threads each on two cores made every
+# test several times slower (OpenMP threads spin while they wait for a core; a small eager ELBO took 15x as long).
+# CLI commands the tests start as processes inherit the number through OMP_NUM_THREADS.
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+torch.set_num_threads(_THREADS)
+os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 
 def trace_losses(x, structures, *, seed, kl_weight=None):

@@ -11,11 +11,12 @@ import argparse
 import sys
 import traceback
 import warnings
+from pathlib import Path
 from typing import Optional, Sequence
 
 from pyro_vae.cli import estimators, runs
 from pyro_vae.cli.common import HelpFormatter, Parser, _says, existing_run_dir, is_later_process  # noqa: F401
-from pyro_vae.errors import PyroVAEError, first_line
+from pyro_vae.errors import PyroVAEError, first_line, user_frame
 from pyro_vae.files import UncheckedCheckpointWarning, os_error_sentence
 
 #: options whose value is a comma-separated list that may start with "-" (``--betas -1,2``): argparse
@@ -82,6 +83,20 @@ def _out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
 
 
+def _structure_mistake(command: str, err: Exception) -> int:
+    """An error raised inside a structure file's programs (while evaluating, drawing, probing; training and the
+    check at the door say theirs with more context): one sentence naming the file and line, exit 2. Any other
+    error is ours, and stays a traceback."""
+    where = user_frame(err)
+    if where is None or _in_a_job():
+        raise err
+    if _says(err):
+        # the file's name, not its folder: a source loaded once is one module wherever its copies lie
+        print(f"pyro-vae {command}: error: the structure's own code raised {type(err).__name__} "
+              f"({Path(where[0]).name}, line {where[1]}): {first_line(err)}", file=sys.stderr)
+    return 2
+
+
 def _in_a_job() -> bool:
     distributed = sys.modules.get("pyro_vae.distributed")  # imported (with torch) only by commands that train
     return distributed is not None and distributed.joined()
@@ -106,7 +121,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except (MemoryError, RuntimeError) as err:  # an allocation the estimates did not foresee: one sentence
         if not _out_of_memory(err):
-            raise
+            return _structure_mistake(args.command, err)
         if _says(err):
             print(f"pyro-vae {args.command}: error: ran out of memory ({first_line(err, type(err).__name__)[:200]}); choose smaller sizes, or "
                   "free memory (ulimit -v and containers count too)", file=sys.stderr)
@@ -115,6 +130,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         if _says(err):
             print(f"pyro-vae {args.command}: error: {os_error_sentence(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - a structure file's own mistake, wherever its programs ran: one sentence
+        return _structure_mistake(args.command, err)
     except KeyboardInterrupt as interrupt:  # training says what it kept and how to continue
         if _says(interrupt):
             print(f"pyro-vae {args.command}: {getattr(interrupt, 'sentence', 'interrupted; files already written are kept')}",

@@ -61,6 +61,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     with run_lock(run_dir):
         _repair(run_dir)
         model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+        model.eval()  # as train's own final evaluation
         dataset = load_run_data(config, device=args.device, subset=args.subset)
         pyro.set_rng_seed(args.seed)
         print(f"evaluating {describe_checkpoint(checkpoint)} of {args.run_dir}")
@@ -97,6 +98,7 @@ def sample_command(args: argparse.Namespace) -> int:
     with run_lock(run_dir):
         _repair(run_dir)
         model, _, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+        model.eval()  # as train's own pictures
         print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
         pyro.set_rng_seed(args.seed)
         if model.needs_labels and args.label is None:

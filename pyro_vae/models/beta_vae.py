@@ -2,8 +2,8 @@
 
     maximise  E_q[log p(x | z)] - beta * KL(q(z | x) || p(z))
 
-``poutine.scale`` multiplies log p(z) in the model and log q(z | x) in the guide by beta, which is exactly
-beta times the KL part. beta = 1 is the VAE; beta > 1 trades reconstruction for a simpler code.
+:class:`~pyro_vae.scaling.scale_latents` multiplies log p(z) in the model and log q(z | x) in the guide by beta,
+which is exactly beta times the KL part (beta = 0 included, which Pyro's ``poutine.scale`` refuses). beta = 1 is the VAE; beta > 1 trades reconstruction for a simpler code.
 Evaluation measures the unscaled ELBO and log-likelihood of the same generative model.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Sequence
 
 import pyro
 import pyro.distributions as dist
-from pyro import poutine
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import finite_number
 from pyro_vae.models.vae import VAE
+from pyro_vae.scaling import scale_latents
 
 
 class BetaVAE(VAE):
@@ -38,10 +38,10 @@ class BetaVAE(VAE):
         x = self.check_batch(x)
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
-            with poutine.scale(scale=self.beta):
+            with scale_latents(self.beta):
                 z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             self.observe(self.decoder(z), x)
 
     def guide(self, x):
-        with poutine.scale(scale=self.beta):
+        with scale_latents(self.beta):
             super().guide(x)

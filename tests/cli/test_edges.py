@@ -131,6 +131,21 @@ STRUCTURES = textwrap.dedent('''
                     pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
 
 
+    class FailsOnThirdCall(VAE):  # passes the door (two calls), then raises while train measures its evaluation
+        def model(self, x):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 3:
+                raise ValueError("the third call fails")
+            super().model(x)
+
+
+    class FailsWhenEvaluated(VAE):  # trains, then raises in evaluation mode
+        def model(self, x):
+            if not self.training:
+                raise ValueError("eval mode not supported")
+            super().model(x)
+
+
     class FailsLater(VAE):  # its guide raises from its tenth call on (a few steps into training)
         def guide(self, x):
             self.calls = getattr(self, "calls", 0) + 1
@@ -186,6 +201,8 @@ CASES = [
                                                                              "named 'x' (observed sites: 'pixels')"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:GrowsASite"], "its guide samples 'w', which its model lacks, "
                                                                        "though its sites matched when training began"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:FailsOnThirdCall"], "the structure's own code raised "
+                                                                             "ValueError (s.py, line"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:FailsLater"], "(epoch 1) its guide or model raised "
                                                                        "RuntimeError (line"),
     (["train", "--run-dir", NEW, "--hidden-dims", "32,,32"], "expected comma-separated layer widths"),
@@ -389,6 +406,18 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, cli, monkeypatc
 
 
 # -- the new-user audit's second round ----------------------------------------------------------------------
+
+def test_a_structure_that_fails_after_training_is_one_sentence_and_its_run_is_kept(files, cli):
+    """What a structure file raises outside training (evaluating, drawing) names the file and line; the epochs
+    trained are kept, and evaluate says the same sentence."""
+    run = files / "run"
+    code, _, err = cli("train", "--run-dir", run, "--model", f"{files}/s.py:FailsWhenEvaluated", *SMALL)
+    assert_one_sentence_error(code, err, "the structure's own code raised ValueError (s.py, line",
+                              "eval mode not supported")
+    assert _checkpoint_epoch(run / CHECKPOINT) == 1
+    code, _, err = cli("evaluate", run, "-K", 2, "--subset", 5)
+    assert_one_sentence_error(code, err, "raised ValueError (", "eval mode not supported")
+
 
 def test_the_evaluation_estimate_before_training_leaves_the_random_state_as_it_was(small_data):
     """train measures the final evaluation's pace on the untrained model; the training that follows must draw what

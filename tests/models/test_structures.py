@@ -119,7 +119,7 @@ def test_cvae_on_data_without_training_labels_is_refused(tmp_path):
 def test_beta_one_reproduces_the_vae_loss_exactly_and_beta_scales_the_kl_exactly(batch):
     vae = make("vae")
     losses = {}
-    for beta in (1.0, 4.0):
+    for beta in (0.0, 1.0, 4.0):  # 0: the KL term dropped (Pyro's poutine.scale refuses a scale of 0)
         beta_vae = make("beta-vae", beta=beta)
         beta_vae.load_state_dict(vae.state_dict())
         pyro.set_rng_seed(5)
@@ -133,6 +133,7 @@ def test_beta_one_reproduces_the_vae_loss_exactly_and_beta_scales_the_kl_exactly
     n = batch.shape[0]
     assert losses[1.0] == pytest.approx(n * (parts["distortion"] + parts["rate"]), rel=1e-5)
     assert losses[4.0] == pytest.approx(n * (parts["distortion"] + 4.0 * parts["rate"]), rel=1e-5)
+    assert losses[0.0] == pytest.approx(n * parts["distortion"], rel=1e-5)
 
 
 def test_negative_beta_is_refused():

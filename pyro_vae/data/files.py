@@ -8,7 +8,8 @@ with labels where there are some, and says in one line what it found (:attr:`Ima
 * a folder of PNG or JPEG files, or of sub-folders of them whose names are the labels (torchvision's
   ``ImageFolder`` layout; labels are the sorted sub-folder names' indices).
 
-Values are uint8 0..255 (divided by 255) or floats in [0, 1]; layouts (N, H, W), (N, H, W, C) and
+Values are uint8 0..255 (divided by 255; uint8 arrays holding only 0 and 1 are binary images, read as 0 and 1)
+or floats in [0, 1]; layouts (N, H, W), (N, H, W, C) and
 (N, C, H, W) are told apart by where a channel axis of 1, 3 or 4 sits. A data set without valid / test
 parts is split once with a seeded permutation (VALID_FRACTION, TEST_FRACTION). ``image_size`` resizes
 every image to that many pixels a side (area averaging when shrinking, bilinear when growing).
@@ -211,7 +212,9 @@ def _as_images(array: np.ndarray, where: str) -> tuple[torch.Tensor, str]:
     else:
         raise InvalidDataError(f"{where}: an array of {array.ndim} dimensions {array.shape}; expected images as "
                                "(N, H, W), (N, H, W, C) or (N, C, H, W)")
-    if array.dtype == np.uint8:
+    if array.dtype == np.uint8 and array.size and array.max() <= 1:  # binary images stored as bytes: 0 and 1
+        images = torch.from_numpy(np.ascontiguousarray(array)).float()
+    elif array.dtype == np.uint8:
         images = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0
     elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         images = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

@@ -18,7 +18,7 @@ from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
 from pyro_vae.scaling import is_penalty, measuring, unscaled
 from pyro_vae.inference.importance import log_weights
-from pyro_vae.inference.sites import latent_sites
+from pyro_vae.inference.sites import SITE_MISMATCH, latent_sites, mismatch_in_words
 #: rows (particles x data points x enumerated values) per vectorized call of the importance sampler
 MAX_ROWS = 2_500
 
@@ -44,10 +44,22 @@ def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple
     objective = make_elbo(elbo, num_particles=num_particles, max_plate_nesting=plate_nesting)
     total, count = 0.0, 0
     for batch in itertools.chain([first], batches):
-        with unscaled():
-            total -= objective.loss(model, guide, *batch)
+        # Pyro's check of the programs' sites, on every batch, as an error: a guide that gained a site since
+        # training began (or on this batch alone) would report an "ELBO" above log p(x)
+        with unscaled(), pyro.validation_enabled(True), warnings.catch_warnings():
+            warnings.filterwarnings("error", message=SITE_MISMATCH, category=UserWarning)
+            try:
+                total -= objective.loss(model, guide, *batch)
+            except UserWarning as err:
+                raise PyroVAEError(_disagree(batch, mismatch_in_words(str(err)))) from None
         count += batch[0].shape[0]
     return total / count
+
+
+def _disagree(batch: tuple, mismatch: str) -> str:
+    return (f"the structure's model and guide disagree on a batch of {batch[0].shape[0]:,} images: {mismatch}, so "
+            "its ELBO and log-likelihood would be no bounds on log p(x); a model and guide must sample the same "
+            "latent sites on every batch and call")
 
 
 @torch.no_grad()
@@ -102,6 +114,8 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
         raise PyroVAEError(f"the number of importance samples must be positive, got {num_samples}")
     batch_size = batch[0].shape[0]
     sites = latent_sites(model, guide, batch)  # traces the whole batch once, with validation as set
+    if sites.mismatch is not None:
+        raise PyroVAEError(_disagree(batch, sites.mismatch))
     particle_dim = -sites.max_plate_nesting - 1
     if sites.distributions and not (sites.reparameterized or sites.score_function):
         # every latent is summed out: one "sample" is the exact log p(x)

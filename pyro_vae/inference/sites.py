@@ -45,6 +45,9 @@ class LatentSites:
     #: whether the programs weigh their terms (a scaled site such as beta-VAE's KL, or a training penalty), so that
     #: the loss SVI minimises is not the -ELBO
     weighted: bool = False
+    #: where the model and guide disagree on their latent sites on this batch ("its guide samples 'w', which its
+    #: model lacks"), or None: such a pair's ELBO is no bound on log p(x)
+    mismatch: Optional[str] = None
 
     @property
     def discrete(self) -> list:
@@ -67,6 +70,7 @@ def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
     sites.weighted = any(is_penalty(site) or not (isinstance(site["scale"], (int, float)) and site["scale"] == 1.0)
                          for trace in (guide_trace, model_trace) for site in trace.nodes.values()
                          if site["type"] == "sample" and not site_is_subsample(site))
+    sites.mismatch = site_mismatch(model_trace, guide_trace)
     for trace, in_guide in ((guide_trace, True), (model_trace, False)):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
@@ -82,6 +86,35 @@ def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
             elif in_guide:
                 sites.score_function.append(name)
     return sites
+
+
+#: Pyro's warnings that a guide and its model sample different latent sites (pyro.util.check_model_guide_match)
+SITE_MISMATCH = r"Found (non-auxiliary vars in guide but not model|vars in model but not guide)"
+
+
+def site_mismatch(model_trace, guide_trace) -> Optional[str]:
+    """How a model and guide traced on one batch disagree on their latent sites, in words ("its guide samples 'w',
+    which its model lacks"; a model site the guide lacks counts unless it is enumerated), or None."""
+    def latent(trace):
+        return {name: site for name, site in trace.nodes.items()
+                if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)}
+
+    model, guide = latent(model_trace), latent(guide_trace)
+    extra = [name for name in guide if name not in model and not guide[name]["infer"].get("is_auxiliary")]
+    if extra:
+        return f"its guide samples {', '.join(map(repr, extra))}, which its model lacks"
+    missing = [name for name, site in model.items() if name not in guide and not is_enumerated(site)]
+    if missing:
+        return f"its model samples {', '.join(map(repr, missing))}, which its guide lacks"
+    return None
+
+
+def mismatch_in_words(message: str) -> str:
+    """Pyro's site-mismatch warning (:data:`SITE_MISMATCH`) as :func:`site_mismatch` says it."""
+    names = ", ".join(repr(name) for name in re.findall(r"'([^']+)'", message.rpartition("{")[2]))
+    if "in guide but not model" in message:
+        return f"its guide samples {names}, which its model lacks"
+    return f"its model samples {names}, which its guide lacks"
 
 
 #: the observation site every structure writes, ``pyro.sample("x", p(x | z), obs=x)``, and the plate of the images

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
 import warnings
 from typing import Callable, Iterable, Optional
@@ -18,7 +17,7 @@ from pyro_vae.errors import PyroVAEError, TrainingDiverged, first_line, user_lin
 from pyro_vae.inference import make_elbo, optim
 from pyro_vae.inference.compiled_step import CompiledStep
 from pyro_vae.scaling import scale_latents
-from pyro_vae.inference.sites import neural_baselines, with_baselines
+from pyro_vae.inference.sites import SITE_MISMATCH, mismatch_in_words, neural_baselines, with_baselines
 
 
 OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
@@ -26,18 +25,6 @@ check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
 #: a loss per image this many times its first value in a session (or the pixel count) counts as divergence
 DIVERGENCE_GROWTH = 1e4
 JIT_WARMUP_CALLS = 4
-#: Pyro's warnings that a guide and its model sample different latent sites (pyro.util.check_model_guide_match)
-SITE_MISMATCH = r"Found (non-auxiliary vars in guide but not model|vars in model but not guide)"
-
-
-def _mismatch_in_words(message: str) -> str:
-    """Pyro's site-mismatch warning as the door check says it: "its guide samples 'w', which its model lacks"."""
-    names = ", ".join(repr(name) for name in re.findall(r"'([^']+)'", message.rpartition("{")[2]))
-    if "in guide but not model" in message:
-        return f"its guide samples {names}, which its model lacks"
-    return f"its model samples {names}, which its guide lacks"
-
-
 class Steps:
     """The parts of :class:`~pyro_vae.training.Trainer` that take SVI steps."""
 
@@ -131,8 +118,9 @@ class Steps:
                   on_step: Optional[Callable[[int, float], object]] = None) -> float:
         """One SVI step per batch (the hot path of ``fit``); returns the summed loss.
 
-        Steps 1, 2, 4, 8, ... of each call run with Pyro validation on (a program whose sites change after a
-        while is refused by the step after twice as long, at a cost of a few steps in a thousand); the others run
+        Steps 1, 2, 4, 8, ... and the last of each call run with Pyro validation on (a program whose sites change
+        after a while is refused by the step after twice as long, or on the epoch's last, smaller batch, at a cost of
+        a few steps in a thousand); the others run
         with it off unless ``validate_every_step`` is set, because the data were checked once up front and Pyro's
         per-step argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
         stops training with ``TrainingDiverged`` either way. With ``JitTrace_ELBO`` the steps after the first
@@ -146,7 +134,8 @@ class Steps:
                 continue
             if step == 1:
                 self.compile(batch)
-            validate = step & (step - 1) == 0 or self.config.validate_every_step  # a power of two
+            # a power of two, or the epoch's last (often smaller) batch
+            validate = step & (step - 1) == 0 or step == self.steps_per_epoch or self.config.validate_every_step
             args = self._step_args(batch)
             loss = None if validate or self.compiled_step is None else self.compiled_step(*args)
             if loss is None:
@@ -171,7 +160,7 @@ class Steps:
                 return self.svi.step(*args)
             except UserWarning as err:
                 raise PyroVAEError(f"the structure {self.config.model}: at step {self.step + 1} (epoch "
-                                   f"{self.epoch + 1}) {_mismatch_in_words(str(err))}, though its sites matched when "
+                                   f"{self.epoch + 1}) {mismatch_in_words(str(err))}, though its sites matched when "
                                    "training began (the ELBO would be no bound on log p(x)); a model and guide must "
                                    f"sample the same latent sites on every call; {self._kept()}") from None
             except ValueError as err:

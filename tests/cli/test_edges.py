@@ -131,6 +131,15 @@ STRUCTURES = textwrap.dedent('''
                     pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
 
 
+    class GrowsASiteLate(VAE):  # from its 15th call on, after the validated steps of a short epoch
+        def guide(self, x):
+            self.calls = getattr(self, "calls", 0) + 1
+            super().guide(x)
+            if self.calls > 14:
+                with pyro.plate("data_too", x.shape[0]):
+                    pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
+
+
     class FailsOnThirdCall(VAE):  # passes the door (two calls), then raises while train measures its evaluation
         def model(self, x):
             self.calls = getattr(self, "calls", 0) + 1
@@ -417,6 +426,14 @@ def test_a_structure_that_fails_after_training_is_one_sentence_and_its_run_is_ke
     assert _checkpoint_epoch(run / CHECKPOINT) == 1
     code, _, err = cli("evaluate", run, "-K", 2, "--subset", 5)
     assert_one_sentence_error(code, err, "raised ValueError (", "eval mode not supported")
+
+
+def test_a_guide_that_gains_a_site_after_the_validated_steps_is_refused_by_the_evaluation(files, cli):
+    """Past the steps Pyro validates, the measures themselves check the sites on every batch: no "ELBO" above
+    log p(x) is reported (the audit's case gave an NLL 1.4 nats too low with exit 0)."""
+    code, _, err = cli("train", "--run-dir", files / "run", "--model", f"{files}/s.py:GrowsASiteLate", *SMALL)
+    assert_one_sentence_error(code, err, "the structure's model and guide disagree on a batch of 300 images: its "
+                                         "guide samples 'w', which its model lacks")
 
 
 def test_the_evaluation_estimate_before_training_leaves_the_random_state_as_it_was(small_data):

@@ -117,3 +117,35 @@ def test_the_negative_log_likelihood_keeps_no_autograd_graph(monkeypatch):
     x = torch.bernoulli(torch.full((3, 6), 0.5))
     nll = evaluation.negative_log_likelihood(vae.model, vae.guide, [(x,)], num_samples=10)
     assert seen and not any(seen) and nll > 0
+
+
+def test_a_model_and_guide_that_disagree_on_a_batch_are_refused_by_both_bounds():
+    """A guide with a site the model lacks (or the reverse) makes the "ELBO" no bound on log p(x) (with only a
+    warning from Pyro): both measures refuse it on the batch where it happens, with one sentence."""
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            if x.shape[0] == 3:  # on the second, smaller batch only
+                pyro.sample("w", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+
+    batches = [(torch.zeros(4),), (torch.zeros(3),)]
+    assert elbo_per_datapoint(model, guide, batches[:1]) < 0  # the first batch alone is fine
+    for measure in (lambda: elbo_per_datapoint(model, guide, batches),
+                    lambda: negative_log_likelihood(model, guide, batches, num_samples=5)):
+        with pytest.raises(PyroVAEError, match="disagree on a batch of 3 images: its guide samples 'w', which its "
+                                               "model lacks, so its ELBO and log-likelihood would be no bounds"):
+            measure()
+
+    def model_with_w(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("w", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    with pytest.raises(PyroVAEError, match="its model samples 'w', which its guide lacks"):
+        negative_log_likelihood(model_with_w, guide, batches[:1], num_samples=5)

@@ -35,6 +35,12 @@ IGNORED_OPTIONS = {
 }
 
 
+#: constructor arguments that the config passes to every structure itself, with the option that sets each: a
+#: --model-option of the same name would be overridden (or would override) without a word
+OWN_OPTIONS = {"x_dim": None, "image_shape": None, "z_dim": "--z-dim", "hidden_dims": "--hidden-dims",
+               "activation": "--activation", "likelihood": "--likelihood", "net": "--net"}
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; stored in its checkpoint and ``config.json``."""
@@ -88,6 +94,11 @@ class TrainConfig:
     RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir", "jit", "validate_every_step", "patience")
 
     def validate(self) -> None:
+        for name, value in self.model_options.items():  # these are set by the config itself (model_kwargs)
+            if name in OWN_OPTIONS:
+                given = OWN_OPTIONS[name]
+                raise PyroVAEError(f"{name} is not a model option but " + (f"an option of its own: give {given} "
+                                   f"instead of --model-option {name}=..." if given else "set from the data set"))
         for name in ("batch_size", "epochs", "num_particles", "z_dim"):
             if getattr(self, name) < 1:
                 raise PyroVAEError(f"{name.replace('_', '-')} must be a positive whole number, got {getattr(self, name)}")

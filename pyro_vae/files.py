@@ -249,6 +249,14 @@ def remove_if_empty(path: Path) -> None:
         path.rmdir()
 
 
+def make_dir(path: Path, option: str) -> None:
+    """Create the folder ``path`` (and its parents); one sentence naming it where that fails."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FileSystemError(os_error_sentence(err, f"create {option}", path)) from None
+
+
 @contextlib.contextmanager
 def locked_run_dir(path: str | os.PathLike, option: str = "the run directory") -> Iterator[Path]:
     """Create the run directory ``path`` if needed and hold its lock (:func:`run_lock`) inside the block.

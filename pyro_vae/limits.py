@@ -103,7 +103,7 @@ def check_fits(need: float, what: str, advice: str, device: str = "cpu",
     if need > USABLE_FRACTION * room:
         where = "on the GPU" if str(device).startswith("cuda") else "on this machine"
         raise PyroVAEError(f"{what} would need about {size_text(need)} of memory, and {size_text(room)} is available "
-                           f"{where}; {advice}")
+                           f"{where}, of which a command takes at most {USABLE_FRACTION:.0%}; {advice}")
 
 
 # -- training ---------------------------------------------------------------------------------------------

@@ -124,6 +124,9 @@ def _train_and_measure(config: TrainConfig, run_dir: Path, weight: str, beta: fl
                        score_points: Optional[int], dci_trees: str, progress: Optional[bool],
                        log: Callable[[str], None]) -> dict:
     """One run of a sweep, trained (or continued from its checkpoint) and measured; its row is written last."""
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CHECKPOINT).exists():
+        raise PyroVAEError(f"{run_dir} holds no {CHECKPOINT} to continue that run of the sweep from (deleted, or never "
+                           f"written); move the folder away and resume the sweep again to train it anew")
     trainer = Trainer(config, run_dir, resume=(run_dir / CHECKPOINT).is_file(), progress=progress, log=log)
     log(f"{config.model}, {weight} = {beta:g}, seed {config.seed}")
     history = trainer.fit()

@@ -3,6 +3,7 @@ that trains or reads a run."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pyro_vae.cli.options import (_add_dci_trees_option, _add_train_options, _ad
 from pyro_vae.cli.train import train_command
 from pyro_vae.config import TrainConfig, check_positive, check_seed
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.files import check_can_create_dir, check_can_write_file, run_lock
+from pyro_vae.files import check_can_create_dir, check_can_write_file, make_dir, run_lock
 
 # Only names above: torch, Pyro and matplotlib are imported by the commands when they run, so that the
 # parser, --help and argparse's errors come at once.
@@ -90,10 +91,14 @@ def sample_command(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     run_dir = existing_run_dir(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "generated.png"
-    if out.is_dir():  # a folder: the picture goes inside it
+    if out.is_dir() or (args.out and args.out.endswith(("/", os.sep))):  # a folder (made if new): the picture goes in it
         out = out / "generated.png"
     if out.suffix.lower() not in PICTURE_SUFFIXES:
-        raise PyroVAEError(f"--out {args.out} must name a picture file ending in {', '.join(PICTURE_SUFFIXES)}")
+        raise PyroVAEError(f"--out {args.out} must name a picture file ending in {', '.join(PICTURE_SUFFIXES)}, or a "
+                           "folder (an existing one, or a new one written with a trailing /)")
+    if not out.parent.exists() and args.out and args.out.endswith(("/", os.sep)):
+        check_can_create_dir(out.parent, "--out")
+        make_dir(out.parent, "--out")
     check_can_write_file(out, "--out")
     with run_lock(run_dir):
         _repair(run_dir)

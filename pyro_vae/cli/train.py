@@ -24,6 +24,8 @@ def _run_dir(args: argparse.Namespace) -> Path:
         raise PyroVAEError("--resume continues an earlier run: name it with --run-dir DIR (or --name NAME for "
                            "runs/NAME)")
     name = args.name or time.strftime("vae-%Y%m%d-%H%M%S")
+    if Path(name).name != name or name in (".", ".."):
+        raise PyroVAEError(f"--name {name!r} names a run under runs/, not a path; give --run-dir for a folder elsewhere")
     return Path("runs") / name
 
 

@@ -25,6 +25,8 @@ check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
 #: a loss per image this many times its first value in a session (or the pixel count) counts as divergence
 DIVERGENCE_GROWTH = 1e4
 JIT_WARMUP_CALLS = 4
+# Pyro warns of a NaN loss in two lines before the step returns it; training then stops with its own sentence
+warnings.filterwarnings("ignore", message="Encountered NaN: loss")
 class Steps:
     """The parts of :class:`~pyro_vae.training.Trainer` that take SVI steps."""
 

@@ -62,6 +62,10 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
                 for note in repair_run(self.run_dir, self.checkpoint):
                     log(f"repaired after an interrupted write: {note}")
             config = self._resumed_config(config)
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()) and not (self.run_dir / CHECKPOINT).exists():
+            raise PyroVAEError(f"the run directory {self.run_dir} already exists and holds no {CHECKPOINT} to resume "
+                               "from (deleted, or never written); choose another --name or --run-dir, or move the "
+                               "folder away")
         elif self.run_dir.exists() and any(self.run_dir.iterdir()):
             raise PyroVAEError(f"the run directory {self.run_dir} already exists; pass --resume to continue it, "
                                "or choose another --name or --run-dir")

@@ -215,6 +215,9 @@ CASES = [
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:FailsLater"], "(epoch 1) its guide or model raised "
                                                                        "RuntimeError (line"),
     (["train", "--run-dir", NEW, "--hidden-dims", "32,,32"], "expected comma-separated layer widths"),
+    (["train", "--run-dir", NEW, "--model-option", "z_dim=4"], "z_dim is not a model option but an option of its "
+                                                               "own: give --z-dim instead of --model-option z_dim=..."),
+    (["train", "--name", "../escape"], "--name '../escape' names a run under runs/, not a path"),
     (["train", "--run-dir", NEW, "--eval-samples", "1000000000000000"],
      "the final evaluation (1,000,000,000,000,000 importance samples for each of"),
     # the command's own parser says an unknown option
@@ -434,6 +437,23 @@ def test_a_guide_that_gains_a_site_after_the_validated_steps_is_refused_by_the_e
     code, _, err = cli("train", "--run-dir", files / "run", "--model", f"{files}/s.py:GrowsASiteLate", *SMALL)
     assert_one_sentence_error(code, err, "the structure's model and guide disagree on a batch of 300 images: its "
                                          "guide samples 'w', which its model lacks")
+
+
+def test_sample_writes_into_a_new_folder_named_with_a_trailing_slash(trained, tmp_path, cli):
+    code, _, err = cli("sample", trained, "--num", 4, "--nrow", 2, "--out", f"{tmp_path}/pictures/")
+    assert code == 0, err
+    assert (tmp_path / "pictures" / "generated.png").stat().st_size > 0
+
+
+def test_a_run_directory_without_its_checkpoint_is_not_a_circle(files, cli):
+    """Neither --resume nor a fresh run can use a folder whose checkpoint.pt is gone: the sentence says so, instead
+    of sending a fresh run to --resume."""
+    run = files / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"left over")
+    code, _, err = cli("train", "--run-dir", run, *SMALL)
+    assert_one_sentence_error(code, err, f"{run} already exists and holds no checkpoint.pt to resume from")
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt"]
 
 
 def test_the_evaluation_estimate_before_training_leaves_the_random_state_as_it_was(small_data):

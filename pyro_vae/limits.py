@@ -226,8 +226,11 @@ def check_samples_fit(num: int, x_dim: int, hidden: int, nrow: int, device: str 
 
 def check_toy_fits(repeats: int, sample_sizes: Sequence[int], estimators: int, chunk_elements: int) -> None:
     """``reparam-toy``: a table of ``repeats`` gradient estimates per estimator and sample size (float64), and
-    the bounded chunk of draws each is computed in."""
-    need = 8 * repeats * (len(sample_sizes) * estimators + 2) + 8 * 4 * min(chunk_elements, repeats * max(sample_sizes))
+    the chunk of draws each is computed in: bounded by ``chunk_elements``, but never less than one estimate's N
+    draws (a sample size beyond the bound is one chunk of its own)."""
+    largest = max(sample_sizes)
+    chunk = max(largest, min(chunk_elements, repeats * largest))
+    need = 8 * repeats * (len(sample_sizes) * estimators + 2) + 8 * 4 * chunk
     check_fits(need, f"--repeats {repeats:,} over {len(sample_sizes)} sample size(s)", "use fewer --repeats")
 
 

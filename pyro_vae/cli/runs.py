@@ -172,10 +172,17 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     from pyro_vae.training import check_config
 
     check_config(TrainConfig(**{**given, "model": model}))
-    if args.score_points is not None:  # before the sweep trains: the scores come after every model is trained
-        from pyro_vae.disentanglement.measure import check_score_points, check_scores_fit, sampler_sizes
+    dataset = TrainConfig(**given).dataset
+    if args.score_points is not None:
+        from pyro_vae.disentanglement.measure import check_score_points
 
         check_score_points(args.score_points)
+    if dataset not in FACTOR_DATASETS and (args.score_points is not None or args.dci_trees is not None):
+        raise PyroVAEError(f"--score-points and --dci-trees set the disentanglement metrics, which need data with "
+                           f"known factors (--dataset {' or '.join(FACTOR_DATASETS)}); {dataset} has none")
+    if args.score_points is not None:  # before the sweep trains: the scores come after every model is trained
+        from pyro_vae.disentanglement.measure import check_scores_fit, sampler_sizes
+
         check_scores_fit(sampler_sizes(args.score_points), TrainConfig(**given).z_dim, given.get("device", "cpu"))
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
@@ -201,14 +208,17 @@ def _print_sweep(rows: list[dict], weight: str, out_dir: Path) -> int:
 def disentanglement_command(args: argparse.Namespace) -> int:
     import pyro
 
-    from pyro_vae.disentanglement.measure import (NUM_SAMPLES, check_has_factors, check_score_points,
-                                                  check_scores_fit, measure, sampler_sizes)
+    from pyro_vae.disentanglement.measure import (MIN_NUM_SAMPLES, NUM_SAMPLES, check_has_factors,
+                                                  check_score_points, check_scores_fit, measure, sampler_sizes)
     from pyro_vae.files import write_json
     from pyro_vae.plots.disentanglement import plot_mutual_information
     from pyro_vae.plots.training import plot_latent_traversals
     from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device
 
     check_positive(args.num_samples, "--num-samples", optional=True)  # None: NUM_SAMPLES, or all a run has if fewer
+    if args.num_samples is not None and args.num_samples < MIN_NUM_SAMPLES:
+        raise PyroVAEError(f"--num-samples must be at least {MIN_NUM_SAMPLES}, got {args.num_samples}: modularity "
+                           "bins the two thirds of them it fits on into 20 histogram bins")
     check_score_points(args.score_points)
     check_seed(args.seed)
     resolve_device(args.device)
@@ -227,6 +237,9 @@ def disentanglement_command(args: argparse.Namespace) -> int:
         available = len(dataset.train)
         num_samples = args.num_samples
         if num_samples is None:  # the default: disentanglement_lib's 10,000, or every image of a smaller run
+            if available < MIN_NUM_SAMPLES:
+                raise PyroVAEError(f"the run {args.run_dir} has {available} training images, fewer than the "
+                                   f"{MIN_NUM_SAMPLES} the metrics need; train it on more (--subset)")
             num_samples = min(NUM_SAMPLES, available)
             if num_samples < NUM_SAMPLES:
                 print(f"using the {available:,} training images the run has (fewer than the {NUM_SAMPLES:,} of "

@@ -25,6 +25,8 @@ from pyro_vae.limits import FLOAT_BYTES, SampleProgress, check_fits
 
 #: disentanglement_lib's number of points for MIG, DCI, SAP and modularity
 NUM_SAMPLES = 10_000
+#: the fewest points taken: modularity bins the two thirds it fits on into MIG's 20 histogram bins
+MIN_NUM_SAMPLES = 30
 ENCODE_BATCH = 1_000
 
 

@@ -184,6 +184,7 @@ CASES = [
     (["sample", RUN, "--num", "100000"], "more than the 65,536 a side that picture viewers open"),
     (["reparam-toy", "--out", NEW, "--repeats", TB, "--sample-sizes", TB], "would need about"),
     (["reparam-toy", "--out", NEW, "--theta", "1e30"], "--theta must lie within +-1e+06"),
+    (["reparam-toy", "--out", NEW, "--repeats", "2", "--sample-sizes", TB], "would need about"),
     (["compare-estimators", "--out", NEW, "--repeats", TB], "gradient estimates of the"),
     # no wrong number with exit 0
     (["train", "--run-dir", NEW, "--likelihood", "gaussian"], "images are binary (every pixel 0 or 1)"),

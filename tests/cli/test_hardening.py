@@ -137,6 +137,8 @@ CASES = [
     (["sample", "{tmp}/a_file"], "is not a run directory (it is a file)"),
     # beta-sweep
     (["beta-sweep", "--out-dir", NEW, "--beta", "7"], "drop --beta"),
+    (["beta-sweep", "--out-dir", NEW, "--score-points", "20"], "--score-points and --dci-trees set the "
+                                                                "disentanglement metrics, which need data with known"),
     (["beta-sweep", "--out-dir", NEW, "--betas", "-1,2"], "the swept weights (betas; gammas of factor-vae) must be finite numbers >= 0"),
     (["beta-sweep", "--out-dir", NEW, "--betas", "1,nan"], "the swept weights (betas; gammas of factor-vae) must be finite numbers >= 0"),
     (["beta-sweep", "--out-dir", NEW, "--betas", "inf"], "the swept weights (betas; gammas of factor-vae) must be finite numbers >= 0"),

@@ -69,7 +69,7 @@ def test_metrics_of_a_run_without_factors_are_one_sentence(cli, tmp_path):
     (["--score-points", -3], "--score-points must be a positive whole number"),
     (["--num-samples", 5000], "--num-samples 5,000 asks for more images than the 100 training images the run"),
     (["--score-points", 1], "--score-points must be at least 10, got 1"),
-    (["--num-samples", 3], "there are 3 samples, fewer than the 20 histogram bins"),
+    (["--num-samples", 29], "--num-samples must be at least 30, got 29: modularity bins the two thirds"),
 ])
 def test_bad_sizes_are_one_sentence(cli, dsprites_run, args, message):
     code, _, err = cli("disentanglement", dsprites_run, *args, "--out", dsprites_run / "other.json")

@@ -13,25 +13,31 @@ from pyro_vae.cli.options import (_add_dci_trees_option, _add_train_options, _ad
                                   _given_options, _listed, _seeds)
 from pyro_vae.cli.train import train_command
 from pyro_vae.config import TrainConfig, check_positive, check_seed
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import PyroVAEError, first_line
 from pyro_vae.files import check_can_create_dir, check_can_write_file, make_dir, run_lock
 
 # Only names above: torch, Pyro and matplotlib are imported by the commands when they run, so that the
 # parser, --help and argparse's errors come at once.
 
 
-def _repair(run_dir: Path) -> None:
+def _repair(run_dir: Path, which: str = "best") -> None:
     """A run left inconsistent by an interrupted write is repaired before it is read, where it can be written
-    (:func:`pyro_vae.training.repair_run`); a read-only one is read as it is."""
-    import os
-
-    from pyro_vae.training import repair_run
-
+    (:func:`pyro_vae.training.repair_run`); a read-only one is read as it is, and so is the ``best.pt`` of a run
+    whose ``checkpoint.pt`` is damaged, when ``which`` asks for the best."""
+    from pyro_vae.errors import CheckpointError
     from pyro_vae.files import FileSystemError
+    from pyro_vae.training import load_checkpoint, repair_run
 
     if (run_dir / CHECKPOINT).is_file() and os.access(run_dir, os.W_OK):
         try:
-            for note in repair_run(run_dir):
+            checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+        except CheckpointError as err:  # damaged: nothing to repair from, but best.pt may be whole
+            if which != "best" or not (run_dir / BEST_CHECKPOINT).is_file():
+                raise
+            print(f"note: {first_line(err)}; its {BEST_CHECKPOINT} is read as it is")
+            return
+        try:
+            for note in repair_run(run_dir, checkpoint):
                 print(f"repaired after an interrupted write: {note}")
         except FileSystemError as err:  # a full disk, say: the run is read as it is, and --out can still be written
             print(f"note: the run could not be repaired ({err}); it is read as it is")
@@ -60,7 +66,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         except PyroVAEError as err:
             raise PyroVAEError(f"{err}; pass --out FILE to write the result elsewhere") from None
     with run_lock(run_dir):
-        _repair(run_dir)
+        _repair(run_dir, args.checkpoint)
         model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
         model.eval()  # as train's own final evaluation
         dataset = load_run_data(config, device=args.device, subset=args.subset)
@@ -101,7 +107,7 @@ def sample_command(args: argparse.Namespace) -> int:
         make_dir(out.parent, "--out")
     check_can_write_file(out, "--out")
     with run_lock(run_dir):
-        _repair(run_dir)
+        _repair(run_dir, args.checkpoint)
         model, _, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
         model.eval()  # as train's own pictures
         print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")

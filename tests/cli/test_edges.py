@@ -277,7 +277,7 @@ def test_check_fits_refuses_above_the_usable_part_only():
     room = lambda device: 10 ** 9  # noqa: E731 - a machine with 1 GB available
     check_fits(USABLE_FRACTION * 10 ** 9 - 1, "this", "less", available=room)
     with pytest.raises(PyroVAEError, match=r"^this would need about 801 MB of memory, and 1 GB is available on this "
-                                           r"machine; less$"):
+                                           r"machine, of which a command takes at most 80%; less$"):
         check_fits(USABLE_FRACTION * 10 ** 9 + 10 ** 6, "this", "less", available=room)
 
 
@@ -342,6 +342,18 @@ def test_a_best_checkpoint_lost_between_two_writes_is_rebuilt_from_the_checkpoin
     assert rebuilt["epoch"] == original["epoch"] and rebuilt["valid_elbo"] == original["valid_elbo"]
     assert all(torch.equal(rebuilt["model_state"][k], v) for k, v in original["model_state"].items())
     assert len(good_best) > 0
+
+
+def test_the_best_epoch_of_a_run_whose_checkpoint_is_damaged_can_still_be_evaluated(trained, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    data = (run / CHECKPOINT).read_bytes()
+    (run / CHECKPOINT).write_bytes(data[:1000])  # truncated
+    code, out, err = cli("evaluate", run, "-K", 2, "--subset", 10, "--out", tmp_path / "e.json")
+    assert code == 0, err
+    assert "is damaged" in out and "its best.pt is read as it is" in out
+    code, _, err = cli("evaluate", run, "-K", 2, "--subset", 10, "--checkpoint", "last", "--out", tmp_path / "l.json")
+    assert_one_sentence_error(code, err, "is damaged")
 
 
 @pytest.mark.slow

@@ -392,7 +392,7 @@ def test_under_torchrun_a_mistake_is_said_once_by_the_first_process(tmp_path):
     first, second = _job([sys.executable, "-c", CLI_PROCESS, "train", *LAUNCH_OPTIONS, "--run-dir", str(taken)],
                          processes=2, timeout=120)
     assert [first.returncode, second.returncode] == [2, 2], first.stderr + second.stderr
-    assert_one_sentence_error(first.returncode, first.stderr, "already exists; pass --resume")
+    assert_one_sentence_error(first.returncode, first.stderr, "already exists and holds no checkpoint.pt")
     assert second.stderr == ""
 
 

@@ -78,7 +78,7 @@ def test_a_fresh_run_never_overwrites_an_existing_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("keep me")
-    with pytest.raises(PyroVAEError, match="already exists; pass --resume"):
+    with pytest.raises(PyroVAEError, match="already exists and holds no checkpoint.pt to resume from"):
         Trainer(tiny_config(), run, progress=False)
     assert (run / "notes.txt").read_text() == "keep me"
 

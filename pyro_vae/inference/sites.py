@@ -121,7 +121,7 @@ def mismatch_in_words(message: str) -> str:
 OBSERVATION_SITE, DATA_PLATE = "x", "data"
 
 
-def check_programs(model: Callable, guide: Callable, args: tuple, structure: str) -> None:
+def check_programs(model: Callable, guide: Callable, args: tuple, structure: str, *, binary: bool = False) -> None:
     """The structure's contract, checked on one batch before training (a ``PyroVAEError`` naming the first breach).
 
     Traces the guide and the model against it once, with gradients on as in training, without touching the random state,
@@ -131,7 +131,8 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
     silently wrong: it would not be a bound on log p(x)); a log-density or ``pyro.factor`` that is NaN or infinite;
     a ``data`` plate of another size than the batch (or subsampled: every image must count once); programs with no
     parameter, or with a ``pyro.param`` outside the structure's ``nn.Module`` (checkpoints keep the module's state);
-    and, for a structure from a file, any error its programs raise, as one sentence naming the line.
+    and, for a structure from a file, any error its programs raise, as one sentence naming the line, and (with
+    ``binary``: the data are binary) a density observing the pixels, unbounded on two values.
     """
     who = f"the structure {structure}"
     devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
@@ -175,6 +176,14 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
         raise PyroVAEError(f"{who}: its model has no observed site named {OBSERVATION_SITE!r} (observed sites: "
                            f"{found}); write pyro.sample({OBSERVATION_SITE!r}, p(x | z), obs=x), which evaluation "
                            "and drawing go through")
+    support, base = getattr(observed["fn"], "support", None), observed["fn"]
+    while hasattr(base, "base_dist"):  # Independent (to_event) and the like: name what they wrap
+        base = base.base_dist
+    if binary and is_file_spec(structure) and support is not None and not support.is_discrete:
+        raise PyroVAEError(f"{who}: its model observes the binary pixels with a density "
+                           f"({type(base).__name__}), which grows without bound on two values, so its ELBO "
+                           "and NLL would mean nothing (a negative NLL, say); observe them with a distribution over "
+                           "0 and 1, such as Bernoulli")
     batch_size = args[0].shape[0]
     for program, sites in (("model", model_sites), ("guide", guide_sites)):
         for name, site in sites.items():

@@ -202,8 +202,9 @@ class RunSetup:
         """The structure's contract on a whole batch of every kind (:func:`check_programs`), its latent
         sites, and whether the ELBO applies to them (a one-line note, once, when it falls back to the plain score
         function)."""
+        binary = self.dataset.is_binary
         for batch in batches:
-            check_programs(self.model.model, self.model.guide, batch, self.config.model)
+            check_programs(self.model.model, self.model.guide, batch, self.config.model, binary=binary)
         sites = latent_sites(self.model.model, self.model.guide, batches[0])
         why = check_elbo_applies(self.config.elbo, sites, self.config.baseline)
         if why:

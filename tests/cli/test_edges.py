@@ -140,6 +140,15 @@ STRUCTURES = textwrap.dedent('''
                     pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
 
 
+    class DensityOnBits(VAE):  # a density observing binary pixels: its "NLL" came out at -4695 nats
+        def model(self, x):
+            x = self.check_batch(x)
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(self.decoder(z).sigmoid(), 1e-3).to_event(1), obs=x)
+
+
     class FailsOnThirdCall(VAE):  # passes the door (two calls), then raises while train measures its evaluation
         def model(self, x):
             self.calls = getattr(self, "calls", 0) + 1
@@ -211,6 +220,8 @@ CASES = [
                                                                              "named 'x' (observed sites: 'pixels')"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:GrowsASite"], "its guide samples 'w', which its model lacks, "
                                                                        "though its sites matched when training began"),
+    (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:DensityOnBits"], "its model observes the binary pixels with a "
+                                                                          "density (Normal), which grows without bound"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:FailsOnThirdCall"], "the structure's own code raised "
                                                                              "ValueError (s.py, line"),
     (["train", "--run-dir", NEW, "--model", "{tmp}/s.py:FailsLater"], "(epoch 1) its guide or model raised "

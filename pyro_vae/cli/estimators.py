@@ -109,8 +109,18 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
     from pyro_vae.studies.comparison import check_repeats, compare_estimators
     from pyro_vae.plots.estimators import plot_gradient_statistics, plot_training_curves
 
+    from pyro_vae.studies.estimators import estimator_spec
+
     _check_common(args)
     check_repeats(args.repeats)
+    if args.train_steps == 0 and args.eval_every is not None:
+        raise PyroVAEError("--eval-every spaces the validation ELBOs of the training curves, and --train-steps 0 "
+                           "trains none; drop one of them")
+    if args.baseline_warmup is not None and not any(estimator_spec(name).baseline for name in args.estimators):
+        raise PyroVAEError(f"--baseline-warmup lets baselines settle, and none of --estimators "
+                           f"{','.join(args.estimators)} has one; drop it")
+    args.eval_every = 50 if args.eval_every is None else args.eval_every
+    args.baseline_warmup = 100 if args.baseline_warmup is None else args.baseline_warmup
     for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset"),
                           (args.eval_every, "--eval-every")):
         check_positive(value, option)
@@ -277,11 +287,12 @@ def add_subcommands(subparsers) -> None:
                             help="comma-separated estimators")
     comparison.add_argument("--batch-size", type=int, default=100, help="images per gradient estimate and SVI step")
     comparison.add_argument("--repeats", "-R", type=int, default=100, help="gradient estimates per estimator and model")
-    comparison.add_argument("--baseline-warmup", type=int, default=100,
-                            help="estimates on the same batch before measuring, for the baselines to settle")
+    comparison.add_argument("--baseline-warmup", type=int,
+                            help="estimates on the same batch before measuring, for the baselines to settle "
+                                 "(default: 100)")
     comparison.add_argument("--train-steps", type=int, default=1000,
                             help="SVI steps of training with each estimator (0: no training curves)")
-    comparison.add_argument("--eval-every", type=int, default=50, help="steps between validation ELBOs")
+    comparison.add_argument("--eval-every", type=int, help="steps between validation ELBOs (default: 50)")
     comparison.add_argument("--lr", type=float, default=1e-3,
                             help="Adam learning rate (the neural baseline's is 10 times larger)")
     comparison.add_argument("--seed", type=int, default=0, help="random seed")

@@ -195,6 +195,10 @@ CASES = [
     (["reparam-toy", "--out", NEW, "--theta", "1e30"], "--theta must lie within +-1e+06"),
     (["reparam-toy", "--out", NEW, "--repeats", "2", "--sample-sizes", TB], "would need about"),
     (["compare-estimators", "--out", NEW, "--repeats", TB], "gradient estimates of the"),
+    (["compare-estimators", "--out", NEW, "--train-steps", "0", "--eval-every", "10"],
+     "--eval-every spaces the validation ELBOs of the training curves, and --train-steps 0 trains none"),
+    (["compare-estimators", "--out", NEW, "--estimators", "reparam,meanfield", "--baseline-warmup", "5"],
+     "--baseline-warmup lets baselines settle, and none of --estimators reparam,meanfield has one"),
     # no wrong number with exit 0
     (["train", "--run-dir", NEW, "--likelihood", "gaussian"], "images are binary (every pixel 0 or 1)"),
     (["train", "--run-dir", NEW, "--likelihood", "continuous-bernoulli"], "use --likelihood bernoulli"),

@@ -123,21 +123,18 @@ STRUCTURES = textwrap.dedent('''
 
 
     class GrowsASite(VAE):  # from its tenth call on (a few steps into training), the guide samples a site the model lacks
+        after = 9
+
         def guide(self, x):
             self.calls = getattr(self, "calls", 0) + 1
             super().guide(x)
-            if self.calls > 9:
+            if self.calls > self.after:
                 with pyro.plate("data_too", x.shape[0]):
                     pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
 
 
-    class GrowsASiteLate(VAE):  # from its 15th call on, after the validated steps of a short epoch
-        def guide(self, x):
-            self.calls = getattr(self, "calls", 0) + 1
-            super().guide(x)
-            if self.calls > 14:
-                with pyro.plate("data_too", x.shape[0]):
-                    pyro.sample("w", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
+    class GrowsASiteLate(GrowsASite):  # from its 15th call on, after the validated steps of a short epoch
+        after = 14
 
 
     class DensityOnBits(VAE):  # a density observing binary pixels: its "NLL" came out at -4695 nats

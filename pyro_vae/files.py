@@ -96,11 +96,11 @@ def read_json(path: Path):
     """The JSON in ``path``; a file that cannot be read, or is not JSON, is one sentence naming it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise FileSystemError(os_error_sentence(err, "read", path)) from None
     try:
-        return json.loads(text)
+        return json.loads(data.decode())
     except ValueError as err:
         raise PyroVAEError(f"{path} is not valid JSON ({err}); it was damaged or written by something else") from None
 

@@ -91,9 +91,10 @@ def beta_sweep(betas: Sequence[float], base: TrainConfig, out_dir: str | Path, *
                 rows.append(_train_and_measure(config, run_dir, weight, beta, first_seed=seed == seeds[0],
                                                score_points=score_points, dci_trees=dci_trees, progress=progress, log=log))
         except KeyboardInterrupt as interrupt:
-            kept = getattr(interrupt, "sentence", "")
+            parts = getattr(interrupt, "sentence", "").split("; ")  # the Trainer's: what of the run was kept
+            kept = next((part for part in parts if "checkpoint is kept" in part), None)
             interrupt.sentence = (f"interrupted during run {len(rows) + 1} of {len(runs)} of the sweep"
-                                  + (f" ({kept.split('; ')[1]})" if "; " in kept else "")
+                                  + (f" ({kept})" if kept else " (before its first checkpoint: it starts again)")
                                   + f"; the {len(rows)} finished run(s) are kept in {out_dir}; continue the sweep with: "
                                   f"pyro-vae beta-sweep --out-dir {out_dir} --resume")
             raise
@@ -115,7 +116,9 @@ def resumed_sweep(out_dir: str | Path) -> dict:
         raise PyroVAEError(f"{out_dir} holds no sweep to resume (no {SWEEP_FILE}); start one with pyro-vae beta-sweep "
                            f"--out-dir {out_dir}" + ("" if Path(out_dir).exists() else " (the folder does not exist)"))
     saved = read_json(path)
-    if not isinstance(saved, dict) or set(saved) != {"betas", "seeds", "model", "base", "score_points", "dci_trees"}:
+    if (not isinstance(saved, dict) or set(saved) != {"betas", "seeds", "model", "base", "score_points", "dci_trees"}
+            or saved["model"] not in SWEPT_MODELS or not isinstance(saved["base"], dict)
+            or not isinstance(saved["betas"], list) or not isinstance(saved["seeds"], list)):
         raise PyroVAEError(f"{path} is not a sweep's record (pyro-vae beta-sweep writes it); it cannot be resumed")
     return saved
 

@@ -116,7 +116,7 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
     if args.train_steps == 0 and args.eval_every is not None:
         raise PyroVAEError("--eval-every spaces the validation ELBOs of the training curves, and --train-steps 0 "
                            "trains none; drop one of them")
-    if args.baseline_warmup is not None and not any(estimator_spec(name).baseline for name in args.estimators):
+    if args.baseline_warmup and not any(estimator_spec(name).baseline for name in args.estimators):
         raise PyroVAEError(f"--baseline-warmup lets baselines settle, and none of --estimators "
                            f"{','.join(args.estimators)} has one; drop it")
     args.eval_every = 50 if args.eval_every is None else args.eval_every

@@ -79,8 +79,10 @@ def load_image_data(path: str | Path, *, image_size: Optional[int] = None, seed:
     else:
         raise InvalidDataError(f"{path} is neither a .npz or .npy file nor a folder of images")
     splits, layouts = {}, set()
+    # bytes of only 0 and 1, in every array of the file, are binary images: decided once for the whole file
+    bits = all(array.dtype == np.uint8 and (not array.size or array.max() <= 1) for array in arrays.values())
     for name, array in arrays.items():
-        images, layout = _as_images(array, f"{source} [{name}]")
+        images, layout = _as_images(array, f"{source} [{name}]", bits=bits)
         layouts.add(layout)
         if image_size is not None:
             images = resize(images, image_size)
@@ -184,7 +186,8 @@ def _read_folder(path: Path, image_size: Optional[int]) -> tuple[dict, dict, Opt
         images = [np.repeat(i[..., None], 3, axis=-1) if i.ndim == 2 else i for i in images]
         note = f"its {grey} grey images read as colour (RGB) like the {len(images) - grey} others"
     if len(sizes) > 1:
-        tensors = [resize(_as_images(image[None], str(path))[0], image_size) for image in images]
+        bits = all(image.dtype == np.uint8 and image.max() <= 1 for image in images)  # once for the folder
+        tensors = [resize(_as_images(image[None], str(path), bits=bits)[0], image_size) for image in images]
         array = torch.cat(tensors).numpy()
     else:
         array = np.stack(images)
@@ -198,7 +201,7 @@ def _size_kinds(images: list, size: tuple) -> str:
     return "x".join(map(str, size)) + " " + " and ".join("grey" if ndim == 2 else "colour (RGB)" for ndim in kinds)
 
 
-def _as_images(array: np.ndarray, where: str) -> tuple[torch.Tensor, str]:
+def _as_images(array: np.ndarray, where: str, *, bits: bool = False) -> tuple[torch.Tensor, str]:
     """(N, C, H, W) float32 in [0, 1] from an array of one of the accepted layouts, and the layout's name."""
     if array.ndim == 3:
         array, layout = array[:, None], "(N, H, W)"
@@ -212,7 +215,7 @@ def _as_images(array: np.ndarray, where: str) -> tuple[torch.Tensor, str]:
     else:
         raise InvalidDataError(f"{where}: an array of {array.ndim} dimensions {array.shape}; expected images as "
                                "(N, H, W), (N, H, W, C) or (N, C, H, W)")
-    if array.dtype == np.uint8 and array.size and array.max() <= 1:  # binary images stored as bytes: 0 and 1
+    if array.dtype == np.uint8 and bits:  # binary images stored as bytes, 0 and 1 (decided for the whole source)
         images = torch.from_numpy(np.ascontiguousarray(array)).float()
     elif array.dtype == np.uint8:
         images = torch.from_numpy(np.ascontiguousarray(array)).float() / 255.0

@@ -80,6 +80,10 @@ class Dataset:
 
     @property
     def is_binary(self) -> bool:
+        """Whether every image the structure sees is binary: binarized (drawn, or once), or binary as stored;
+        dequantized 8-bit pixels are not."""
+        if self.binarize == "dequantize":
+            return False
         return self.binarize != "none" or all(is_binary(s.images) for s in (self.train, self.valid, self.test))
 
 

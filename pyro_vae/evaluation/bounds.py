@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import re
 import warnings
 from typing import Callable, Iterable, Optional
 
@@ -51,6 +52,8 @@ def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple
             try:
                 total -= objective.loss(model, guide, *batch)
             except UserWarning as err:
+                if not re.match(SITE_MISMATCH, str(err)):  # another warning made an error (python -W error)
+                    raise
                 raise PyroVAEError(_disagree(batch, mismatch_in_words(str(err)))) from None
         count += batch[0].shape[0]
     return total / count

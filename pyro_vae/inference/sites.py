@@ -16,6 +16,7 @@ from torch import nn
 
 from pyro_vae.catalog import BASELINES, is_file_spec  # noqa: F401 (BASELINES re-exported)
 from pyro_vae.errors import PyroVAEError, first_line, user_line
+from pyro_vae.likelihoods import DiscretizedLogistic
 from pyro_vae.networks import mlp
 from pyro_vae.scaling import is_penalty
 
@@ -179,7 +180,9 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
     support, base = getattr(observed["fn"], "support", None), observed["fn"]
     while hasattr(base, "base_dist"):  # Independent (to_event) and the like: name what they wrap
         base = base.base_dist
-    if binary and is_file_spec(structure) and support is not None and not support.is_discrete:
+    # the library's discretized logistic is a distribution over the 256 pixel values, though its support reads [0, 1]
+    if binary and is_file_spec(structure) and support is not None and not support.is_discrete \
+            and not isinstance(base, DiscretizedLogistic):
         raise PyroVAEError(f"{who}: its model observes the binary pixels with a density "
                            f"({type(base).__name__}), which grows without bound on two values, so its ELBO "
                            "and NLL would mean nothing (a negative NLL, say); observe them with a distribution over "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 import warnings
 from typing import Callable, Iterable, Optional
@@ -25,8 +26,6 @@ check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
 #: a loss per image this many times its first value in a session (or the pixel count) counts as divergence
 DIVERGENCE_GROWTH = 1e4
 JIT_WARMUP_CALLS = 4
-# Pyro warns of a NaN loss in two lines before the step returns it; training then stops with its own sentence
-warnings.filterwarnings("ignore", message="Encountered NaN: loss")
 class Steps:
     """The parts of :class:`~pyro_vae.training.Trainer` that take SVI steps."""
 
@@ -125,10 +124,15 @@ class Steps:
         a few steps in a thousand); the others run
         with it off unless ``validate_every_step`` is set, because the data were checked once up front and Pyro's
         per-step argument checks cost about a tenth of a step on the default VAE. A loss that is NaN or infinite
-        stops training with ``TrainingDiverged`` either way. With ``JitTrace_ELBO`` the steps after the first
-        run Pyro's compiled graph through :class:`CompiledStep` (the same arithmetic as ``SVI.step``, without
-        its per-step parameter lookups).
+        stops training with ``TrainingDiverged`` either way (Pyro's own two-line NaN warning is silenced here:
+        the sentence says more). With ``JitTrace_ELBO`` the steps that are not validated run Pyro's compiled graph
+        through :class:`CompiledStep` (the same arithmetic as ``SVI.step``, without its per-step parameter lookups).
         """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN: loss")
+            return self._run_steps(batches, on_step)
+
+    def _run_steps(self, batches: Iterable[tuple], on_step: Optional[Callable[[int, float], object]]) -> float:
         total = 0.0
         for step, batch in enumerate(batches, start=1):
             if batch[0].shape[0] == 0:  # distributed: this process's shard of a short last batch is empty
@@ -161,6 +165,8 @@ class Steps:
             try:
                 return self.svi.step(*args)
             except UserWarning as err:
+                if not re.match(SITE_MISMATCH, str(err)):  # another warning made an error (python -W error)
+                    raise
                 raise PyroVAEError(f"the structure {self.config.model}: at step {self.step + 1} (epoch "
                                    f"{self.epoch + 1}) {mismatch_in_words(str(err))}, though its sites matched when "
                                    "training began (the ELBO would be no bound on log p(x)); a model and guide must "

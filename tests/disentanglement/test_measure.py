@@ -201,6 +201,9 @@ def test_resuming_what_is_not_a_sweep_is_one_sentence(cli, tmp_path):
     (tmp_path / "other" / "sweep.json").write_text("[1, 2]")
     code, _, err = cli("beta-sweep", "--out-dir", tmp_path / "other", "--resume")
     assert_one_sentence_error(code, err, "is not a sweep's record")
+    (tmp_path / "other" / "sweep.json").write_bytes(b"\xff\xfe not text")
+    code, _, err = cli("beta-sweep", "--out-dir", tmp_path / "other", "--resume")
+    assert_one_sentence_error(code, err, "sweep.json is not valid JSON")
 
 
 def test_score_points_beyond_memory_are_refused_before_a_sweep_trains(cli, tmp_path):

@@ -33,7 +33,7 @@ def test_the_cli_takes_a_file_and_class(cli, tmp_path):
     assert cli("evaluate", run, "-K", 3)[0] == 0
     assert cli("sample", run, "--num", 4, "--out", tmp_path / "s.png")[0] == 0
     code, out, err = cli("compare-estimators", "--run-dir", run, "--estimators", "reparam,score", "--repeats", 5,
-                         "--baseline-warmup", 2, "--train-steps", 4, "--eval-every", 2, "--batch-size", 20,
+                         "--train-steps", 4, "--eval-every", 2, "--batch-size", 20,
                          "--out", tmp_path / "compare", "--no-progress")
     assert code == 0, err
     assert (tmp_path / "compare" / "gradient_statistics.csv").is_file()

@@ -231,7 +231,8 @@ def check_toy_fits(repeats: int, sample_sizes: Sequence[int], estimators: int, c
     largest = max(sample_sizes)
     chunk = max(largest, min(chunk_elements, repeats * largest))
     need = 8 * repeats * (len(sample_sizes) * estimators + 2) + 8 * 4 * chunk
-    check_fits(need, f"--repeats {repeats:,} over {len(sample_sizes)} sample size(s)", "use fewer --repeats")
+    check_fits(need, f"--repeats {repeats:,} over {len(sample_sizes)} sample size(s) up to {largest:,}",
+               "use fewer --repeats or smaller --sample-sizes")
 
 
 # -- time -------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Callable, Optional, Sequence
 from pyro_vae.catalog import CHECKPOINT, FACTOR_DATASETS, SWEPT_MODELS
 from pyro_vae.disentanglement.measure import NUM_SAMPLES, measure, sampler_sizes
 from pyro_vae.disentanglement.metrics import check_dci_trees
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import CheckpointError, PyroVAEError, first_line
 from pyro_vae.evaluation import rate_distortion
 from pyro_vae.plots.disentanglement import plot_metrics_against_beta
 from pyro_vae.plots.training import plot_latent_traversals, plot_rate_distortion
@@ -130,7 +130,11 @@ def _train_and_measure(config: TrainConfig, run_dir: Path, weight: str, beta: fl
     if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / CHECKPOINT).exists():
         raise PyroVAEError(f"{run_dir} holds no {CHECKPOINT} to continue that run of the sweep from (deleted, or never "
                            f"written); move the folder away and resume the sweep again to train it anew")
-    trainer = Trainer(config, run_dir, resume=(run_dir / CHECKPOINT).is_file(), progress=progress, log=log)
+    try:
+        trainer = Trainer(config, run_dir, resume=(run_dir / CHECKPOINT).is_file(), progress=progress, log=log)
+    except CheckpointError as err:
+        raise PyroVAEError(f"{first_line(err).split('; the run cannot')[0].split('; --checkpoint best')[0]}; move {run_dir} away and resume the sweep "
+                           "again to train that run anew") from None
     log(f"{config.model}, {weight} = {beta:g}, seed {config.seed}")
     history = trainer.fit()
     trained = trainer.model.eval()

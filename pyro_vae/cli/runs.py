@@ -157,6 +157,7 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     if args.resume:  # the sweep's settings come from its sweep.json, as a resumed run's come from its checkpoint
         if not args.out_dir:
             raise PyroVAEError("--resume continues an interrupted sweep: name its folder with --out-dir DIR")
+        spec = resumed_sweep(Path(args.out_dir))  # a folder that holds no sweep is said first
         named = [option for option, value in (("--betas", args.betas), ("--seeds", args.seeds),
                                               ("--score-points", args.score_points), ("--dci-trees", args.dci_trees))
                  if value is not None] + [f"--{name.replace('_', '-')}" for name in given]
@@ -164,7 +165,6 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
             raise PyroVAEError(f"--resume continues the sweep as it was started (its sweep.json); drop "
                                f"{', '.join(named)}")
         out_dir = Path(args.out_dir)
-        spec = resumed_sweep(out_dir)
         base = TrainConfig.from_dict(spec["base"])
         model, weight = spec["model"], SWEPT_MODELS[spec["model"]]
         rows = beta_sweep(spec["betas"], base, out_dir, seeds=spec["seeds"], model=model,

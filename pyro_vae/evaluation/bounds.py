@@ -19,7 +19,7 @@ from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
 from pyro_vae.scaling import is_penalty, measuring, unscaled
 from pyro_vae.inference.importance import log_weights
-from pyro_vae.inference.sites import SITE_MISMATCH, latent_sites, mismatch_in_words
+from pyro_vae.inference.sites import SITE_MISMATCH, disagreement, latent_sites, mismatch_in_words
 #: rows (particles x data points x enumerated values) per vectorized call of the importance sampler
 MAX_ROWS = 2_500
 
@@ -54,15 +54,9 @@ def elbo_per_datapoint(model: Callable, guide: Callable, batches: Iterable[tuple
             except UserWarning as err:
                 if not re.match(SITE_MISMATCH, str(err)):  # another warning made an error (python -W error)
                     raise
-                raise PyroVAEError(_disagree(batch, mismatch_in_words(str(err)))) from None
+                raise PyroVAEError(disagreement(batch[0].shape[0], mismatch_in_words(str(err)))) from None
         count += batch[0].shape[0]
     return total / count
-
-
-def _disagree(batch: tuple, mismatch: str) -> str:
-    return (f"the structure's model and guide disagree on a batch of {batch[0].shape[0]:,} images: {mismatch}, so "
-            "its ELBO and log-likelihood would be no bounds on log p(x); a model and guide must sample the same "
-            "latent sites on every batch and call")
 
 
 @torch.no_grad()
@@ -118,7 +112,7 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
     batch_size = batch[0].shape[0]
     sites = latent_sites(model, guide, batch)  # traces the whole batch once, with validation as set
     if sites.mismatch is not None:
-        raise PyroVAEError(_disagree(batch, sites.mismatch))
+        raise PyroVAEError(disagreement(batch[0].shape[0], sites.mismatch))
     particle_dim = -sites.max_plate_nesting - 1
     if sites.distributions and not (sites.reparameterized or sites.score_function):
         # every latent is summed out: one "sample" is the exact log p(x)

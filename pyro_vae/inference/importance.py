@@ -17,7 +17,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.scaling import is_penalty, measuring
-from pyro_vae.inference.sites import DATA_PLATE, latent_sites
+from pyro_vae.inference.sites import DATA_PLATE, disagreement, latent_sites, site_mismatch
 
 
 def site_log_prob(fn: Distribution, value: torch.Tensor) -> torch.Tensor:
@@ -78,6 +78,9 @@ def log_weights(model: Callable, guide: Callable, batch: tuple, num_particles: i
             (measuring() if penalties is None else contextlib.nullcontext()):
         guide_trace = poutine.trace(guide).get_trace(*batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
+    mismatch = site_mismatch(model_trace, guide_trace)
+    if mismatch is not None:  # every call checked: programs can change between two passes over the data
+        raise PyroVAEError(disagreement(batch[0].shape[0], mismatch))
     terms = []
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         for name, site in trace.nodes.items():

@@ -110,6 +110,13 @@ def site_mismatch(model_trace, guide_trace) -> Optional[str]:
     return None
 
 
+def disagreement(images: int, mismatch: str) -> str:
+    """The sentence for a model and guide that disagree on their latent sites on a batch of ``images`` images."""
+    return (f"the structure's model and guide disagree on a batch of {images:,} images: {mismatch}, so its ELBO "
+            "and log-likelihood would be no bounds on log p(x); a model and guide must sample the same latent sites "
+            "on every batch and call")
+
+
 def mismatch_in_words(message: str) -> str:
     """Pyro's site-mismatch warning (:data:`SITE_MISMATCH`) as :func:`site_mismatch` says it."""
     names = ", ".join(repr(name) for name in re.findall(r"'([^']+)'", message.rpartition("{")[2]))

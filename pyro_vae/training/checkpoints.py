@@ -10,7 +10,7 @@ from typing import Optional
 from pyro_vae.catalog import BEST_CHECKPOINT, CHECKPOINT, CHECKPOINT_CHOICES, CONFIG, METRICS
 from pyro_vae.config import TrainConfig, best_row, selection_name
 from pyro_vae.devices import resolve_device
-from pyro_vae.errors import CheckpointError, PyroVAEError
+from pyro_vae.errors import CheckpointError, PyroVAEError, first_line
 from pyro_vae.files import load_checkpoint_file, save_checkpoint, write_json, write_text
 from pyro_vae.models import LatentStructure, build_model, is_file_spec
 
@@ -21,8 +21,18 @@ CHECKPOINT_FORMAT = ("pyro-vae-checkpoint", 1)
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint (checksum checked, ``weights_only=True``: tensors and plain data only) and check its format."""
     if not path.is_file():
+        if path.name == CHECKPOINT and (path.parent / BEST_CHECKPOINT).is_file():
+            raise CheckpointError(f"the run {path.parent} has no {CHECKPOINT} (deleted?), so it cannot be continued or "
+                                  f"read at its last epoch; --checkpoint best reads its {BEST_CHECKPOINT}")
         raise CheckpointError(f"no checkpoint at {path}; is this a run directory written by 'pyro-vae train'?")
-    checkpoint = load_checkpoint_file(path)  # checks the SHA-256 written with it
+    try:
+        checkpoint = load_checkpoint_file(path)  # checks the SHA-256 written with it
+    except CheckpointError as err:
+        if path.name != CHECKPOINT:
+            raise
+        raise CheckpointError(f"{first_line(err)}; the run cannot be continued from it: train afresh in another "
+                              f"--run-dir (or move {path.parent} away); its {BEST_CHECKPOINT}, if whole, can still be "
+                              "read with --checkpoint best") from None
     if not isinstance(checkpoint, dict) or tuple(checkpoint.get("format", ())) != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a pyro-vae checkpoint of format {CHECKPOINT_FORMAT}")
     return checkpoint

@@ -366,6 +366,12 @@ def test_the_best_epoch_of_a_run_whose_checkpoint_is_damaged_can_still_be_evalua
     assert "is damaged" in out and "its best.pt is read as it is" in out
     code, _, err = cli("evaluate", run, "-K", 2, "--subset", 10, "--checkpoint", "last", "--out", tmp_path / "l.json")
     assert_one_sentence_error(code, err, "is damaged")
+    code, _, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress")
+    assert_one_sentence_error(code, err, "is damaged", "the run cannot be continued from it: train afresh in another "
+                                                       "--run-dir")
+    (run / CHECKPOINT).unlink()
+    code, _, err = cli("evaluate", run, "-K", 2, "--subset", 10, "--checkpoint", "last", "--out", tmp_path / "m.json")
+    assert_one_sentence_error(code, err, f"the run {run} has no checkpoint.pt (deleted?)", "--checkpoint best reads")
 
 
 @pytest.mark.slow

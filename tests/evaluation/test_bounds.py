@@ -149,3 +149,28 @@ def test_a_model_and_guide_that_disagree_on_a_batch_are_refused_by_both_bounds()
 
     with pytest.raises(PyroVAEError, match="its model samples 'w', which its guide lacks"):
         negative_log_likelihood(model_with_w, guide, batches[:1], num_samples=5)
+
+
+def test_the_importance_weights_refuse_programs_that_changed_since_the_sites_were_read():
+    """Programs can change between two passes (the audit's guide gained a site after its third call, between the
+    check of the sites and the weights): every call of log_weights compares them again."""
+    from pyro_vae.inference.importance import log_weights
+
+    calls = []
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        calls.append(1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+            if len(calls) > 1:
+                pyro.sample("w", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+
+    x = (torch.zeros(4),)
+    assert log_weights(model, guide, x, 3, -2).shape == (1, 3, 4)
+    with pytest.raises(PyroVAEError, match="disagree on a batch of 4 images: its guide samples 'w'"):
+        log_weights(model, guide, x, 3, -2)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, DATASETS, DEFAULT_LIKELIHOOD, ELBO_NAMES, ENUM_MODELS,
-                              LIKELIHOOD_NAMES, MODEL_NAMES, NET_NAMES, OPTIMIZER_NAMES, SCHEDULES, is_dataset_path,
-                              takes_binary_pixels)
+                              LIKELIHOOD_NAMES, MODEL_NAMES, NET_NAMES, OPTIMIZER_NAMES, SCHEDULES, TORCHVISION_NAMES,
+                              is_dataset_path, takes_binary_pixels)
 from pyro_vae.errors import PyroVAEError
 
 #: ELBOs that the built-in structures train JIT-compiled unless --no-jit. Not enum: JitTraceEnum_ELBO was
@@ -33,6 +33,12 @@ IGNORED_OPTIONS = {
     "clip_norm": "--clip-norm is the gradient clipping of --optimizer clipped-adam; {optimizer} does not clip, so "
                  "drop --clip-norm or pass --optimizer clipped-adam",
 }
+
+
+#: the data sets read from --data-dir (and fetched by --download where torchvision can); the others need neither
+READ_FROM_A_FOLDER = (*TORCHVISION_NAMES, "dsprites")
+#: the data sets whose pixels are binary as they come: --binarize has nothing to do on them
+BINARY_DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "dsprites-procedural", "dsprites")
 
 
 #: constructor arguments that the config passes to every structure itself, with the option that sets each: a
@@ -129,6 +135,12 @@ class TrainConfig:
         if self.init_from is not None and self.init_output_bias:
             raise PyroVAEError("--init-from starts every weight from the earlier run, the decoder's output bias "
                                "included; drop --init-output-bias")
+        if (self.data_dir is not None or self.download) and self.dataset not in READ_FROM_A_FOLDER:
+            raise PyroVAEError(f"--data-dir and --download say where {', '.join(READ_FROM_A_FOLDER)} are read from; "
+                               f"{self.dataset} needs neither: drop them")
+        if self.binarize != "none" and self.dataset in BINARY_DATASETS:
+            raise PyroVAEError(f"--binarize {self.binarize} draws binary pixels from grey ones, and the pixels of "
+                               f"{self.dataset} are binary already: drop it")
         if not takes_binary_pixels(self.likelihood) and self.binarize != "none":
             raise PyroVAEError(f"--binarize makes binary pixels for the Bernoulli likelihood; the {self.likelihood} "
                                "likelihood models grey pixels as they are: drop --binarize")

@@ -123,6 +123,11 @@ def sample_command(args: argparse.Namespace) -> int:
 
         hidden = sum(getattr(model, "hidden_dims", None) or [0])
         values = getattr(model, "num_components", None) or getattr(model, "num_classes", None) or 1
+        if values > 1 and args.label is None and args.num is not None:
+            raise PyroVAEError(f"--num {args.num}: this structure draws a row of --nrow images for each of the {values} "
+                               "values of the discrete latent in its prior; give --nrow instead"
+                               + (", or --label K for --num images of one class" if model.semi_supervised else ""))
+        args.num = 64 if args.num is None else args.num
         drawn = args.nrow * values if values > 1 and args.label is None else args.num  # a row per value, or --num
         check_samples_fit(drawn, model.x_dim, hidden, min(args.nrow, drawn) if values == 1 else args.nrow,
                           args.device)
@@ -387,7 +392,8 @@ def add_subcommands(subparsers) -> None:
                     "discrete latent in its prior (bernoulli-mixture, gmvae, ss-vae) gets one row per value of it "
                     "(component or class) with --nrow draws each, unless --label picks one class.")
     sample.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
-    sample.add_argument("--num", type=int, default=64, help="how many images")
+    sample.add_argument("--num", type=int, help="how many images (default: 64; a structure with a discrete latent in "
+                                                "its prior draws --nrow per value instead)")
     sample.add_argument("--nrow", type=int, default=8, help="images per row")
     sample.add_argument("--out", help="picture to write (.png, .pdf or .svg), or a folder to write generated.png into "
                                       "(default: RUN_DIR/generated.png)")

@@ -231,6 +231,9 @@ CASES = [
     (["train", "--run-dir", NEW, "--model-option", "z_dim=4"], "z_dim is not a model option but an option of its "
                                                                "own: give --z-dim instead of --model-option z_dim=..."),
     (["train", "--name", "../escape"], "--name '../escape' names a run under runs/, not a path"),
+    (["train", "--run-dir", NEW, "--data-dir", "/nonexistent"], "--data-dir and --download say where mnist"),
+    (["train", "--run-dir", NEW, "--binarize", "dynamic"], "--binarize dynamic draws binary pixels from grey ones, "
+                                                           "and the pixels of binarized-mnist are binary already"),
     (["train", "--run-dir", NEW, "--eval-samples", "1000000000000000"],
      "the final evaluation (1,000,000,000,000,000 importance samples for each of"),
     # the command's own parser says an unknown option

@@ -359,6 +359,9 @@ def test_ss_vae_through_the_command_line(tmp_path, cli):
     assert "3 samples for each of the 10 values of 'y'" in out and (tmp_path / "rows.png").is_file()
     code, out, err = cli("sample", run, "--label", 4, "--num", 5, "--out", tmp_path / "four.png")
     assert code == 0, err
+    code, _, err = cli("sample", run, "--num", 5, "--out", tmp_path / "five.png")  # would draw 80 anyway
+    assert_one_sentence_error(code, err, "--num 5: this structure draws a row of --nrow images for each of the 10 "
+                                         "values", "or --label K for --num images of one class")
 
 
 @pytest.mark.parametrize("argv, fragment", [

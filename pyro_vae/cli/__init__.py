@@ -93,7 +93,8 @@ def _structure_mistake(command: str, err: Exception) -> int:
     if _says(err):
         # the file's name, not its folder: a source loaded once is one module wherever its copies lie
         print(f"pyro-vae {command}: error: the structure's own code raised {type(err).__name__} "
-              f"({Path(where[0]).name}, line {where[1]}): {first_line(err)}", file=sys.stderr)
+              f"({Path(where[0]).name}, line {where[1]}): {first_line(err)}"
+              + (f"; {err.kept}" if getattr(err, "kept", None) else ""), file=sys.stderr)
     return 2
 
 

@@ -102,6 +102,8 @@ def sample_command(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in PICTURE_SUFFIXES:
         raise PyroVAEError(f"--out {args.out} must name a picture file ending in {', '.join(PICTURE_SUFFIXES)}, or a "
                            "folder (an existing one, or a new one written with a trailing /)")
+    if args.out and args.out.endswith(("/", os.sep)) and out.parent.exists() and not out.parent.is_dir():
+        raise PyroVAEError(f"--out {args.out} names a folder, and {out.parent} is a file")
     if not out.parent.exists() and args.out and args.out.endswith(("/", os.sep)):
         check_can_create_dir(out.parent, "--out")
         make_dir(out.parent, "--out")

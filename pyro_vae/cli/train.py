@@ -206,6 +206,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
         interrupt.sentence = (f"interrupted after training, while evaluating and drawing; all {trainer.epoch} epochs "
                               f"are kept in {run_dir}; evaluate them with: pyro-vae evaluate {run_dir}")
         raise
+    except Exception as err:  # noqa: BLE001 - a structure's mistake while evaluating: the sentence says what is kept
+        err.kept = f"the {trainer.epoch} epoch(s) trained are kept in {run_dir}"
+        raise
 
 
 def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: Path, processes: int = 1) -> int:

@@ -459,7 +459,7 @@ def test_a_structure_that_fails_after_training_is_one_sentence_and_its_run_is_ke
     run = files / "run"
     code, _, err = cli("train", "--run-dir", run, "--model", f"{files}/s.py:FailsWhenEvaluated", *SMALL)
     assert_one_sentence_error(code, err, "the structure's own code raised ValueError (s.py, line",
-                              "eval mode not supported")
+                              f"eval mode not supported; the 1 epoch(s) trained are kept in {run}")
     assert _checkpoint_epoch(run / CHECKPOINT) == 1
     code, _, err = cli("evaluate", run, "-K", 2)
     assert_one_sentence_error(code, err, "raised ValueError (", "eval mode not supported")
@@ -477,6 +477,11 @@ def test_sample_writes_into_a_new_folder_named_with_a_trailing_slash(trained, tm
     code, _, err = cli("sample", trained, "--num", 4, "--nrow", 2, "--out", f"{tmp_path}/pictures/")
     assert code == 0, err
     assert (tmp_path / "pictures" / "generated.png").stat().st_size > 0
+
+
+def test_sample_out_naming_a_file_as_a_folder_is_one_sentence(trained, tmp_path, cli):
+    code, _, err = cli("sample", trained, "--out", f"{trained / CHECKPOINT}/")
+    assert_one_sentence_error(code, err, f"names a folder, and {trained / CHECKPOINT} is a file")
 
 
 def test_a_run_directory_without_its_checkpoint_is_not_a_circle(files, cli):

@@ -32,10 +32,17 @@ def user_frame(err: BaseException) -> tuple[str, int] | None:
     """(file, line) of the innermost frame of ``err`` that runs in a structure file's module, or None when the
     error did not pass through a structure file: what lets the command line say a structure's own mistake, made
     anywhere (evaluating, drawing, probing), as one sentence instead of a traceback."""
+    return _innermost_user_frame(err)
+
+
+def _innermost_user_frame(err: BaseException, file: str | None = None) -> tuple[str, int] | None:
+    """(file, line) of the innermost frame of ``err`` compiled from ``file`` or running in the module a structure
+    file was executed as, or None."""
     tb, found = err.__traceback__, None
     while tb is not None:
-        if tb.tb_frame.f_globals.get("__name__", "").startswith(USER_MODULE_PREFIX):
-            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        frame = tb.tb_frame
+        if frame.f_code.co_filename == file or frame.f_globals.get("__name__", "").startswith(USER_MODULE_PREFIX):
+            found = (frame.f_code.co_filename, tb.tb_lineno)
         tb = tb.tb_next
     return found
 
@@ -44,10 +51,5 @@ def user_line(err: BaseException, file: str) -> str:
     """" (line N)" of the innermost frame of ``err`` in the user's ``file`` (a structure file), or "": a frame compiled
     from ``file``, or running in the module a structure file was executed as (which keeps the path it was first
     loaded from, when the same source comes again from another folder)."""
-    tb, line = err.__traceback__, ""
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code.co_filename == file or frame.f_globals.get("__name__", "").startswith(USER_MODULE_PREFIX):
-            line = f" (line {tb.tb_lineno})"
-        tb = tb.tb_next
-    return line
+    found = _innermost_user_frame(err, file)
+    return "" if found is None else f" (line {found[1]})"

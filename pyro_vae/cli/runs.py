@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from pyro_vae.catalog import BEST_CHECKPOINT, CHECKPOINT, FACTOR_DATASETS, SWEPT_DEFAULTS, SWEPT_MODELS
@@ -97,14 +98,15 @@ def sample_command(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     run_dir = existing_run_dir(args.run_dir)
     out = Path(args.out) if args.out else run_dir / "generated.png"
-    if out.is_dir() or (args.out and args.out.endswith(("/", os.sep))):  # a folder (made if new): the picture goes in it
+    named_folder = bool(args.out) and args.out.endswith(("/", os.sep))  # a folder, made if new
+    if out.is_dir() or named_folder:  # the picture goes in it
         out = out / "generated.png"
     if out.suffix.lower() not in PICTURE_SUFFIXES:
         raise PyroVAEError(f"--out {args.out} must name a picture file ending in {', '.join(PICTURE_SUFFIXES)}, or a "
                            "folder (an existing one, or a new one written with a trailing /)")
-    if args.out and args.out.endswith(("/", os.sep)) and out.parent.exists() and not out.parent.is_dir():
+    if named_folder and out.parent.exists() and not out.parent.is_dir():
         raise PyroVAEError(f"--out {args.out} names a folder, and {out.parent} is a file")
-    if not out.parent.exists() and args.out and args.out.endswith(("/", os.sep)):
+    if named_folder and not out.parent.exists():
         check_can_create_dir(out.parent, "--out")
         make_dir(out.parent, "--out")
     check_can_write_file(out, "--out")
@@ -164,14 +166,14 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     if args.resume:  # the sweep's settings come from its sweep.json, as a resumed run's come from its checkpoint
         if not args.out_dir:
             raise PyroVAEError("--resume continues an interrupted sweep: name its folder with --out-dir DIR")
-        spec = resumed_sweep(Path(args.out_dir))  # a folder that holds no sweep is said first
+        out_dir = Path(args.out_dir)
+        spec = resumed_sweep(out_dir)  # a folder that holds no sweep is said first
         named = [option for option, value in (("--betas", args.betas), ("--seeds", args.seeds),
                                               ("--score-points", args.score_points), ("--dci-trees", args.dci_trees))
                  if value is not None] + [f"--{name.replace('_', '-')}" for name in given]
         if named:
             raise PyroVAEError(f"--resume continues the sweep as it was started (its sweep.json); drop "
                                f"{', '.join(named)}")
-        out_dir = Path(args.out_dir)
         base = TrainConfig.from_dict(spec["base"])
         model, weight = spec["model"], SWEPT_MODELS[spec["model"]]
         rows = beta_sweep(spec["betas"], base, out_dir, seeds=spec["seeds"], model=model,
@@ -182,24 +184,22 @@ def beta_sweep_command(args: argparse.Namespace) -> int:
     if model not in SWEPT_MODELS:
         raise PyroVAEError(f"beta-sweep trains --model {', '.join(SWEPT_MODELS)}, not {model}")
     weight = SWEPT_MODELS[model]
+    from pyro_vae.disentanglement.measure import check_score_points, check_scores_fit, sampler_sizes
     from pyro_vae.training import check_config
 
-    check_config(TrainConfig(**{**given, "model": model}))
-    dataset = TrainConfig(**given).dataset
+    base = TrainConfig(**given)
+    check_config(replace(base, model=model))
+    # before the sweep trains: the scores come after every model is trained
     if args.score_points is not None:
-        from pyro_vae.disentanglement.measure import check_score_points
-
         check_score_points(args.score_points)
-    if dataset not in FACTOR_DATASETS and (args.score_points is not None or args.dci_trees is not None):
+    if base.dataset not in FACTOR_DATASETS and (args.score_points is not None or args.dci_trees is not None):
         raise PyroVAEError(f"--score-points and --dci-trees set the disentanglement metrics, which need data with "
-                           f"known factors (--dataset {' or '.join(FACTOR_DATASETS)}); {dataset} has none")
-    if args.score_points is not None:  # before the sweep trains: the scores come after every model is trained
-        from pyro_vae.disentanglement.measure import check_scores_fit, sampler_sizes
-
-        check_scores_fit(sampler_sizes(args.score_points), TrainConfig(**given).z_dim, given.get("device", "cpu"))
+                           f"known factors (--dataset {' or '.join(FACTOR_DATASETS)}); {base.dataset} has none")
+    if args.score_points is not None:
+        check_scores_fit(sampler_sizes(args.score_points), base.z_dim, base.device)
     out_dir = Path(args.out_dir or time.strftime("runs/beta-sweep-%Y%m%d-%H%M%S"))
     check_can_create_dir(out_dir, "--out-dir")
-    rows = beta_sweep(args.betas or list(SWEPT_DEFAULTS[weight]), TrainConfig(**given), out_dir, seeds=args.seeds or (),
+    rows = beta_sweep(args.betas or list(SWEPT_DEFAULTS[weight]), base, out_dir, seeds=args.seeds or (),
                       model=model, score_points=args.score_points, dci_trees=args.dci_trees or "gbt",
                       progress=False if args.no_progress else None)
     return _print_sweep(rows, weight, out_dir)

@@ -52,6 +52,12 @@ def identity_dci(identity_codes, factors):
     return dci(identity_codes, factors, FACTOR_SIZES)
 
 
+@pytest.fixture(scope="module")
+def mixed_dci(mixed_codes, factors):
+    """DCI of the mixed codes from the exact trees, which two tests read (seconds of boosting)."""
+    return dci(mixed_codes, factors, FACTOR_SIZES)
+
+
 def sampler(represent_kind, seed=3):
     """``sample_factors`` and a ``represent`` that returns the factors (with tiny noise) or pure noise."""
     noise_rng = np.random.default_rng(seed)
@@ -144,9 +150,9 @@ def test_sampler_scores_ignore_permutations_and_shifts():
 
 @pytest.mark.slow
 def test_mixing_two_factors_lowers_disentanglement_but_not_informativeness(
-        identity_codes, mixed_codes, factors, identity_dci):
+        identity_codes, mixed_codes, factors, identity_dci, mixed_dci):
     assert mig(mixed_codes, factors, FACTOR_SIZES)["mig"] < mig(identity_codes, factors, FACTOR_SIZES)["mig"] - 0.2
-    mixed = dci(mixed_codes, factors, FACTOR_SIZES)
+    mixed = mixed_dci
     assert mixed["disentanglement"] < identity_dci["disentanglement"] - 0.1
     assert mixed["informativeness_test"] > identity_dci["informativeness_test"] - 0.02
 
@@ -249,7 +255,7 @@ def test_dci_scores_of_a_known_importance_matrix():
 
 @pytest.mark.slow
 def test_dci_on_histogram_trees_gives_the_known_answers_and_nearly_the_exact_trees_numbers(
-        identity_codes, noise_codes, mixed_codes, factors, identity_dci):
+        identity_codes, noise_codes, mixed_codes, factors, mixed_dci):
     def fast(codes, sizes=FACTOR_SIZES, of=factors):
         return dci(codes, of, sizes, trees="histogram")
 
@@ -266,7 +272,7 @@ def test_dci_on_histogram_trees_gives_the_known_answers_and_nearly_the_exact_tre
     # rounding
     assert fast(2.5 * identity_codes[:, PERMUTATION] - 7.0) == pytest.approx(identity, abs=0.005)
     # where the exact trees' importances spread, the binned trees' spread nearly alike
-    exact = dci(mixed_codes, factors, FACTOR_SIZES)
+    exact = mixed_dci
     for key in ("disentanglement", "completeness", "informativeness_test"):
         assert mixed[key] == pytest.approx(exact[key], abs=0.05), key
     # a factor of two values: one tree per stage instead of one per class

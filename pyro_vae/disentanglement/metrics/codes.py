@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.svm import LinearSVC
 
 from pyro_vae.catalog import DCI_TREES
-from pyro_vae.disentanglement.metrics._common import (_discrete_entropy, _discrete_mutual_info,
+from pyro_vae.disentanglement.metrics._common import (_checked_inputs, _discrete_entropy, _discrete_mutual_info,
                                                       _few_samples_per_class_allowed, _fit_quietly,
                                                       _histogram_discretize, _logistic_regression, _prepare,
                                                       _require_bins, _split)
@@ -49,10 +49,11 @@ def _importance_gbt(codes_train, factors_train, codes_test, factors_test, seed: 
     from joblib import Parallel, delayed
 
     def fit(j):
-        model = GradientBoostingClassifier(random_state=seed).fit(codes_train, factors_train[:, j])
-        return (np.abs(model.feature_importances_),
-                np.mean(model.predict(codes_train) == factors_train[:, j]),
-                np.mean(model.predict(codes_test) == factors_test[:, j]))
+        with _checked_inputs():
+            model = GradientBoostingClassifier(random_state=seed).fit(codes_train, factors_train[:, j])
+            return (np.abs(model.feature_importances_),
+                    np.mean(model.predict(codes_train) == factors_train[:, j]),
+                    np.mean(model.predict(codes_test) == factors_test[:, j]))
 
     num_factors = factors_train.shape[1]
     if n_jobs is None:
@@ -78,7 +79,7 @@ def _importance_histogram(codes_train, factors_train, codes_test, factors_test, 
     # One OpenMP thread: scikit-learn's parallel histograms spin while they wait, and beside other busy processes
     # they took 366 s instead of 7.8 s here (10.3 s on one thread); threads per factor do not help either, the
     # boosting loop holds the GIL.
-    with threadpool_limits(1, "openmp"), _few_samples_per_class_allowed():
+    with threadpool_limits(1, "openmp"), _few_samples_per_class_allowed(), _checked_inputs():
         for j in range(num_factors):
             model = HistGradientBoostingClassifier(
                 max_iter=100, learning_rate=0.1, max_depth=3, max_leaf_nodes=None, min_samples_leaf=1,

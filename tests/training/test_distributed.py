@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
@@ -76,22 +77,32 @@ def _free_port() -> int:
 
 def _run(tmp_path: Path, options: dict, run_dir: Path, out: str, *, processes: int, resume: bool = False,
          timeout: float = 240, extra_env: dict | None = None) -> list[subprocess.CompletedProcess]:
-    """Train with the worker above in a job of ``processes`` processes; returns each process's result."""
+    """Train with the worker above in a job of ``processes`` processes; returns each process's result. The
+    processes are forked from an interpreter that imported torch once (forked.py): they test the Trainer's
+    processes, not the interpreter's start, which cost most of a job's time (the command line's own processes
+    below are started as torchrun starts them)."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    return _job([sys.executable, str(worker), json.dumps(options), str(run_dir), "resume" if resume else "fresh",
-                 str(tmp_path / out)], processes=processes, timeout=timeout, extra_env=extra_env)
+    folder = tmp_path / f"{out}-output"
+    folder.mkdir()
+    return forked.job(worker, [json.dumps(options), str(run_dir), "resume" if resume else "fresh",
+                               str(tmp_path / out)], _environments(processes, extra_env), folder, timeout=timeout)
+
+
+def _environments(processes: int, extra_env: dict | None = None) -> list[dict[str, str]]:
+    """The environment torchrun gives each of ``processes`` processes of one job on the loopback, in rank order."""
+    port = _free_port()
+    return [{**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {}), "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)}
+            for rank in range(processes)]
 
 
 def _job(command: list[str], *, processes: int, timeout: float = 240,
          extra_env: dict | None = None) -> list[subprocess.CompletedProcess]:
     """``command`` run as ``processes`` processes of one job on the loopback, with the environment torchrun
     gives them; returns each process's result, in rank order."""
-    port = _free_port()
     procs = []
-    for rank in range(processes):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {}), "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)}
+    for env in _environments(processes, extra_env):
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     try:

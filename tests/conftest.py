@@ -76,6 +76,16 @@ TINY = ["--subset", 300, "--epochs", 1, "--hidden-dims", 32, "--z-dim", 2, "--ba
         "--eval-samples", 4, "--no-progress"]
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The run ``pyro-vae train --run-dir RUN *TINY`` writes, trained once per test process. A test that needs
+    some trained run to resume, evaluate, damage or refuse copies it (``shutil.copytree``) instead of training its
+    own: about 5 s of CPU each, half of it the run's pictures. Never change it in place."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert run_cli("train", "--run-dir", run, *TINY) == 0
+    return run
+
+
 def assert_one_sentence_error(code, err, *fragments):
     assert code == 2
     assert "Traceback" not in err

@@ -1,5 +1,6 @@
 """The pyro-vae command line: a short run writes its files; every bad input is one sentence and exit 2."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -32,9 +33,9 @@ def test_train_one_short_epoch_then_evaluate_and_sample(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_to_more_epochs(cli, tmp_path):
+def test_resume_continues_to_more_epochs(cli, tmp_path, tiny_run):
     run = tmp_path / "run"
-    assert cli("train", "--run-dir", run, *TINY)[0] == 0
+    shutil.copytree(tiny_run, run)  # what train --run-dir RUN *TINY writes
     code, out, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--eval-samples", 2, "--no-progress")
     assert code == 0, err
     assert [json.loads(line)["epoch"] for line in (run / METRICS).read_text().splitlines()] == [1, 2]
@@ -78,9 +79,9 @@ def test_grey_scale_data_for_a_bernoulli_likelihood(cli, tmp_path, mnist_dir):
 
 
 @pytest.mark.slow
-def test_corrupt_checkpoint_on_resume_loses_nothing(cli, tmp_path):
+def test_corrupt_checkpoint_on_resume_loses_nothing(cli, tmp_path, tiny_run):
     run = tmp_path / "run"
-    assert cli("train", "--run-dir", run, *TINY)[0] == 0
+    shutil.copytree(tiny_run, run)  # what train --run-dir RUN *TINY writes
     (run / CHECKPOINT).write_bytes(b"not a checkpoint")
     metrics = (run / METRICS).read_text()
     code, _, err = cli("train", "--run-dir", run, "--resume", "--epochs", 2, "--no-progress")
@@ -89,18 +90,18 @@ def test_corrupt_checkpoint_on_resume_loses_nothing(cli, tmp_path):
     assert (run / METRICS).read_text() == metrics
 
 
-def test_resume_with_contradicting_options(cli, tmp_path):
+def test_resume_with_contradicting_options(cli, tmp_path, tiny_run):
     run = tmp_path / "run"
-    assert cli("train", "--run-dir", run, *TINY)[0] == 0
+    shutil.copytree(tiny_run, run)  # what train --run-dir RUN *TINY writes
     before = (run / CHECKPOINT).read_bytes()
     code, _, err = cli("train", "--run-dir", run, "--resume", "--z-dim", 3, "--epochs", 2, "--no-progress")
     assert_one_sentence_error(code, err, "trained with z_dim=2", "z_dim=3")
     assert (run / CHECKPOINT).read_bytes() == before
 
 
-def test_existing_run_directory_is_not_overwritten(cli, tmp_path):
+def test_existing_run_directory_is_not_overwritten(cli, tmp_path, tiny_run):
     run = tmp_path / "run"
-    assert cli("train", "--run-dir", run, *TINY)[0] == 0
+    shutil.copytree(tiny_run, run)  # what train --run-dir RUN *TINY writes
     before = (run / CHECKPOINT).read_bytes()
     code, _, err = cli("train", "--run-dir", run, *TINY)
     assert_one_sentence_error(code, err, "already exists", "--resume")

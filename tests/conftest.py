@@ -3,11 +3,10 @@ import os
 import shutil
 from pathlib import Path
 
-import pyro
 import pytest
-import torch
 
-from pyro_vae.data import _package_file, load_dataset
+# torch, Pyro and pyro_vae are imported where they are used, not here: pytest-xdist's controller reads this file
+# too, runs no test, and would spend seconds of CPU importing them beside its workers (see pytest_configure).
 
 #: the repository's root, wherever a test file sits below tests/
 REPO = Path(__file__).resolve().parent.parent
@@ -15,6 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def fresh_pyro_state():
+    import pyro
+
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     yield
@@ -24,6 +25,8 @@ def fresh_pyro_state():
 @pytest.fixture(scope="session")
 def small_data():
     """300 images per split of the shipped binarized MNIST."""
+    from pyro_vae.data import load_dataset
+
     return load_dataset(subset=300)
 
 
@@ -35,6 +38,8 @@ def batch(small_data):
 def write_torchvision_mnist(root, folder: str = "MNIST"):
     """The files torchvision's MNIST (or FashionMNIST, KMNIST: ``folder``) reads from ``root/folder/raw``, made
     from the shipped official test release (no download); returns ``root``."""
+    from pyro_vae.data import _package_file
+
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
     for kind in ("images-idx3", "labels-idx1"):
@@ -99,14 +104,23 @@ def assert_one_sentence_error(code, err, *fragments):
 # test several times slower (OpenMP threads spin while they wait for a core; a small eager ELBO took 15x as long).
 # CLI commands the tests start as processes inherit the number through OMP_NUM_THREADS.
 _THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
-torch.set_num_threads(_THREADS)
 os.environ["OMP_NUM_THREADS"] = str(_THREADS)
+
+
+def pytest_configure(config):
+    if getattr(config.option, "tx", None) and not hasattr(config, "workerinput"):
+        return  # pytest-xdist's controller: its workers run the tests
+    import torch
+
+    torch.set_num_threads(_THREADS)
 
 
 def trace_losses(x, structures, *, seed, kl_weight=None):
     """Trace_ELBO's loss on ``x`` of each of ``structures`` ({name: structure}), each from the torch seed
     ``seed`` (so on the same draws), under the KL warm-up weight ``kl_weight`` if one is given."""
     import contextlib
+
+    import torch
 
     from pyro_vae.inference import make_elbo
     from pyro_vae.scaling import scale_latents
@@ -122,6 +136,8 @@ def trace_losses(x, structures, *, seed, kl_weight=None):
 def assert_measured_alike(structure, reference, seed=2):
     """The ELBO and the importance-sampled NLL the library reports of ``structure`` equal those of ``reference``
     on the same draws: for structures whose training-only terms must not reach measurements."""
+    import torch
+
     from pyro_vae.evaluation import elbo_per_datapoint, negative_log_likelihood
 
     batches = [(torch.bernoulli(torch.full((6, 784), 0.2), generator=torch.Generator().manual_seed(seed)),)]

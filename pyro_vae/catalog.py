@@ -71,13 +71,28 @@ ACTIVATION_NAMES = ("relu", "softplus", "tanh", "gated")
 OPTIMIZER_NAMES = ("adam", "clipped-adam")
 BASELINES = ("none", "average", "neural")
 
-ELBO_NAMES = ("trace", "meanfield", "enum", "tracegraph", "iwae")
+ELBO_NAMES = ("trace", "meanfield", "enum", "tracegraph", "iwae", "stl", "dreg", "miwae", "piwae", "ciwae", "rws",
+              "vimco", "renyi", "tmc")
 ELBO_HELP = ("'trace' is Trace_ELBO (Monte Carlo KL); 'meanfield' TraceMeanField_ELBO (analytic KL; every latent "
              "must be reparameterized); 'enum' TraceEnum_ELBO (discrete sites marked infer={'enumerate': "
              "'parallel'} summed out exactly); 'tracegraph' TraceGraph_ELBO (score function for discrete sites, "
              "Rao-Blackwellized, with --baseline); 'iwae' the importance-weighted bound of Burda et al. 2016 with K = "
              "--num-particles samples per image (log-mean-exp of K weights; the ELBO at K = 1; enumerated sites "
-             "summed inside each weight)")
+             "summed inside each weight); 'stl' the ELBO of K draws with sticking-the-landing guide gradients (Roeder "
+             "et al. 2017); 'dreg' the IWAE bound with doubly reparameterized guide gradients (Tucker et al. 2019); "
+             "'miwae' the mean of --outer-particles M IWAE bounds of K draws, 'piwae' the model on IWAE(M K) and the "
+             "guide on MIWAE(M, K), 'ciwae' --ciwae-beta ELBO + (1 - beta) IWAE (Rainforth et al. 2018); 'rws' "
+             "reweighted wake-sleep, wake phases, per image (Bornschein & Bengio 2015); 'vimco' the IWAE bound of K "
+             "discrete draws with leave-one-out baselines (Mnih & Rezende 2016); 'renyi' Pyro's RenyiELBO with "
+             "--alpha (Li & Turner 2016); 'tmc' Pyro's TraceTMC_ELBO, K draws of every latent site combined")
+
+#: the objectives of inference/multisample.py (not JIT-compiled)
+MULTI_SAMPLE_ELBOS = ("stl", "dreg", "miwae", "piwae", "ciwae", "rws", "vimco", "tmc")
+#: the objectives that weigh several draws per image (KL warm-up has no KL term to weigh in them)
+WEIGHTED_ELBOS = ("iwae", "dreg", "miwae", "piwae", "ciwae", "rws", "vimco", "renyi", "tmc")
+#: the objectives' own parameters: config field -> (the ELBOs that read it, its default, its option)
+ELBO_PARAMETERS = {"alpha": (("renyi",), 0.5, "--alpha"), "outer_particles": (("miwae", "piwae"), 8, "--outer-particles"),
+                   "ciwae_beta": (("ciwae",), 0.5, "--ciwae-beta")}
 
 SCHEDULES = ("constant", "iwae", "step", "exponential", "plateau")
 SCHEDULE_HELP = ("'constant'; 'iwae', the IWAE paper's 8 stages of 3^i epochs at lr * 10^(-i/7) (3,280 epochs); "
@@ -114,7 +129,24 @@ ESTIMATOR_SUMMARIES = {
     "enum": "TraceEnum_ELBO, sites marked for enumeration summed out exactly",
     **{concrete_name(t): concrete_summary(t) for t in CONCRETE_TEMPERATURES},
 }
+#: what compare-estimators runs without --estimators
 DEFAULT_ESTIMATORS = tuple(ESTIMATOR_SUMMARIES)
+#: the multi-sample estimators after 2016 (inference/multisample.py; Pyro's RenyiELBO and TraceTMC_ELBO): K draws
+#: per image, 5 unless compare-estimators --num-particles says otherwise
+ESTIMATOR_SUMMARIES.update({
+    "stl": "STL_ELBO: the ELBO, sticking-the-landing guide gradient (no score term; Roeder et al. 2017)",
+    "dreg": "DReG_ELBO: the IWAE bound, doubly reparameterized guide gradient (Tucker et al. 2019)",
+    "miwae": "MIWAE_ELBO: the mean of M = 2 IWAE bounds of K draws each (Rainforth et al. 2018)",
+    "piwae": "PIWAE_ELBO: model on IWAE(2 K draws), guide on MIWAE(2, K) (Rainforth et al. 2018)",
+    "ciwae": "CIWAE_ELBO: 0.5 ELBO + 0.5 IWAE bound on the same K draws (Rainforth et al. 2018)",
+    "rws": "RWS_ELBO: reweighted wake-sleep, wake phases, per image (Bornschein & Bengio 2015)",
+    "vimco": "VIMCO_ELBO: the IWAE bound of K discrete draws, leave-one-out baselines (Mnih & Rezende 2016)",
+    "renyi": "RenyiELBO(alpha=0.5): the Renyi bound of K draws (Li & Turner 2016)",
+    "tmc": "TMC_ELBO: Pyro's TraceTMC_ELBO, K draws of every latent site combined",
+})
+MULTI_SAMPLE_ESTIMATORS = ("iwae", "stl", "dreg", "miwae", "piwae", "ciwae", "rws", "vimco", "renyi", "tmc")
+#: compare-estimators --num-particles with no --estimators: Rainforth et al.'s and Tucker et al.'s comparison
+SNR_ESTIMATORS = ("reparam", "iwae", "dreg", "stl", "miwae", "piwae")
 #: the estimators of ``discrete-estimators`` besides the Concrete ones, which --temperatures names
 DISCRETE_BASE_ESTIMATORS = ("enum", "score", "score-avg-baseline", "score-nn-baseline")
 DISCRETE_SAMPLE_SIZES = (1, 4, 16, 64)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, DATASETS, DEFAULT_LIKELIHOOD, ELBO_NAMES, ENUM_MODELS,
+from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, DATASETS, DEFAULT_LIKELIHOOD, ELBO_NAMES, ELBO_PARAMETERS,
+                              ENUM_MODELS, MULTI_SAMPLE_ELBOS, WEIGHTED_ELBOS,
                               LIKELIHOOD_NAMES, MODEL_NAMES, NET_NAMES, OPTIMIZER_NAMES, SCHEDULES, TORCHVISION_NAMES,
                               is_dataset_path, takes_binary_pixels)
 from pyro_vae.errors import PyroVAEError
@@ -68,6 +69,10 @@ class TrainConfig:
     jit: Optional[bool] = None  # None: decided by ``uses_jit`` (on for built-in structures with Trace_ELBO)
     validate_every_step: bool = False
     num_particles: int = 1
+    # the objectives' own parameters (catalog.ELBO_PARAMETERS); None: the objective's default
+    alpha: Optional[float] = None  # --elbo renyi
+    outer_particles: Optional[int] = None  # --elbo miwae and piwae: M bounds of K = num_particles draws
+    ciwae_beta: Optional[float] = None  # --elbo ciwae: beta ELBO + (1 - beta) IWAE
     optimizer: str = "adam"
     lr: float = 1e-3
     lr_schedule: str = "constant"  # see inference/schedules.py
@@ -172,13 +177,16 @@ class TrainConfig:
             raise PyroVAEError(IGNORED_OPTIONS[ignored[0]].format(schedule=self.lr_schedule, optimizer=self.optimizer))
         if self.patience is not None and self.patience < 1:
             raise PyroVAEError(f"--patience is a number of epochs and must be positive, got {self.patience}")
-        if self.elbo == "iwae" and self.kl_warmup:
-            raise PyroVAEError("--kl-warmup weights the KL term of the ELBO, which the IWAE bound does not have "
-                               "apart; drop --kl-warmup or train with another --elbo")
+        if self.elbo in WEIGHTED_ELBOS and self.kl_warmup:
+            raise PyroVAEError(f"--kl-warmup weights the KL term of the ELBO, which the {self.elbo} objective does not "
+                               "have apart; drop --kl-warmup or train with another --elbo")
+        check_elbo_parameters(self.elbo_name(), {name: getattr(self, name) for name in ELBO_PARAMETERS})
+        if self.jit and self.elbo in MULTI_SAMPLE_ELBOS:
+            raise PyroVAEError(f"--elbo {self.elbo} has no JIT-compiled version; drop --jit")
 
     def objective(self) -> str:
         """The bound training maximises, as the metrics name it: "elbo" or "iwae-K"."""
-        return f"iwae-{self.num_particles}" if self.elbo_name() == "iwae" else "elbo"
+        return f"iwae-{self.num_particles}" if self.elbo_name() in ("iwae", "dreg") else "elbo"
 
     def elbo_name(self) -> str:
         """``elbo``, or when it is unset the structure's default (Trace_ELBO for structures from a file)."""
@@ -250,6 +258,31 @@ def best_row(history: Sequence[dict], select_by: Optional[str] = "elbo") -> Opti
     key = selection_key(history, select_by)
     rows = [row for row in history if math.isfinite(row[key])]
     return max(rows, key=lambda row: row[key]) if rows else None
+
+
+def check_elbo_parameters(elbo: str, values: dict) -> None:
+    """The objectives' own parameters (``alpha``, ``outer_particles``, ``ciwae_beta``; None: not given): each only
+    with an objective that reads it, and in its range."""
+    for name, value in values.items():
+        takers, _, option = ELBO_PARAMETERS[name]
+        if value is None:
+            continue
+        if elbo not in takers:
+            raise PyroVAEError(f"{option} is a parameter of --elbo {' and '.join(takers)}, and --elbo {elbo} does "
+                               f"not read it; drop {option}")
+    alpha, outer, beta = values.get("alpha"), values.get("outer_particles"), values.get("ciwae_beta")
+    if alpha is not None:
+        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+            raise PyroVAEError(f"--alpha of the Renyi bound must be a number >= 0 (0 is the IWAE bound; below 0 the "
+                               f"bound lies above log p(x)), got {alpha}")
+        if alpha == 1:
+            raise PyroVAEError("the Renyi bound at --alpha 1 is the ELBO itself, which Pyro's RenyiELBO does not "
+                               "compute; use --elbo trace, or an alpha near 1 such as 0.99")
+    if outer is not None and not (isinstance(outer, int) and outer >= 1):
+        raise PyroVAEError(f"--outer-particles M (the number of IWAE bounds averaged) must be a positive whole "
+                           f"number, got {outer}")
+    if beta is not None and not (isinstance(beta, (int, float)) and 0 <= beta <= 1):
+        raise PyroVAEError(f"--ciwae-beta weighs the ELBO against the IWAE bound and lies in [0, 1], got {beta}")
 
 
 def selection_name(key: str, num_particles: int) -> str:

@@ -8,10 +8,11 @@ from typing import Callable, Optional
 
 from pyro_vae.catalog import (ACTIVATION_NAMES, BINARIZE_MODES, CONCRETE_TEMPERATURES, DATASETS, DEFAULT_ESTIMATORS,
                               DISCRETE_BASE_ESTIMATORS, DISCRETE_SAMPLE_SIZES, ESTIMATOR_SUMMARIES, MODEL_NAMES,
+                              MULTI_SAMPLE_ESTIMATORS, SNR_ESTIMATORS,
                               TOY_SAMPLE_SIZES, concrete_name)
 from pyro_vae.cli.common import HelpFormatter, existing_run_dir
 from pyro_vae.cli.options import parse_hidden_dims, parse_model_option
-from pyro_vae.cli.tables import (COMPARISON_FILES, DISCRETE_FILES, _estimator_names, _output_dir, _positive_floats,
+from pyro_vae.cli.tables import (COMPARISON_FILES, DISCRETE_FILES, SNR_FILES, _estimator_names, _output_dir, _positive_floats,
                                  _positive_ints, _print_table, _progress)
 from pyro_vae.cli.toy import reparam_toy_command
 from pyro_vae.config import TrainConfig, check_positive, check_positive_finite, check_seed
@@ -113,6 +114,10 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
 
     _check_common(args)
     check_repeats(args.repeats)
+    if args.num_particles is not None:
+        return snr_command(args)
+    args.estimators = args.estimators or list(DEFAULT_ESTIMATORS)
+    args.train_steps = 1000 if args.train_steps is None else args.train_steps
     if args.train_steps == 0 and args.eval_every is not None:
         raise PyroVAEError("--eval-every spaces the validation ELBOs of the training curves, and --train-steps 0 "
                            "trains none; drop one of them")
@@ -156,6 +161,73 @@ def compare_estimators_command(args: argparse.Namespace) -> int:
                  "training": result.training}, out_dir / "comparison.json")
     plot_gradient_statistics(result.gradients, out_dir / "gradient_statistics.png")
     print(f"results: {out_dir}/ ({', '.join(name for name in COMPARISON_FILES if (out_dir / name).exists())})")
+    return 0
+
+
+def snr_command(args: argparse.Namespace) -> int:
+    """compare-estimators --num-particles K1,K2,...: the SNR of each estimator's guide and model gradients against
+    the draws K, on the trained model (the fresh one with --train-epochs 0), with log-log slopes."""
+    import pyro
+
+    from pyro_vae.limits import FLOAT_BYTES, check_fits
+    from pyro_vae.plots.estimators import plot_snr
+    from pyro_vae.studies.snr import snr_against_particles, snr_slopes
+
+    given = [option for option, value in (("--train-steps", args.train_steps), ("--eval-every", args.eval_every),
+                                          ("--baseline-warmup", args.baseline_warmup)) if value is not None]
+    if given:
+        raise PyroVAEError(f"--num-particles measures the SNR against K on one batch and trains no curves, so "
+                           f"{', '.join(given)} would change nothing; drop {'it' if len(given) == 1 else 'them'}")
+    args.estimators = args.estimators or list(SNR_ESTIMATORS)
+    single = [name for name in args.estimators if name not in MULTI_SAMPLE_ESTIMATORS and name != "reparam"]
+    if single:
+        raise PyroVAEError(f"--num-particles varies the draws K of the multi-sample estimators (and of reparam, the "
+                           f"ELBO averaged over K draws); {', '.join(single)} draw{'s' if len(single) == 1 else ''} one; "
+                           f"choose among reparam, {', '.join(MULTI_SAMPLE_ESTIMATORS)}")
+    for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset")):
+        check_positive(value, option)
+    largest = max(args.num_particles) * (2 if any(name in ("miwae", "piwae") for name in args.estimators) else 1)
+    out_dir = _output_dir(args.out, SNR_FILES)
+    start = time.perf_counter()
+
+    def check(structure, dataset) -> None:
+        if args.batch_size > len(dataset.train):
+            raise PyroVAEError(f"--batch-size {args.batch_size} is larger than the {len(dataset.train)} training images")
+        pixels = dataset.train.images[0].numel()
+        # the draws' decoder outputs, their log-densities and gradients: about 8 tensors of (K, batch, pixels)
+        check_fits(8 * largest * args.batch_size * pixels * FLOAT_BYTES,
+                   f"--num-particles {largest:,} draws of {args.batch_size} images", "use fewer draws or a smaller "
+                   "--batch-size", args.device)
+
+    args.allow_untrained = True
+    dataset, states = _dataset_and_states(args, check=check)
+    state = "trained" if "trained" in states else "fresh"
+    structure = states[state]
+    pyro.set_rng_seed(args.seed)
+    batch = _data_batch(dataset, args.batch_size, structure.needs_labels)
+    rows = snr_against_particles(structure.model, structure.guide, batch, args.estimators, args.num_particles,
+                                 num_repeats=args.repeats, progress=_progress(args))
+    slopes = snr_slopes(rows)
+    seconds = time.perf_counter() - start
+    columns = [("estimator", "estimator", "s"), ("num_particles", "K", "d"), ("guide_snr", "guide SNR", ".4g"),
+               ("model_snr", "model SNR", ".4g"), ("guide_total_variance", "guide total var", ".4g"),
+               ("model_total_variance", "model total var", ".4g"), ("seconds_per_gradient", "s / gradient", ".4f")]
+    _print_table(rows, columns)
+    print()
+    _print_table(slopes, [("estimator", "estimator", "s"), ("group", "parameters", "s"),
+                          ("slope", "slope of log SNR on log K", "+.3f"), ("slope_low", "95 % low", "+.3f"),
+                          ("slope_high", "95 % high", "+.3f")])
+    description = (f"{args.model if not args.run_dir else args.run_dir} ({state}), {args.batch_size} images, "
+                   f"R = {args.repeats} estimates per K")
+    print(f"{description}; {seconds:.0f} s in all")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out_dir / SNR_FILES[0])
+    write_csv(slopes, out_dir / SNR_FILES[1])
+    settings = {key: value for key, value in vars(args).items() if key not in ("handler", "command")}
+    write_json({"settings": settings, "model_state": state, "seconds": seconds, "rows": rows, "slopes": slopes},
+               out_dir / SNR_FILES[2])
+    plot_snr(rows, slopes, out_dir / SNR_FILES[3], title=description)
+    print("results: " + ", ".join(str(out_dir / name) for name in SNR_FILES))
     return 0
 
 
@@ -283,15 +355,23 @@ def add_subcommands(subparsers) -> None:
                        train_help="without --run-dir: epochs of training (the structure's default ELBO) for the "
                                   "trained model")
     comparison = compare.add_argument_group("comparison")
-    comparison.add_argument("--estimators", type=_estimator_names, default=",".join(DEFAULT_ESTIMATORS),
-                            help="comma-separated estimators")
+    comparison.add_argument("--estimators", type=_estimator_names,
+                            help=f"comma-separated estimators (default: {','.join(DEFAULT_ESTIMATORS)}; with "
+                                 f"--num-particles: {','.join(SNR_ESTIMATORS)})")
+    comparison.add_argument("--num-particles", type=_positive_ints, metavar="K1,K2,...",
+                            help="instead of the gradient table and the training curves: the signal-to-noise ratio "
+                                 "of each estimator's guide and model gradients at each number of draws K, on the "
+                                 "trained model, drawn on log-log axes with fitted slopes and their 95 %% intervals "
+                                 "(Rainforth et al. 2018: IWAE's guide slope near -1/2, its model's near +1/2; "
+                                 "Tucker et al. 2019: DReG's guide slope >= 0); e.g. 1,3,10,30,100,300,1000. "
+                                 "Writes " + ", ".join(SNR_FILES))
     comparison.add_argument("--batch-size", type=int, default=100, help="images per gradient estimate and SVI step")
     comparison.add_argument("--repeats", "-R", type=int, default=100, help="gradient estimates per estimator and model")
     comparison.add_argument("--baseline-warmup", type=int,
                             help="estimates on the same batch before measuring, for the baselines to settle "
                                  "(default: 100)")
-    comparison.add_argument("--train-steps", type=int, default=1000,
-                            help="SVI steps of training with each estimator (0: no training curves)")
+    comparison.add_argument("--train-steps", type=int,
+                            help="SVI steps of training with each estimator (0: no training curves) (default: 1000)")
     comparison.add_argument("--eval-every", type=int, help="steps between validation ELBOs (default: 50)")
     comparison.add_argument("--lr", type=float, default=1e-3,
                             help="Adam learning rate (the neural baseline's is 10 times larger)")

@@ -110,6 +110,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--num-particles", type=int, metavar="K",
                           help=f"samples of z per image in each ELBO estimate, drawn in one vectorized pass; with "
                                f"--elbo iwae the K of the importance-weighted bound (default: {d.num_particles})")
+    training.add_argument("--alpha", type=float,
+                          help="with --elbo renyi: the alpha of the Renyi bound, >= 0 and not 1 (0: the IWAE bound; "
+                               "towards 1: the ELBO) (default: 0.5)")
+    training.add_argument("--outer-particles", type=int, metavar="M",
+                          help="with --elbo miwae or piwae: the number M of IWAE bounds of K = --num-particles draws "
+                               "each, M K draws per image (default: 8)")
+    training.add_argument("--ciwae-beta", type=float, metavar="BETA",
+                          help="with --elbo ciwae: the weight of the ELBO in BETA ELBO + (1 - BETA) IWAE bound, in "
+                               "[0, 1] (default: 0.5)")
     training.add_argument("--optimizer", choices=sorted(OPTIMIZER_NAMES), help=f"(default: {d.optimizer})")
     training.add_argument("--lr", type=float, help=f"learning rate (the starting one, with a schedule) (default: {d.lr})")
     training.add_argument("--lr-schedule", choices=SCHEDULES,

@@ -16,6 +16,7 @@ from pyro_vae.files import check_can_create_dir
 TOY_FILES = ("reparam_toy.csv", "reparam_toy.json", "reparam_toy.png")
 COMPARISON_FILES = ("gradient_statistics.csv", "training_curves.csv", "comparison.json",
                     "gradient_statistics.png", "training_curves.png")
+SNR_FILES = ("snr.csv", "snr_slopes.csv", "snr.json", "snr.png")
 DISCRETE_FILES = ("discrete_estimators.csv", "discrete_estimators.json", "discrete_estimators.png")
 NOT_APPLICABLE_COLUMN = ("not_applicable", "not applicable because", "s")
 

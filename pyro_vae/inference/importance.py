@@ -4,6 +4,8 @@ per particle and data point, with enumerated sites summed inside each weight."""
 from __future__ import annotations
 
 import contextlib
+import copy
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import pyro
@@ -65,18 +67,75 @@ def per_datapoint_log_prob(site: dict, name: str, particle_dim: int, scaled: boo
 
 
 def log_weights(model: Callable, guide: Callable, batch: tuple, num_particles: int, particle_dim: int, *,
-                 scaled: bool = False, penalties: Optional[list] = None) -> torch.Tensor:
+                scaled: bool = False, penalties: Optional[list] = None) -> torch.Tensor:
     """log p(x, z) - log q(z | x) for ``num_particles`` draws per data point, (enumerated values, particles,
     batch): summed over the enumerated values, the weights of :func:`log_likelihood_iwae`. Differentiable
     (the IWAE training objective, ``inference.iwae``, is built on it); with ``scaled`` each site's log-density
     is multiplied by its Pyro scale (a beta-VAE's beta), as the training objectives do. Training penalties
     (:func:`~pyro_vae.scaling.penalty`) are no part of p(x, z): left out, or, given a ``penalties``
     list, appended to it as (particles, batch) terms, for an objective that adds them outside the weights."""
+    terms, _, _ = _weight_terms(model, guide, batch, num_particles, particle_dim, scaled, penalties, False)
+    signed = [sign * term for sign, term in terms]
+    return _per_particle(sum(signed[1:], signed[0]), num_particles, batch)
+
+
+@dataclass
+class WeightParts:
+    """The two halves of the log importance weights, each (enumerated values, particles, batch), and the guide's
+    trace they were drawn in (its latent values are the z of every weight)."""
+
+    log_p: torch.Tensor
+    log_q: torch.Tensor
+    guide_trace: object
+    model_trace: object
+
+
+def detached(fn: Distribution) -> Distribution:
+    """A shallow copy of ``fn`` whose parameter tensors are cut from the graph: its log-density is still a function
+    of the value, with the distribution's parameters held fixed (the stop-gradient of "sticking the landing")."""
+    fn = copy.copy(fn)
+    for key, value in list(vars(fn).items()):
+        if isinstance(value, torch.Tensor):
+            setattr(fn, key, value.detach())
+        elif isinstance(value, Distribution):
+            setattr(fn, key, detached(value))
+    return fn
+
+
+def weight_parts(model: Callable, guide: Callable, batch: tuple, num_particles: int, particle_dim: int, *,
+                 scaled: bool = False, penalties: Optional[list] = None, detach_guide: bool = False,
+                 detach_draws: bool = False) -> WeightParts:
+    """log p(x, z) and log q(z | x) of :func:`log_weights` apart; with ``detach_guide`` the guide's densities
+    are evaluated with their parameters held fixed (:func:`detached`), so that a gradient reaches the guide only
+    through the reparameterized draws z (sticking the landing, DReG); with ``detach_draws`` the draws z are cut
+    from the graph before the model sees them (wake-sleep: no gradient flows through z)."""
+    terms, guide_trace, model_trace = _weight_terms(model, guide, batch, num_particles, particle_dim, scaled,
+                                                    penalties, detach_guide, detach_draws)
+    log_p = sum(term for sign, term in terms if sign > 0)
+    log_q = sum((term for sign, term in terms if sign < 0), torch.zeros(()))
+    shape = torch.broadcast_shapes(log_p.shape, log_q.shape)
+    return WeightParts(_per_particle(log_p.expand(shape), num_particles, batch),
+                       _per_particle(log_q.expand(shape), num_particles, batch), guide_trace, model_trace)
+
+
+def _per_particle(total: torch.Tensor, num_particles: int, batch: tuple) -> torch.Tensor:
+    total = total.expand(total.shape[:-2] + (num_particles, batch[0].shape[0]))
+    return total.reshape((-1,) + total.shape[-2:])
+
+
+def _weight_terms(model: Callable, guide: Callable, batch: tuple, num_particles: int, particle_dim: int,
+                  scaled: bool, penalties: Optional[list], detach_guide: bool,
+                  detach_draws: bool = False) -> tuple[list, object, object]:
+    """(+1, log p term) and (-1, log q term) per site, in the order of the model's then the guide's sites."""
     guide = EnumMessenger(first_available_dim=particle_dim - 1)(guide)
     model = EnumMessenger()(model)  # model-only enumerated sites take the dimensions left of the guide's
     with pyro.plate("importance_samples", num_particles, dim=particle_dim), \
             (measuring() if penalties is None else contextlib.nullcontext()):
         guide_trace = poutine.trace(guide).get_trace(*batch)
+        if detach_draws:
+            for site in guide_trace.nodes.values():
+                if site["type"] == "sample" and not site["is_observed"] and isinstance(site["value"], torch.Tensor):
+                    site["value"] = site["value"].detach()
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch)
     mismatch = site_mismatch(model_trace, guide_trace)
     if mismatch is not None:  # every call checked: programs can change between two passes over the data
@@ -101,7 +160,7 @@ def log_weights(model: Callable, guide: Callable, batch: tuple, num_particles: i
             if sign < 0 and enumerated:
                 # q(c | x) of an enumerated guide site cancels: sum_c q(c) p(x, z, c) / (q(c) q(z | c))
                 continue
-            terms.append(sign * per_datapoint_log_prob(site, name, particle_dim, scaled))
-    total = sum(terms[1:], terms[0])
-    total = total.expand(total.shape[:-2] + (num_particles, batch[0].shape[0]))
-    return total.reshape((-1,) + total.shape[-2:])
+            if sign < 0 and detach_guide:
+                site = {**site, "fn": detached(site["fn"])}
+            terms.append((sign, per_datapoint_log_prob(site, name, particle_dim, scaled)))
+    return terms, guide_trace, model_trace

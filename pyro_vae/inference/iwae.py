@@ -26,7 +26,22 @@ from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.importance import log_weights
 
 
-class IWAE_ELBO(ELBO):
+class SurrogateELBO(ELBO):
+    """An ELBO whose ``differentiable_loss`` carries the estimator's gradient: ``loss`` is its value, and
+    ``loss_and_grads`` steps on it."""
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        return loss.item()
+
+
+class IWAE_ELBO(SurrogateELBO):
     """``loss`` is minus the importance-weighted bound with ``num_particles`` = K samples, summed over the batch
     (the convention of Pyro's ELBOs: SVI steps on the batch total). Needs every sampled latent reparameterized
     or enumerated; ``max_plate_nesting`` is the number of plates around the sites (1 for a data plate)."""
@@ -75,13 +90,3 @@ class IWAE_ELBO(ELBO):
 
             self._compiled = compiled
         return self._compiled(*args, _pyro_model_id=id(model), _pyro_guide_id=id(guide))
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward()
-        return loss.item()

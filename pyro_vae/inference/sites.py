@@ -2,6 +2,7 @@
 that ``TraceGraph_ELBO`` subtracts from the score function of the non-reparameterized ones."""
 from __future__ import annotations
 
+import copy
 import re
 
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
+from torch.distributions import Distribution
 
 from pyro_vae.catalog import BASELINES, is_file_spec  # noqa: F401 (BASELINES re-exported)
 from pyro_vae.errors import PyroVAEError, first_line, user_line
@@ -21,6 +23,20 @@ from pyro_vae.networks import mlp
 from pyro_vae.scaling import is_penalty
 
 AVERAGE_BASELINE_PARAM = "__baseline_avg_downstream_cost_"  # TraceGraph_ELBO's name for the decaying average
+
+
+def without_rsample(fn: Distribution) -> Distribution:
+    """A shallow copy of ``fn`` that samples without a pathwise gradient.
+
+    Wrappers (``Independent``, ``ExpandedDistribution``, masked and transformed distributions) read
+    ``has_rsample`` from their ``base_dist``, so the flag is set on a copy of the innermost distribution.
+    """
+    fn = copy.copy(fn)
+    if isinstance(getattr(type(fn), "has_rsample", None), property) and hasattr(fn, "base_dist"):
+        fn.base_dist = without_rsample(fn.base_dist)
+    else:
+        fn.has_rsample_(False)
+    return fn
 
 
 def is_enumerated(site: dict) -> bool:
@@ -49,6 +65,10 @@ class LatentSites:
     #: where the model and guide disagree on their latent sites on this batch ("its guide samples 'w', which its
     #: model lacks"), or None: such a pair's ELBO is no bound on log p(x)
     mismatch: Optional[str] = None
+    #: training penalties in the programs (beta-TCVAE's total correlation, see ``scaling.penalty``)
+    penalties: list = field(default_factory=list)
+    #: the latent sites the guide samples or enumerates (the others are the model's own, summed out)
+    in_guide: list = field(default_factory=list)
 
     @property
     def discrete(self) -> list:
@@ -72,6 +92,8 @@ def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
                          for trace in (guide_trace, model_trace) for site in trace.nodes.values()
                          if site["type"] == "sample" and not site_is_subsample(site))
     sites.mismatch = site_mismatch(model_trace, guide_trace)
+    sites.penalties = [name for trace in (guide_trace, model_trace) for name, site in trace.nodes.items()
+                       if site["type"] == "sample" and is_penalty(site)]
     for trace, in_guide in ((guide_trace, True), (model_trace, False)):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
@@ -79,6 +101,8 @@ def latent_sites(model: Callable, guide: Callable, args: tuple) -> LatentSites:
             if not in_guide and name in guide_trace.nodes:
                 continue
             sites.distributions[name] = type(site["fn"]).__name__
+            if in_guide:
+                sites.in_guide.append(name)
             if is_enumerated(site):
                 sites.enumerated.append(name)
                 sites.enumerated_values *= site["fn"].enumerate_support(expand=False).shape[0]
@@ -240,17 +264,92 @@ def _describe(names: list, sites: LatentSites) -> str:
     return f"site{'s' if len(names) > 1 else ''} {listed}"
 
 
-def check_elbo_applies(elbo: str, sites: LatentSites, baseline: str = "none") -> Optional[str]:
+#: the objectives that need every latent site of the guide reparameterized or summed out (IWAE-like weights)
+PATHWISE_WEIGHTED = ("iwae", "miwae", "piwae", "ciwae", "renyi", "tmc")
+#: the objectives that differentiate through the draws with q's parameters held fixed
+STICKING = ("stl", "dreg")
+#: the objectives with no place for a training penalty (beta-TCVAE's, FactorVAE's) beside their weights
+NO_PENALTIES = ("dreg", "miwae", "piwae", "ciwae", "rws", "vimco", "renyi", "tmc")
+#: the objectives that weigh K >= 2 draws against each other
+TWO_OR_MORE = ("rws", "vimco")
+
+
+def _distribution_tensors(fn) -> list:
+    found = []
+    for value in vars(fn).values():
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, Distribution):
+            found += _distribution_tensors(value)
+    return found
+
+
+def dependent_guide_site(guide: Callable, args: tuple) -> Optional[tuple[str, str]]:
+    """(site, earlier site) where the parameters of a guide site's distribution depend on an earlier latent draw
+    (a hierarchical guide q(z2 | x, z1)), found by autograd on one traced run; None when every site's q depends on
+    x alone. The random state is restored."""
+    devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
+    with poutine.block(), torch.random.fork_rng(devices=devices), torch.enable_grad():
+        trace = poutine.trace(guide).get_trace(*args)
+        earlier = []
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+                continue
+            tensors = [t for t in _distribution_tensors(site["fn"]) if t.requires_grad]
+            if tensors and earlier:
+                total = sum(t.sum() for t in tensors)
+                grads = torch.autograd.grad(total, [value for _, value in earlier], allow_unused=True,
+                                            retain_graph=True)
+                for (source, _), grad in zip(earlier, grads):
+                    if grad is not None:
+                        return name, source
+            if isinstance(site["value"], torch.Tensor) and site["value"].requires_grad:
+                earlier.append((name, site["value"]))
+    return None
+
+
+def check_elbo_applies(elbo: str, sites: LatentSites, baseline: str = "none", *, num_particles: int = 1,
+                       guide: Optional[Callable] = None, batch: Optional[tuple] = None) -> Optional[str]:
     """Refuse an ELBO that cannot handle the sites (a ``PyroVAEError``); return a one-line warning when it
-    would estimate a discrete site's gradient with the plain score function, else None."""
+    would estimate a discrete site's gradient with the plain score function, else None. ``guide`` and ``batch``
+    let the sticking-the-landing objectives check that each guide site depends on x alone."""
     non_reparameterized = sites.discrete
     if elbo == "meanfield" and non_reparameterized:
         raise PyroVAEError(f"--elbo meanfield needs every latent site reparameterized, but "
                            f"{_describe(non_reparameterized, sites)} is not; use --elbo enum or --elbo tracegraph")
-    if elbo == "iwae" and sites.score_function:
-        raise PyroVAEError(f"--elbo iwae needs every latent reparameterized or summed out, but "
+    if elbo in PATHWISE_WEIGHTED and sites.score_function:
+        raise PyroVAEError(f"--elbo {elbo} needs every latent reparameterized or summed out, but "
                            f"{_describe(sites.score_function, sites)} is sampled without a reparameterization; "
-                           "mark it infer={'enumerate': 'parallel'}, or use --elbo enum or --elbo tracegraph")
+                           "mark it infer={'enumerate': 'parallel'}, or use --elbo enum, tracegraph, rws or vimco")
+    guide_discrete = [name for name in non_reparameterized if name in sites.in_guide]
+    if elbo in STICKING and guide_discrete:
+        raise PyroVAEError(f"--elbo {elbo} differentiates through the guide's draws, and {_describe(guide_discrete, sites)} "
+                           "is discrete, without such a path; use --elbo rws, vimco, tracegraph or enum (iwae, where "
+                           "it is marked for enumeration)")
+    if elbo == "renyi" and sites.enumerated:
+        raise PyroVAEError(f"--elbo renyi is Pyro's RenyiELBO, which samples every site and cannot sum out "
+                           f"{_describe(sites.enumerated, sites)}; use --elbo iwae (the Renyi bound at alpha 0), "
+                           "which sums it inside each weight")
+    if elbo == "tmc" and non_reparameterized:
+        raise PyroVAEError(f"--elbo tmc draws K values of every reparameterized guide site, and "
+                           f"{_describe(non_reparameterized, sites)} is discrete; use --elbo iwae, which sums "
+                           "enumerated sites inside each weight")
+    if elbo == "vimco" and sites.reparameterized:
+        raise PyroVAEError(f"--elbo vimco is a score-function estimator for discrete latents, and "
+                           f"{_describe(sites.reparameterized, sites)} is continuous; use --elbo iwae or dreg for "
+                           "continuous sites, rws for a mixture of both")
+    if elbo in TWO_OR_MORE and num_particles < 2:
+        raise PyroVAEError(f"--elbo {elbo} weighs K draws per image against each other and needs "
+                           f"--num-particles 2 or more, got {num_particles}")
+    if elbo in NO_PENALTIES and sites.penalties:
+        raise PyroVAEError(f"--elbo {elbo} has no place for the training penalty {sites.penalties[0]!r} of this "
+                           "structure (its importance weights are of p(x, z) alone); use --elbo trace, stl or iwae")
+    if elbo in STICKING and guide is not None and batch is not None:
+        dependent = dependent_guide_site(guide, batch)
+        if dependent is not None:
+            raise PyroVAEError(f"--elbo {elbo} holds q's parameters fixed site by site, which is exact only when each "
+                               f"guide site depends on x alone, and the guide's {dependent[0]!r} takes its parameters "
+                               f"from the draw of {dependent[1]!r}; use --elbo trace or iwae")
     if baseline != "none" and elbo != "tracegraph":
         raise PyroVAEError(f"--baseline {baseline} is for --elbo tracegraph, whose score-function gradients it "
                            f"reduces; --elbo {elbo} has no baselines")

@@ -116,3 +116,36 @@ def plot_estimator_errors(rows: Sequence[dict], path: Path, *, title: str = "") 
     fig.suptitle("Gradient of −ELBO against the exact one (enumeration)" + (f": {title}" if title else "")
                  + ("\n" + "; ".join(notes) if notes else ""))
     return save_figure(fig, path)
+
+
+def plot_snr(rows: Sequence[dict], slopes: Sequence[dict], path: Path, *, title: str = "") -> Path:
+    """SNR of the guide's and the model's gradients against the draws K (log-log), one line per estimator, the
+    fitted slope and its 95 % interval in the legend."""
+    rows = [row for row in rows if "not_applicable" not in row]
+    estimators = list(dict.fromkeys(row["estimator"] for row in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, group in zip(axes, ("guide", "model")):
+        for i, name in enumerate(estimators):
+            points = [(row["num_particles"], row[f"{group}_snr"]) for row in rows
+                      if row["estimator"] == name and f"{group}_snr" in row]
+            if not points:
+                continue
+            fit = next((s for s in slopes if s["estimator"] == name and s["group"] == group), None)
+            label = name
+            if fit is not None and np.isfinite(fit["slope"]):
+                label += f": slope {fit['slope']:+.2f}"
+                if np.isfinite(fit["slope_low"]):
+                    label += f" [{fit['slope_low']:+.2f}, {fit['slope_high']:+.2f}]"
+            ks, values = zip(*points)
+            ax.plot(ks, values, "o-", color=colors[i % len(colors)], label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("draws per image K")
+        ax.set_ylabel("SNR |mean| / std (mean over parameters)")
+        ax.set_title(f"{'guide (inference network)' if group == 'guide' else 'model (generative network)'}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, title="estimator: log-log slope [95 % CI]", title_fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -29,8 +29,7 @@ from pyro_vae.studies.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estimat
                                            check_positive, estimator_spec, gradient_statistics, sample_gradients)
 from pyro_vae.models import LatentStructure
 
-DEFAULT_ESTIMATORS = tuple(ESTIMATORS)
-assert DEFAULT_ESTIMATORS == catalog.DEFAULT_ESTIMATORS
+DEFAULT_ESTIMATORS = catalog.DEFAULT_ESTIMATORS
 EVAL_BATCH_SIZE = 1000
 
 #: ``progress(description, total)`` returns a wrapper for a loop (e.g. a tqdm bar), or None for no bar

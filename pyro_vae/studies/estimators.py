@@ -25,7 +25,6 @@ messengers, and the gradients are those Pyro's ELBO puts on the parameters.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional
@@ -33,7 +32,7 @@ from typing import Callable, Iterable, Mapping, Optional
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Distribution, OneHotCategorical, RelaxedOneHotCategorical
+from pyro.distributions import OneHotCategorical, RelaxedOneHotCategorical
 from pyro.infer import ELBO, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -46,7 +45,10 @@ from pyro_vae.config import check_positive  # noqa: F401 (re-exported: toy, comp
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.importance import max_plate_nesting
 from pyro_vae.inference.optim import GroupedOptim
-from pyro_vae.inference.sites import DataPointBaseline
+from pyro_vae.inference.multisample import (CIWAE_ELBO, DReG_ELBO, MIWAE_ELBO, PIWAE_ELBO, RWS_ELBO, STL_ELBO,
+                                            TMC_ELBO, VIMCO_ELBO)
+from pyro_vae.inference.sites import DataPointBaseline, check_elbo_applies, without_rsample  # noqa: F401
+from pyro_vae.inference.sites import latent_sites as sort_sites
 
 #: The neural baseline learns this many times faster than the model, as in Pyro's SVI tutorial (part III).
 BASELINE_LR_FACTOR = 10
@@ -80,7 +82,19 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
     "iwae": EstimatorSpec(_SUMMARY["iwae"], RenyiELBO, {"alpha": 0, "num_particles": 5, "vectorize_particles": True}),
     "enum": EstimatorSpec(_SUMMARY["enum"], TraceEnum_ELBO),
     **{concrete_name(t): concrete_spec(t) for t in CONCRETE_TEMPERATURES},
+    "stl": EstimatorSpec(_SUMMARY["stl"], STL_ELBO, {"num_particles": 5}),
+    "dreg": EstimatorSpec(_SUMMARY["dreg"], DReG_ELBO, {"num_particles": 5}),
+    "miwae": EstimatorSpec(_SUMMARY["miwae"], MIWAE_ELBO, {"num_particles": 5, "outer_particles": 2}),
+    "piwae": EstimatorSpec(_SUMMARY["piwae"], PIWAE_ELBO, {"num_particles": 5, "outer_particles": 2}),
+    "ciwae": EstimatorSpec(_SUMMARY["ciwae"], CIWAE_ELBO, {"num_particles": 5, "beta": 0.5}),
+    "rws": EstimatorSpec(_SUMMARY["rws"], RWS_ELBO, {"num_particles": 5}),
+    "vimco": EstimatorSpec(_SUMMARY["vimco"], VIMCO_ELBO, {"num_particles": 5}),
+    "renyi": EstimatorSpec(_SUMMARY["renyi"], RenyiELBO, {"alpha": 0.5, "num_particles": 5,
+                                                         "vectorize_particles": True}),
+    "tmc": EstimatorSpec(_SUMMARY["tmc"], TMC_ELBO, {"num_particles": 5}),
 }
+#: the estimators whose applicability is the training objective's of the same name (inference.sites)
+_OBJECTIVES = ("stl", "dreg", "miwae", "piwae", "ciwae", "rws", "vimco", "renyi", "tmc")
 check_registry("estimator", ESTIMATORS, ESTIMATOR_SUMMARIES)
 
 
@@ -96,20 +110,6 @@ def estimator_spec(name: str) -> EstimatorSpec:
         return concrete_spec(temperature)
     raise PyroVAEError(f"unknown gradient estimator {name!r}; choose among {', '.join(ESTIMATORS)} "
                        "(concrete-T for any temperature T > 0)")
-
-
-def without_rsample(fn: Distribution) -> Distribution:
-    """A shallow copy of ``fn`` that samples without a pathwise gradient.
-
-    Wrappers (``Independent``, ``ExpandedDistribution``, masked and transformed distributions) read
-    ``has_rsample`` from their ``base_dist``, so the flag is set on a copy of the innermost distribution.
-    """
-    fn = copy.copy(fn)
-    if isinstance(getattr(type(fn), "has_rsample", None), property) and hasattr(fn, "base_dist"):
-        fn.base_dist = without_rsample(fn.base_dist)
-    else:
-        fn.has_rsample_(False)
-    return fn
 
 
 def _without_enumeration(infer: dict) -> dict:
@@ -205,7 +205,8 @@ def _describe(name: str, site: dict) -> str:
     return f"site {name!r} ({type(fn).__name__})"
 
 
-def applicability(name: str, model: Callable, guide: Callable, args: tuple) -> Optional[str]:
+def applicability(name: str, model: Callable, guide: Callable, args: tuple, num_particles: Optional[int] = None
+                  ) -> Optional[str]:
     """Whether the estimator ``name`` computes its gradient on this model/guide pair: None if it does, else the
     reason it does not, one sentence.
 
@@ -215,6 +216,13 @@ def applicability(name: str, model: Callable, guide: Callable, args: tuple) -> O
     point. The score function applies to any site.
     """
     spec = estimator_spec(name)
+    if name in _OBJECTIVES:
+        particles = num_particles if num_particles is not None else spec.elbo_options.get("num_particles", 1)
+        try:
+            check_elbo_applies(name, sort_sites(model, guide, args), num_particles=particles, guide=guide, batch=args)
+        except PyroVAEError as err:
+            return str(err).replace(f"--elbo {name} ", f"{name} ", 1)
+        return None
     with torch.no_grad():
         guide_trace = poutine.trace(guide).get_trace(*args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
@@ -261,7 +269,7 @@ class Estimator:
     def __init__(self, name: str, model: Callable, guide: Callable, example_args: tuple, **elbo_options):
         self.name = name
         self.spec = estimator_spec(name)
-        reason = applicability(name, model, guide, example_args)
+        reason = applicability(name, model, guide, example_args, elbo_options.get("num_particles"))
         if reason is not None:
             raise EstimatorNotApplicable(f"the estimator {name} does not apply here: {reason}")
         self.base_model, self.base_guide = model, guide

@@ -206,7 +206,8 @@ class RunSetup:
         for batch in batches:
             check_programs(self.model.model, self.model.guide, batch, self.config.model, binary=binary)
         sites = latent_sites(self.model.model, self.model.guide, batches[0])
-        why = check_elbo_applies(self.config.elbo, sites, self.config.baseline)
+        why = check_elbo_applies(self.config.elbo, sites, self.config.baseline, num_particles=self.config.num_particles,
+                                 guide=self.model.guide, batch=batches[0])
         if why:
             if note:
                 self.log(why)

@@ -47,7 +47,8 @@ class Steps:
                          "one process's run on the whole batch")
         self.jit = config.uses_jit()
         self.elbo = make_elbo(config.elbo, jit=self.jit, num_particles=config.num_particles,
-                              max_plate_nesting=self.max_plate_nesting)
+                              max_plate_nesting=self.max_plate_nesting, alpha=config.alpha,
+                              outer_particles=config.outer_particles, ciwae_beta=config.ciwae_beta)
         self.compiled = not self.jit
         #: after compile: SVI's step on the compiled graphs without Pyro's per-step parameter lookups
         self.compiled_step: Optional[CompiledStep] = None

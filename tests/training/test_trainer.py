@@ -144,7 +144,7 @@ def test_data_with_nan_is_refused(tmp_path, small_data):
 @pytest.mark.parametrize("field, value, message", [("batch_size", 0, "batch-size must be a positive"),
                                                     ("lr", -1.0, r"learning rate\) must be a positive, finite number"),
                                                     ("optimizer", "sgd", "unknown optimizer"),
-                                                    ("elbo", "renyi", "unknown ELBO")])
+                                                    ("elbo", "kl-only", "unknown ELBO")])
 def test_bad_config_values(tmp_path, field, value, message):
     with pytest.raises(PyroVAEError, match=message):
         Trainer(tiny_config(**{field: value}), tmp_path / "run", progress=False)

@@ -137,15 +137,17 @@ def plot_snr(rows: Sequence[dict], slopes: Sequence[dict], path: Path, *, title:
                 label += f": slope {fit['slope']:+.2f}"
                 if np.isfinite(fit["slope_low"]):
                     label += f" [{fit['slope_low']:+.2f}, {fit['slope_high']:+.2f}]"
+                if np.isfinite(fit.get("tail_slope", np.nan)):
+                    label += f"; large K {fit['tail_slope']:+.2f}"
             ks, values = zip(*points)
             ax.plot(ks, values, "o-", color=colors[i % len(colors)], label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("draws per image K")
-        ax.set_ylabel("SNR |mean| / std (mean over parameters)")
+        ax.set_ylabel("SNR |mean| / std (mean over parameters, debiased)")
         ax.set_title(f"{'guide (inference network)' if group == 'guide' else 'model (generative network)'}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, title="estimator: log-log slope [95 % CI]", title_fontsize=8)
+        ax.legend(fontsize=8, title="estimator: log-log slope [95 % CI]; over the largest K", title_fontsize=8)
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)

@@ -389,17 +389,23 @@ def _flat_gradient(params: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.cat(grads) if grads else torch.zeros(0)
 
 
-def gradient_statistics(samples: torch.Tensor) -> dict[str, float]:
+def gradient_statistics(samples: torch.Tensor, *, debias: bool = False) -> dict[str, float]:
     """Statistics of ``R`` gradient estimates of ``D`` parameters, given as an (R, D) tensor.
 
     * ``mean_grad_norm``: the norm of the average estimate;
     * ``total_variance``: the sum over parameters of each one's variance (the trace of the covariance);
-    * ``snr``: |mean| / standard deviation, averaged over the parameters whose estimate varies.
+    * ``snr``: |mean| / standard deviation, averaged over the parameters whose estimate varies. The average of R
+      estimates of a parameter whose expected gradient is zero is still about 0.8 / sqrt(R) standard deviations
+      from zero, so this SNR never falls below that floor; with ``debias`` each parameter's squared mean is less
+      its sampling variance s^2 / R (at least 0) before the square root, which more than halves the floor.
     """
     if samples.dim() != 2 or samples.shape[0] < 2:
         raise PyroVAEError("gradient statistics need at least two estimates, as an (R, D) tensor")
     samples = samples.double()
     mean, std = samples.mean(0), samples.std(0)
     varies = std > 0
-    snr = (mean.abs()[varies] / std[varies]).mean().item() if varies.any() else float("nan")
+    signal = mean.abs()
+    if debias:
+        signal = (mean.pow(2) - std.pow(2) / samples.shape[0]).clamp(min=0).sqrt()
+    snr = (signal[varies] / std[varies]).mean().item() if varies.any() else float("nan")
     return {"mean_grad_norm": mean.norm().item(), "total_variance": std.pow(2).sum().item(), "snr": snr}

@@ -2,10 +2,12 @@
 al. 2019).
 
 For each estimator and each K, ``num_repeats`` gradient estimates on one batch with the parameters held fixed give,
-per parameter, SNR = |mean| / standard deviation; the guide's (inference network's) and the model's (generative
-network's) SNR are the means over their parameters. On log-log axes SNR against K is close to a line, and its
+per parameter, SNR = |mean| / standard deviation, the squared mean less its sampling variance (so that a parameter
+whose expected gradient is zero adds little, not the 0.8 / sqrt(R) that |mean| alone would); the guide's
+(inference network's) and the model's (generative network's) SNR are the means over their parameters. On log-log axes SNR against K is close to a line, and its
 slope says how the estimator scales: Rainforth et al. show that under the IWAE bound the guide's SNR falls as
-K^(-1/2) while the model's rises as K^(1/2); Tucker et al. that DReG's guide SNR does not fall.
+K^(-1/2) while the model's rises as K^(1/2); Tucker et al. that DReG's guide SNR does not fall. Those rates are
+asymptotic in K, so besides the slope over every K the study fits the slope over the largest ``TAIL`` values.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def snr_against_particles(model: Callable, guide: Callable, batch: tuple, estima
             row = {"estimator": name, "num_particles": k}
             for group, samples in result.samples.items():
                 if samples.shape[1]:
-                    stats = gradient_statistics(samples)
+                    stats = gradient_statistics(samples, debias=True)
                     row[f"{group}_snr"] = stats["snr"]
                     row[f"{group}_total_variance"] = stats["total_variance"]
             row["seconds_per_gradient"] = result.seconds_per_gradient
@@ -92,14 +94,24 @@ def fit_slope(ks: Sequence[float], values: Sequence[float]) -> dict:
             "points": len(points)}
 
 
+#: how many of the largest K the large-K slope is fitted on
+TAIL = 4
+
+
 def snr_slopes(rows: Sequence[dict]) -> list[dict]:
-    """The fitted slope of log SNR against log K per estimator and group (guide, model)."""
+    """The fitted slope of log SNR against log K per estimator and group (guide, model): over every K
+    (``slope``, ``slope_low``, ``slope_high``) and over the :data:`TAIL` largest (``tail_slope``, ``tail_low``,
+    ``tail_high``; NaN with fewer than TAIL values of K)."""
     slopes = []
     for name in dict.fromkeys(row["estimator"] for row in rows):
         measured = [row for row in rows if row["estimator"] == name and "not_applicable" not in row]
         for group in ("guide", "model"):
             points = [(row["num_particles"], row[f"{group}_snr"]) for row in measured if f"{group}_snr" in row]
             if points:
+                tail = sorted(points)[-TAIL:] if len(points) >= TAIL else []
+                fit = fit_slope([k for k, _ in tail], [v for _, v in tail]) if tail else {}
                 slopes.append({"estimator": name, "group": group,
-                               **fit_slope([k for k, _ in points], [v for _, v in points])})
+                               **fit_slope([k for k, _ in points], [v for _, v in points]),
+                               "tail_slope": fit.get("slope", math.nan), "tail_low": fit.get("slope_low", math.nan),
+                               "tail_high": fit.get("slope_high", math.nan)})
     return slopes

@@ -106,6 +106,36 @@ def test_snr_mistakes_are_one_sentence(cli, tmp_path, argv, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_snr_toy_writes_the_table_the_slopes_and_the_plot(cli, tmp_path):
+    out = tmp_path / "toy"
+    code, stdout, err = cli("snr-toy", "--dim", 2, "--num-data", 3, "--repeats", 5, "--num-particles", "1,3,10,30",
+                            "--estimators", "iwae,dreg", "--out", out, "--no-progress")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(out / "snr.csv")))
+    assert [(r["estimator"], int(r["num_particles"])) for r in rows] == [
+        (e, k) for e in ("iwae", "dreg") for k in (1, 3, 10, 30)]
+    slopes = {(s["estimator"], s["group"]): s for s in csv.DictReader(open(out / "snr_slopes.csv"))}
+    assert set(slopes) == {(e, g) for e in ("iwae", "dreg") for g in ("guide", "model")}
+    assert all(math.isfinite(float(s["tail_slope"])) for s in slopes.values())  # four K: the large-K fit too
+    settings = json.loads((out / "snr.json").read_text())["settings"]
+    assert settings["dim"] == 2 and settings["num_data"] == 3
+    assert (out / "snr.png").stat().st_size > 10_000 and "largest 4 K" in stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--estimators", "score"], "draws one"),
+    (["--repeats", 1], "--repeats must be at least 2"),
+    (["--perturbation", "-0.5"], "--perturbation must be a finite number >= 0"),
+    (["--dim", 0], "--dim"),
+    (["--num-particles", "10000000", "--num-data", 100000], "use fewer draws"),
+    (["--dim", 200000], "a smaller --dim"),
+])
+def test_snr_toy_mistakes_are_one_sentence(cli, tmp_path, argv, message):
+    code, out, err = cli("snr-toy", "--out", tmp_path / "o", *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_fit_slope_recovers_a_power_law_and_its_interval_covers_noise():
     ks = [1, 3, 10, 30, 100]
     exact = fit_slope(ks, [2.0 * k ** -0.5 for k in ks])

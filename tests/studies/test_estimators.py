@@ -116,6 +116,16 @@ def test_gradient_statistics_known_answer():
     assert stats["mean_grad_norm"] == pytest.approx(5.0)
     assert stats["total_variance"] == pytest.approx(2 * (1 + 4))
     assert stats["snr"] == pytest.approx((3 / math.sqrt(2) + 4 / (2 * math.sqrt(2))) / 2)
+    # Debiased: the squared mean less s^2 / R = d^2 (3^2 - 1 and 4^2 - 4), over s = sqrt(2) d.
+    debiased = gradient_statistics(torch.stack([mean + half_spread, mean - half_spread]), debias=True)
+    assert debiased["snr"] == pytest.approx((math.sqrt(8) / math.sqrt(2) + math.sqrt(12) / (2 * math.sqrt(2))) / 2)
+
+
+def test_debiased_snr_of_pure_noise_sits_far_below_the_naive_floor():
+    noise = torch.randn(100, 5000, generator=torch.Generator().manual_seed(0))
+    naive, debiased = gradient_statistics(noise)["snr"], gradient_statistics(noise, debias=True)["snr"]
+    assert naive == pytest.approx(math.sqrt(2 / math.pi) / 10, rel=0.05)  # E|N(0, 1)| / sqrt(R)
+    assert debiased < naive / 2
 
 
 def test_without_rsample_copies_wrapped_distributions():

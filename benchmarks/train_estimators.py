@@ -102,7 +102,7 @@ def main() -> int:
                 print(f"{name}: {time.time() - start:.0f} s", file=log, flush=True)
             result = json.loads(evaluation.read_text())
             metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-            seconds = sum(m.get("seconds", 0.0) for m in metrics)
+            seconds = max((m.get("seconds", 0.0) for m in metrics), default=0.0)  # cumulative per epoch
             rows.append({"estimator": name, "options": " ".join(options), "epoch": result["epoch"],
                          "train_seconds": round(seconds), "test_elbo": round(result["elbo"], 2),
                          "test_nll": round(result["nll"], 2), "eval_samples": result["num_samples"],

@@ -83,11 +83,23 @@ TINY = ["--subset", 300, "--epochs", 1, "--hidden-dims", 32, "--z-dim", 2, "--ba
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """The run ``pyro-vae train --run-dir RUN *TINY`` writes, trained once per test process. A test that needs
-    some trained run to resume, evaluate, damage or refuse copies it (``shutil.copytree``) instead of training its
-    own: about 5 s of CPU each, half of it the run's pictures. Never change it in place."""
-    run = tmp_path_factory.mktemp("tiny") / "run"
-    assert run_cli("train", "--run-dir", run, *TINY) == 0
+    """The run ``pyro-vae train --run-dir RUN *TINY`` writes, trained once per session: by the first of
+    pytest-xdist's workers to ask, in the folder their temporary folders share, while the others wait for it. A
+    test that needs some trained run to resume, evaluate, damage or refuse copies it (``shutil.copytree``) instead
+    of training its own: about 5 s of CPU each, half of it the run's pictures. Never change it in place."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent
+    run, done = shared / "tiny-run" / "run", shared / "tiny-run" / "trained"
+    with open(shared / "tiny-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(run.parent, ignore_errors=True)  # what a worker that failed here left
+            run.parent.mkdir()
+            assert run_cli("train", "--run-dir", run, *TINY) == 0
+            done.touch()
     return run
 
 

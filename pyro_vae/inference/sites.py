@@ -14,7 +14,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, TransformedDistribution
 
 from pyro_vae.catalog import BASELINES, is_file_spec  # noqa: F401 (BASELINES re-exported)
 from pyro_vae.errors import PyroVAEError, first_line, user_line
@@ -308,6 +308,22 @@ def dependent_guide_site(guide: Callable, args: tuple) -> Optional[tuple[str, st
     return None
 
 
+def flow_guide_site(guide: Callable, args: tuple) -> Optional[str]:
+    """The first guide site whose q is a transformed distribution (a normalizing flow), else None. The random
+    state is restored."""
+    devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
+    with poutine.block(), torch.random.fork_rng(devices=devices), torch.no_grad():
+        trace = poutine.trace(guide).get_trace(*args)
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
+            fn = site["fn"]
+            while isinstance(fn, Independent):
+                fn = fn.base_dist
+            if isinstance(fn, TransformedDistribution) and fn.transforms:
+                return name
+    return None
+
+
 def check_elbo_applies(elbo: str, sites: LatentSites, baseline: str = "none", *, num_particles: int = 1,
                        guide: Optional[Callable] = None, batch: Optional[tuple] = None) -> Optional[str]:
     """Refuse an ELBO that cannot handle the sites (a ``PyroVAEError``); return a one-line warning when it
@@ -345,6 +361,11 @@ def check_elbo_applies(elbo: str, sites: LatentSites, baseline: str = "none", *,
         raise PyroVAEError(f"--elbo {elbo} has no place for the training penalty {sites.penalties[0]!r} of this "
                            "structure (its importance weights are of p(x, z) alone); use --elbo trace, stl or iwae")
     if elbo in STICKING and guide is not None and batch is not None:
+        flow = flow_guide_site(guide, batch)
+        if flow is not None:
+            raise PyroVAEError(f"--elbo {elbo} holds q's parameters fixed by cutting them from the graph, and the "
+                               f"guide's {flow!r} is a flow whose steps keep their parameters inside Pyro's "
+                               "transforms, where they cannot be cut; use --elbo trace or iwae")
         dependent = dependent_guide_site(guide, batch)
         if dependent is not None:
             raise PyroVAEError(f"--elbo {elbo} holds q's parameters fixed site by site, which is exact only when each "

@@ -214,7 +214,9 @@ def vae_gradients(small_data):
     for name in SAME_OBJECTIVE:
         with pyro.get_param_store().scope():
             estimator = Estimator(name, vae.model, vae.guide, batch)
-            samples[name] = sample_gradients(estimator, batch, 300, baseline_warmup=60).samples
+            # 150 estimates each (300 took 12 s of the suite's CPU; the largest of the 24 differences below is 1.9
+            # standard errors at either size, and the variance ratios stay 20 times and more inside their bounds)
+            samples[name] = sample_gradients(estimator, batch, 150, baseline_warmup=30).samples
     return samples
 
 
@@ -234,6 +236,7 @@ def test_vae_estimators_agree_in_expectation(vae_gradients):
             assert ((proj.mean(0) - ref_proj.mean(0)).abs() < 4 * se).all(), (name, group)
 
 
+@pytest.mark.slow  # its fixture samples 750 gradients: seconds
 def test_vae_score_function_variance_is_larger_and_baselines_reduce_it(vae_gradients):
     variance = {name: samples["guide"].var(0).sum().item() for name, samples in vae_gradients.items()}
     assert variance["score"] > 10 * variance["reparam"]

@@ -81,7 +81,7 @@ def test_short_training_lowers_the_loss_and_checkpoints_round_trip(structure, tm
     name = next(key for key, cls in MODELS.items() if type(structure) is cls)
     dataset = "binarized-mnist-labelled" if structure.needs_labels else "binarized-mnist"
     labelled = {"num_labelled": 50} if structure.semi_supervised else {}
-    config = TrainConfig(model=name, dataset=dataset, subset=300, batch_size=50, epochs=3, **labelled, **SMALL,
+    config = TrainConfig(model=name, dataset=dataset, subset=300, batch_size=50, epochs=2, **labelled, **SMALL,
                          model_options=SMALLER.get(name, {}))
     trainer = Trainer(config, tmp_path / "run", progress=False, log=lambda _: None)
     history = trainer.fit()

@@ -161,3 +161,24 @@ def assert_measured_alike(structure, reference, seed=2):
         nll = negative_log_likelihood(candidate.model, candidate.guide, batches, num_samples=20)
         results.append((elbo, nll))
     assert results[0] == pytest.approx(results[1], rel=1e-6)
+
+
+#: the files that hold the suite's longest tests (several seconds each, processes or real training), run first:
+#: pytest-xdist hands the tests out in collection order, and one of them handed out last kept one worker busy
+#: while the other had nothing left to do. The order within each file is kept (its module fixtures set up once).
+LONGEST_FIRST = ("training/test_distributed.py", "disentanglement/test_measure.py", "cli/test_hardening.py",
+                 "training/test_recipe.py", "models/test_discrete.py", "disentanglement/test_metrics.py",
+                 "benchmarks/test_disentanglement_metrics.py", "studies/test_estimators.py", "cli/test_edges.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    tests = Path(__file__).resolve().parent
+
+    def key(item):
+        try:
+            return rank.get(item.path.resolve().relative_to(tests).as_posix(), len(rank))
+        except ValueError:  # a test outside tests/
+            return len(rank)
+
+    items.sort(key=key)  # stable: every other file keeps its place

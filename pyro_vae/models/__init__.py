@@ -19,6 +19,7 @@ from pyro_vae.models.factor_vae import FactorVAE
 from pyro_vae.models.flow_vae import IAFVAE, PlanarVAE, SylvesterVAE
 from pyro_vae.models.gmvae import GMVAE
 from pyro_vae.models.hierarchical_vae import HierarchicalVAE
+from pyro_vae.models.hierarchical_vampprior import HierarchicalVampPrior
 from pyro_vae.models.mixture_prior_vae import MixturePriorVAE
 from pyro_vae.models.ss_vae import SSVAE
 from pyro_vae.models.vae import VAE
@@ -36,6 +37,7 @@ MODELS: dict[str, type[LatentStructure]] = {
     "gmvae": GMVAE,
     "ss-vae": SSVAE,
     "vampprior": VampPriorVAE,
+    "hierarchical-vampprior": HierarchicalVampPrior,
     "planar-vae": PlanarVAE,
     "iaf-vae": IAFVAE,
     "sylvester-vae": SylvesterVAE,

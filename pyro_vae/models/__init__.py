@@ -16,6 +16,7 @@ from pyro_vae.models.beta_tcvae import BetaTCVAE
 from pyro_vae.models.beta_vae import BetaVAE
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.factor_vae import FactorVAE
+from pyro_vae.models.flow_prior_vae import FlowPriorVAE
 from pyro_vae.models.flow_vae import IAFVAE, PlanarVAE, SylvesterVAE
 from pyro_vae.models.gmvae import GMVAE
 from pyro_vae.models.hierarchical_vae import HierarchicalVAE
@@ -41,6 +42,7 @@ MODELS: dict[str, type[LatentStructure]] = {
     "planar-vae": PlanarVAE,
     "iaf-vae": IAFVAE,
     "sylvester-vae": SylvesterVAE,
+    "flow-prior-vae": FlowPriorVAE,
 }
 check_registry("model", MODELS, MODEL_NAMES)
 check_registry("enumerating model", [n for n, c in MODELS.items() if c.default_elbo == "enum"], ENUM_MODELS)

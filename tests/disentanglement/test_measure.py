@@ -227,7 +227,7 @@ def test_the_sampler_scores_count_every_image_they_encode(dsprites_run, monkeypa
                         lambda self, n: (counted.append((self.total, n)), real(self, n))[1])
     model, config, _ = load_trained_model(dsprites_run, "cpu")
     sizes = measure_module.sampler_sizes(12)
-    result = measure_module.measure(model, load_run_data(config), num_samples=100, sizes=sizes,
+    result = measure_module.measure(model, load_run_data(config), num_samples=40, sizes=sizes,
                                     dci_trees="histogram", show_progress=False)
     assert measure_module.represented_images(sizes) == 3 * 64 * (12 + 6) + 12
     assert {total for total, _ in counted} == {measure_module.represented_images(sizes)}

@@ -538,6 +538,7 @@ def test_the_address_space_limit_counts_as_memory_available(monkeypatch):
     assert limits.available_memory() <= room
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_another_run_is_not_taken_for_a_repair(trained, tmp_path, cli):
     run, other = tmp_path / "run", tmp_path / "other"
     shutil.copytree(trained, run)

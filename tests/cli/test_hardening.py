@@ -304,6 +304,7 @@ def test_a_data_file_that_is_not_what_its_name_says_is_one_sentence_naming_it(tm
     assert str(error.value) == f"cannot read {tmp_path / name}: {message}"
 
 
+@pytest.mark.slow
 def test_disentanglement_of_a_small_run_uses_its_images_unless_more_are_asked_for(tmp_path, cli, monkeypatch):
     from pyro_vae.disentanglement import metrics
 
@@ -664,6 +665,7 @@ def test_long_toy_tables_say_how_long_first(cli, tmp_path, monkeypatch):
                                    "(memory stays bounded); Ctrl-C stops it")
 
 
+@pytest.mark.slow
 def test_progress_bars_stay_out_of_logs(cli, tmp_path):
     """capsys is not a terminal, like a log file: no bar, no carriage return, unless asked for."""
     code, _, err = cli("reparam-toy", "--repeats", 5, "--sample-sizes", "10,100", "--out", tmp_path / "toy")

@@ -36,6 +36,7 @@ def test_each_objective_trains_its_structure(small_data, tmp_path, model, option
     assert moved and encoder, moved  # the model's and the guide's parameters both learn
 
 
+@pytest.mark.slow
 def test_the_command_line_records_an_objectives_options(cli, tmp_path):
     run = tmp_path / "run"
     code, out, err = cli("train", "--run-dir", run, *TINY, "--elbo", "miwae", "--num-particles", 2,
@@ -71,6 +72,7 @@ def test_an_objective_that_cannot_serve_is_one_sentence_and_exit_2(cli, tmp_path
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_compare_estimators_lists_an_objective_that_does_not_apply_with_its_reason(cli, tmp_path):
     code, out, err = cli("compare-estimators", "--train-epochs", 1, "--subset", 200, "--hidden-dims", 16, "--z-dim", 2,
                          "--repeats", 3, "--batch-size", 10, "--train-steps", 2, "--eval-every", 1,
@@ -81,6 +83,7 @@ def test_compare_estimators_lists_an_objective_that_does_not_apply_with_its_reas
     assert not rows["stl"]["not_applicable"]
 
 
+@pytest.mark.slow
 def test_snr_against_k_writes_the_table_the_slopes_and_the_plot(cli, tmp_path):
     out = tmp_path / "snr"
     code, stdout, err = cli("compare-estimators", "--train-epochs", 0, "--subset", 200, "--hidden-dims", 16, "--z-dim",

@@ -11,6 +11,7 @@ EXAMPLE = REPO / "examples" / "custom_structure.py"
 SPEC = f"{EXAMPLE}:LaplacePriorVAE"
 
 
+@pytest.mark.slow
 def test_the_example_trains_evaluates_and_samples_through_the_api(tmp_path):
     spec = importlib.util.spec_from_file_location("custom_structure_example", EXAMPLE)
     example = importlib.util.module_from_spec(spec)

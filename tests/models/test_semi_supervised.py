@@ -171,6 +171,7 @@ def test_clustering_evaluation_maps_on_one_split_and_measures_on_the_other(small
     assert result["clustering_accuracy"] == clustering_accuracy(clusters, held_out.labels, mapping)
 
 
+@pytest.mark.slow
 def test_binarized_mnist_clusters_are_measured_on_the_held_out_labelled_images():
     data = load_dataset()
     matched_on, held_out = clustering_splits(data)

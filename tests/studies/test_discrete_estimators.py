@@ -212,6 +212,7 @@ def test_compare_estimators_on_the_mixture(cli, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_discrete_estimators_command(cli, tmp_path):
     code, out, err = cli("discrete-estimators", "--train-epochs", 0, "--repeats", 3, "--sample-sizes", "1,2",
                          "--temperatures", "1,0.1", "--baseline-warmup", 2, "--out", tmp_path, *TINY_MODEL)

@@ -218,6 +218,7 @@ def test_training_with_iwae_names_the_bound_in_the_metrics(tmp_path):
         tiny_config(elbo="iwae", kl_warmup=2).validate()
 
 
+@pytest.mark.slow
 def test_iwae_training_picks_its_best_epoch_and_stops_early_by_the_validation_iwae_bound(tmp_path, monkeypatch):
     real = quiet(tiny_config(elbo="iwae", num_particles=3, epochs=1), tmp_path / "real").fit()
     assert real[0]["valid_bound"] > real[0]["valid_elbo"]  # K = 3 is a tighter bound than the ELBO

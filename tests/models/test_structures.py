@@ -61,9 +61,11 @@ def test_shapes_generation_and_reconstruction(structure, batch):
 
 def test_elbo_is_finite_and_importance_sampling_bounds_it(structure, batch):
     cond = conditioning_for(structure, 50)
-    elbo = elbo_per_datapoint(structure.model, structure.guide, [(batch, *cond)], num_particles=50)
+    # 20 particles and K = 100 (50 and 200 took 3.4 s over the structures, the enumerated ones most): the bound
+    # stays 0.6 to 6 nats above the ELBO, as it was
+    elbo = elbo_per_datapoint(structure.model, structure.guide, [(batch, *cond)], num_particles=20)
     assert torch.isfinite(torch.tensor(elbo))
-    bound = log_likelihood_iwae(structure.model, structure.guide, (batch, *cond), num_samples=200).mean().item()
+    bound = log_likelihood_iwae(structure.model, structure.guide, (batch, *cond), num_samples=100).mean().item()
     assert bound >= elbo
 
 

@@ -76,9 +76,29 @@ def evaluate_command(args: argparse.Namespace) -> int:
         result = evaluate(model, dataset, args.split, args.num_samples,
                           extra={"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"]})
         print(describe_evaluation(result))  # printed first, so that a failed write loses no figure
+        if args.collapse:
+            result["collapse"] = _collapse(model, dataset, args.split, out)
         write_json(result, out)
         print(f"written to {out}")
     return 0
+
+
+def _collapse(model, dataset, split: str, out: Path) -> dict:
+    """Print the collapse diagnostics, draw them beside ``out``; returns them for the JSON."""
+    from pyro_vae.evaluation import evaluation_batches
+    from pyro_vae.evaluation.collapse import collapse_diagnostics
+    from pyro_vae.plots.collapse import plot_collapse
+
+    result = collapse_diagnostics(model, evaluation_batches(model, dataset, split))
+    kl = f"; KL {result['kl']:.2f} nats" if "kl" in result else f" (no KL per dimension: {result['kl_per_dim_omitted']})"
+    mi = (f"; I(x; z) {result['mutual_information']:.2f} nats on {result['mutual_information_points']} images "
+          f"(at most log N = {result['mutual_information_cap']:.2f})" if "mutual_information" in result
+          else f"; no I(x; z): {result['mutual_information_omitted']}")
+    print(f"{result['active_units']} of {result['dims']} units of {result['site']!r} active{kl}{mi}")
+    picture = out.with_name(out.stem + "-collapse.png")
+    plot_collapse(result, picture)
+    print(f"collapse diagnostics drawn in {picture}")
+    return result
 
 
 #: the picture formats ``sample --out`` writes (by the file's suffix)
@@ -358,6 +378,12 @@ def add_subcommands(subparsers) -> None:
     evaluate.add_argument("--out", metavar="FILE",
                           help="where to write the result as JSON, e.g. for a run in a read-only folder (default: "
                                "RUN_DIR/evaluation-SPLIT-KK[-subsetN][-last].json)")
+    evaluate.add_argument("--collapse", action="store_true",
+                          help="also the posterior-collapse diagnostics of the code: the KL of each latent dimension "
+                               "(where q and the prior are diagonal Gaussians), the active units (Burda et al. 2016: "
+                               "Cov_x(E_q[z_i]) > 0.01) and the mutual information I(x; z) of the aggregate posterior "
+                               "(Hoffman & Johnson 2016) on up to 2,000 images; into the JSON under 'collapse', and "
+                               "a bar chart collapse.png beside it")
     _add_trained_run_options(evaluate, "random seed for the samples")
     evaluate.set_defaults(handler=evaluate_command)
 

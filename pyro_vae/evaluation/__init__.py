@@ -5,6 +5,7 @@ sampled log-likelihood from tracing the guide and replaying the model under a pa
 """
 from pyro_vae.evaluation.bounds import (MAX_ROWS, elbo_per_datapoint, evaluate_model, log_likelihood_iwae,  # noqa: F401
                                         negative_log_likelihood, rate_distortion)
+from pyro_vae.evaluation.collapse import ACTIVE_THRESHOLD, collapse_diagnostics  # noqa: F401
 from pyro_vae.evaluation.labels import (classification_accuracy, cluster_assignments, clustering_accuracy,  # noqa: F401
                                         clustering_evaluation, match_clusters)
 from pyro_vae.evaluation.report import (EVAL_BATCH_SIZE, describe_evaluation, evaluate, evaluation_batches,  # noqa: F401

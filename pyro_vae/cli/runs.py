@@ -101,6 +101,59 @@ def _collapse(model, dataset, split: str, out: Path) -> dict:
     return result
 
 
+def interpolate_command(args: argparse.Namespace) -> int:
+    import pyro
+    import torch
+
+    from pyro_vae.evaluation import evaluation_batches
+    from pyro_vae.evaluation.interpolation import interpolate
+    from pyro_vae.plots.training import picture_shape, plot_images
+    from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device
+
+    check_positive(args.pairs, "--pairs")
+    check_positive(args.steps, "--steps")
+    if args.steps < 2:
+        raise PyroVAEError(f"--steps counts the path's images, its two ends among them: at least 2, got {args.steps}")
+    if args.pairs * args.steps > 10_000:
+        raise PyroVAEError(f"--pairs {args.pairs} x --steps {args.steps} is {args.pairs * args.steps:,} images, too many "
+                           "for one picture; at most 10,000")
+    check_seed(args.seed)
+    resolve_device(args.device)
+    run_dir = existing_run_dir(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / "interpolation.png"
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise PyroVAEError(f"--out {args.out} must name a picture file ending in {', '.join(PICTURE_SUFFIXES)}")
+    check_can_write_file(out, "--out")
+    with run_lock(run_dir):
+        _repair(run_dir, args.checkpoint)
+        model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+        model.eval()
+        if model.needs_labels:
+            raise PyroVAEError("this structure is conditional on a label, which a path between two images would have "
+                               "to cross too; interpolate a structure without labels")
+        probe = pyro.poutine.trace(model.guide).get_trace(torch.zeros(1, model.x_dim, device=model.device))
+        if probe.nodes[model.code_site]["fn"].has_enumerate_support:
+            raise PyroVAEError(f"the code {model.code_site!r} of this structure is discrete: there is no path between "
+                               "two of its values")
+        dataset = load_run_data(config, device=args.device)
+        images = torch.cat([batch[0] for batch in evaluation_batches(model, dataset, args.split)])
+        if 2 * args.pairs > images.shape[0]:
+            raise PyroVAEError(f"--pairs {args.pairs} needs {2 * args.pairs} images; the {args.split} split has "
+                               f"{images.shape[0]}")
+        pyro.set_rng_seed(args.seed)
+        chosen = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(args.seed))[:2 * args.pairs]
+        x_a, x_b = images[chosen[:args.pairs].to(images.device)], images[chosen[args.pairs:].to(images.device)]
+        path = interpolate(model, x_a, x_b, args.steps, spherical=args.spherical)
+        rows = torch.cat([torch.cat([a.unsqueeze(0), p, b.unsqueeze(0)]) for a, p, b in
+                          zip(x_a, path.reshape(args.pairs, args.steps, -1), x_b)])
+        kind = "spherical" if args.spherical else "linear"
+        plot_images(rows, out, nrow=args.steps + 2, image_shape=picture_shape(model),
+                    title=f"{kind} paths between the codes of {args.split} images (first and last: the images)")
+        print(f"wrote {args.pairs} {kind} paths of {args.steps} decoded codes from {describe_checkpoint(checkpoint)} "
+              f"to {out}")
+    return 0
+
+
 #: the picture formats ``sample --out`` writes (by the file's suffix)
 PICTURE_SUFFIXES = (".png", ".pdf", ".svg")
 
@@ -428,3 +481,17 @@ def add_subcommands(subparsers) -> None:
     sample.add_argument("--label", type=int, help="for a model that takes a label (cvae, ss-vae): the digit to draw")
     _add_trained_run_options(sample, "random seed")
     sample.set_defaults(handler=sample_command)
+
+    between = subparsers.add_parser(
+        "interpolate", formatter_class=formatter, help="decoded paths between the codes of pairs of images",
+        description="Encode pairs of images of a split (drawn at random with --seed), walk from one code to the other "
+                    "in --steps steps, linearly or along a great circle (--spherical, Shoemake's slerp), decode each "
+                    "step and draw one row per pair: the first image, the path, the second image.")
+    between.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
+    between.add_argument("--pairs", type=int, default=8, help="pairs of images, one row each")
+    between.add_argument("--steps", type=int, default=10, help="decoded codes per path, its two ends included")
+    between.add_argument("--spherical", action="store_true", help="slerp instead of a straight line")
+    between.add_argument("--split", choices=("train", "valid", "test"), default="test", help="where the images come from")
+    between.add_argument("--out", help="picture to write (.png, .pdf or .svg; default: RUN_DIR/interpolation.png)")
+    _add_trained_run_options(between, "random seed: which images")
+    between.set_defaults(handler=interpolate_command)

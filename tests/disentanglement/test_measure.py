@@ -20,10 +20,14 @@ def _for_sweep(args):
 
 @pytest.fixture(scope="module")
 def dsprites_run(tmp_path_factory):
-    from conftest import run_cli
+    """The run ``train --model beta-tcvae --run-dir RUN *DSPRITES`` writes, less its test evaluation and pictures
+    (half of its 6 s; no test here reads them)."""
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.training import Trainer
 
     run = tmp_path_factory.mktemp("dsprites") / "run"
-    assert run_cli("train", "--model", "beta-tcvae", "--run-dir", run, *DSPRITES) == 0
+    Trainer(TrainConfig(model="beta-tcvae", dataset="dsprites-procedural", image_size=32, subset=100, epochs=1, z_dim=3,
+                        hidden_dims=[32], batch_size=50), run, progress=False, log=lambda line: None).fit()
     return run
 
 
@@ -215,6 +219,7 @@ def test_score_points_beyond_memory_are_refused_before_a_sweep_trains(cli, tmp_p
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow  # renders and encodes 3,456 images
 def test_the_sampler_scores_count_every_image_they_encode(dsprites_run, monkeypatch):
     """The bar and the time said before long work count what the scores really render: two batches of 64 per
     BetaVAE point, one per FactorVAE point, and FactorVAE's variance estimate."""

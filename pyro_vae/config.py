@@ -100,9 +100,12 @@ class TrainConfig:
     labelled_every: Optional[int] = None
     # what picks the best epoch (SELECT_BY); None: "accuracy" for semi-supervised runs, else "elbo" (set at the start)
     select_by: Optional[str] = None
+    # TensorBoard event files in RUN_DIR/tensorboard, written every epoch (training.board)
+    tensorboard: bool = False
 
     #: fields that may change when a run is resumed; every other field must match the checkpoint
-    RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir", "jit", "validate_every_step", "patience")
+    RESUMABLE_CHANGES = ("epochs", "device", "download", "data_dir", "jit", "validate_every_step", "patience",
+                         "tensorboard")
 
     def validate(self) -> None:
         for name, value in self.model_options.items():  # these are set by the config itself (model_kwargs)

@@ -104,6 +104,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                           help="run Pyro's checks (distribution arguments, supports, model/guide agreement, binary "
                                "pixels) on every step; by default they run on steps 1, 2, 4, 8, ... and the last of each epoch only, "
                                "after the data were checked once, because they cost about a tenth of a step")
+    training.add_argument("--tensorboard", action="store_true", default=None,
+                          help="also write TensorBoard logs to RUN_DIR/tensorboard every epoch: the metrics, the KL of "
+                               "each latent dimension and the active units on validation images, prior samples and "
+                               "reconstructions (needs the tensorboard package; view with tensorboard --logdir runs)")
     training.add_argument("--kl-warmup", type=int, metavar="EPOCHS",
                           help="KL warm-up: the KL term's weight rises linearly from 0 to 1 over this many epochs "
                                "(default: 0, off)")

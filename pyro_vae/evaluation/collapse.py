@@ -41,7 +41,8 @@ def _site_fns(model, batch: tuple, site: str) -> tuple:
 
 @torch.no_grad()
 def collapse_diagnostics(model, batches: list[tuple], *, max_points: int = 2000) -> dict:
-    """KL per dimension (where defined), active units, and I(x; z) on up to ``max_points`` data points, for the
+    """KL per dimension (where defined), active units, and I(x; z) on up to ``max_points`` data points (0: no
+    I(x; z)), for the
     structure's code site. ``batches`` as the evaluation's: tuples whose first element is x."""
     site = model.code_site
     kl_sum, means, q_parts, draws, count = None, [], [], [], 0
@@ -75,6 +76,9 @@ def collapse_diagnostics(model, batches: list[tuple], *, max_points: int = 2000)
         result["kl"] = float(per_dim.sum())
     else:
         result["kl_per_dim_omitted"] = kl_reason
+    if not draws:  # max_points 0: the KL and the active units only
+        result["mutual_information_omitted"] = "not asked for (max_points = 0)"
+        return result
     z = torch.cat(draws)
     try:
         result["mutual_information"] = _mutual_information(model, q_parts, z)

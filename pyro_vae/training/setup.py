@@ -17,6 +17,7 @@ from pyro_vae.inference.sites import LatentSites, check_elbo_applies, check_prog
 from pyro_vae.limits import check_resized_images_fit, check_training_fits, images_before_loading
 from pyro_vae.models import (STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec,
                              read_structure_source)
+from pyro_vae.training.board import check_tensorboard
 from pyro_vae.training.checkpoints import _setting, _shape, describe_checkpoint, load_trained_model
 
 
@@ -26,6 +27,8 @@ def check_config(config: TrainConfig) -> None:
     structure itself (a structure from a file checks its own when it is built)."""
     config.validate()
     resolve_device(config.device)
+    if config.tensorboard:  # an optional package: checked only when asked for
+        check_tensorboard()
     if not is_file_spec(config.model):
         check_model_options(config.model, config.model_kwargs())
 

@@ -23,6 +23,7 @@ from pyro_vae.evaluation import (EVAL_BATCH_SIZE, classification_accuracy, elbo_
                                  negative_log_likelihood)
 from pyro_vae.files import locked_run_dir
 from pyro_vae.inference.schedules import learning_rate
+from pyro_vae.training.board import Board
 from pyro_vae.training.checkpoints import load_checkpoint, repair_run
 from pyro_vae.training.parallel import ParallelHooks
 from pyro_vae.training.setup import RunSetup, check_config
@@ -92,6 +93,7 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
         self.max_plate_nesting = self.sites.max_plate_nesting
         self._build_svi()
         self.history: list[dict] = []
+        self.board = None  # the TensorBoard writer, made at the first epoch with --tensorboard
         self._first_loss: Optional[float] = None  # per image, for _divergence_bound
         self.epoch = 0
         self.step = 0
@@ -215,7 +217,14 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
                 name = "loss (weighted, not the -ELBO)"
             bound = f"  IWAE bound {row['valid_bound']:.2f}" if "valid_bound" in row else ""
             accuracy = f"  valid accuracy {100 * row['valid_accuracy']:.2f} %" if "valid_accuracy" in row else ""
+            if config.tensorboard and self.is_main:
+                if self.board is None:
+                    self.board = Board(self.run_dir)
+                self.board.epoch(self.model, row, list(self.batches("valid")))
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "
                      f"valid ELBO {row['valid_elbo']:.2f}{bound} nats/image{accuracy}{' (best)' if is_best else ''}  "
                      f"lr {lr:.3g}  ({elapsed:.1f} s)")
+        if self.board is not None:
+            self.board.close()
+            self.board = None
         return self.history

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test docs benchmark clean
+.PHONY: demo test docs notebook benchmark clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ $(VENV)/.docs-installed: $(VENV)/.installed
 
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
+
+# The tutorial notebook (examples/tutorial.ipynb) executed cell by cell with nbmake; the notebook extra is installed
+# into .venv on first use.
+$(VENV)/.notebook-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[notebook]"
+	touch $@
+
+notebook: $(VENV)/.notebook-installed
+	cd examples && ../$(BIN)/python -m pytest -q --nbmake tutorial.ipynb
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/svi_vs_pytorch.py

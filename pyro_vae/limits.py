@@ -26,6 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 from pyro_vae.catalog import ENUM_MODELS, is_dataset_path
 from pyro_vae.errors import PyroVAEError
@@ -108,12 +109,37 @@ def check_fits(need: float, what: str, advice: str, device: str = "cpu",
 
 # -- training ---------------------------------------------------------------------------------------------
 
+#: the factory functions whose small results :class:`SmallTensorsOnCPU` makes on the CPU
+_FACTORIES = {torch.tensor, torch.as_tensor, torch.arange, torch.linspace, torch.zeros, torch.ones, torch.empty,
+              torch.full, torch.eye, torch.randperm}
+
+
+class SmallTensorsOnCPU(TorchFunctionMode):
+    """Inside ``torch.device("meta")``: a factory call of at most ``limit`` elements without a device makes a CPU
+    tensor, larger ones stay on the meta device. Libraries keep index bookkeeping in small tensors that they read
+    back with ``.item()`` in their constructors (Pyro's DenseNN and MADE), which meta tensors cannot do; the
+    weights, the only large tensors, still allocate nothing."""
+
+    def __init__(self, limit: int = 4096):
+        super().__init__()
+        self.limit = limit
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _FACTORIES and kwargs.get("device") is None:
+            with torch.device("meta"):
+                probe = func(*args, **kwargs)
+            if probe.numel() <= self.limit:
+                kwargs = {**kwargs, "device": "cpu"}
+        return func(*args, **kwargs)
+
+
 def parameter_count(config, image_shape: Sequence[int], structure_source: Optional[dict] = None) -> Optional[int]:
     """The number of parameters of the structure ``config`` builds for images of ``image_shape``, counted on the
     meta device (nothing allocated); None where the structure cannot be built there (a structure file that
     computes with its tensors in its constructor): the caller then skips that part of the estimate."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), SmallTensorsOnCPU():
             model = build_model(config.model, structure_source=structure_source,
                                 **config.model_kwargs(image_shape))
     except PyroVAEError:

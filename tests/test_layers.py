@@ -23,7 +23,7 @@ LAYERS = [
     ["pyro_vae.inference"],
     ["pyro_vae.evaluation", "pyro_vae.limits"],
     ["pyro_vae.training", "pyro_vae.disentanglement", "pyro_vae.plots"],
-    ["pyro_vae.studies", "pyro_vae.sweeps"],
+    ["pyro_vae.studies", "pyro_vae.sweeps", "pyro_vae.pretrained"],
     ["pyro_vae.cli", "pyro_vae.__main__"],
 ]
 #: where imports inside functions are allowed (see the module docstring)

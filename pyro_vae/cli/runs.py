@@ -3,6 +3,7 @@ that trains or reads a run."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -54,6 +55,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     check_positive(args.num_samples, "--num-samples", optional=True)
     check_seed(args.seed)
     resolve_device(args.device)
+    from pyro_vae.pretrained import is_exported
+
+    if is_exported(args.run_dir):
+        return _evaluate_exported(args)
     run_dir = existing_run_dir(args.run_dir)
     if args.out:
         out = Path(args.out)
@@ -80,6 +85,65 @@ def evaluate_command(args: argparse.Namespace) -> int:
             result["collapse"] = _collapse(model, dataset, args.split, out)
         write_json(result, out)
         print(f"written to {out}")
+    return 0
+
+
+def _evaluate_exported(args: argparse.Namespace) -> int:
+    """evaluate pretrained:NAME or an exported folder: the same measures, written to --out or the current folder."""
+    import pyro
+
+    from pyro_vae.evaluation import describe_evaluation, evaluate
+    from pyro_vae.pretrained import load, resolve
+    from pyro_vae.training import load_run_data, write_json
+
+    folder = resolve(args.run_dir)
+    part = f"-subset{args.subset}" if args.subset else ""
+    out = Path(args.out) if args.out else Path(f"evaluation-{folder.name}-{args.split}-K{args.num_samples}{part}.json")
+    check_can_write_file(out, "--out")
+    model, config, info = load(args.run_dir, args.device)
+    dataset = load_run_data(config, device=args.device, subset=args.subset)
+    pyro.set_rng_seed(args.seed)
+    print(f"evaluating the exported {info['kind']} checkpoint (epoch {info['epoch']}) in {folder}")
+    result = evaluate(model, dataset, args.split, args.num_samples,
+                      extra={"checkpoint": info["kind"], "epoch": info["epoch"], "exported": str(folder)})
+    print(describe_evaluation(result))
+    if args.collapse:
+        result["collapse"] = _collapse(model, dataset, args.split, out)
+    write_json(result, out)
+    print(f"written to {out}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from pyro_vae.pretrained import CARD, export_run
+
+    run_dir = existing_run_dir(args.run_dir)
+    out = Path(args.out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PyroVAEError(f"{out} already exists and is not an empty folder; choose a new one")
+    with run_lock(run_dir):
+        _repair(run_dir, args.checkpoint)
+        export_run(run_dir, out, which=args.checkpoint, command=args.command_line)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    print(f"exported {run_dir} to {out} ({size:.1f} MB; its card: {out / CARD}); load it with "
+          f"pyro-vae evaluate {out}, pyro-vae sample {out} or pyro_vae.pretrained.load({str(out)!r})")
+    return 0
+
+
+def pretrained_command(args: argparse.Namespace) -> int:
+    from pyro_vae.pretrained import PREFIX, available
+
+    models = available()
+    if not models:
+        print("no pretrained models in this package")
+        return 0
+    print("| name | MB | structure | data | epoch | valid ELBO | test NLL |")
+    print("|---|---:|---|---|---:|---:|---:|")
+    for m in models:
+        valid = f"{m['valid_elbo']:.2f}" if m["valid_elbo"] is not None else ""
+        nll = f"{m['test_nll']:.2f}" if m["test_nll"] is not None else ""
+        print(f"| {PREFIX}{m['name']} | {m['megabytes']:.1f} | {m['model']} | {m['dataset']} | {m['epoch']} | "
+              f"{valid} | {nll} |")
     return 0
 
 
@@ -169,8 +233,14 @@ def sample_command(args: argparse.Namespace) -> int:
     check_positive(args.nrow, "--nrow", optional=True)
     check_seed(args.seed)
     resolve_device(args.device)
-    run_dir = existing_run_dir(args.run_dir)
-    out = Path(args.out) if args.out else run_dir / "generated.png"
+    from pyro_vae.pretrained import is_exported, resolve
+
+    if is_exported(args.run_dir):
+        run_dir = resolve(args.run_dir)
+        out = Path(args.out) if args.out else Path(f"generated-{run_dir.name}.png")
+    else:
+        run_dir = existing_run_dir(args.run_dir)
+        out = Path(args.out) if args.out else run_dir / "generated.png"
     named_folder = bool(args.out) and args.out.endswith(("/", os.sep))  # a folder, made if new
     if out.is_dir() or named_folder:  # the picture goes in it
         out = out / "generated.png"
@@ -183,11 +253,18 @@ def sample_command(args: argparse.Namespace) -> int:
         check_can_create_dir(out.parent, "--out")
         make_dir(out.parent, "--out")
     check_can_write_file(out, "--out")
-    with run_lock(run_dir):
-        _repair(run_dir, args.checkpoint)
-        model, _, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+    from pyro_vae.pretrained import is_exported, load
+
+    exported = is_exported(args.run_dir)
+    with contextlib.nullcontext() if exported else run_lock(run_dir):
+        if exported:
+            model, _, info = load(args.run_dir, args.device)
+            print(f"sampling from the exported {info['kind']} checkpoint (epoch {info['epoch']}) in {info['folder']}")
+        else:
+            _repair(run_dir, args.checkpoint)
+            model, _, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
+            print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
         model.eval()  # as train's own pictures
-        print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
         pyro.set_rng_seed(args.seed)
         if model.needs_labels and args.label is None:
             raise PyroVAEError("this model is conditional: choose the digit with --label 0-9")
@@ -481,6 +558,25 @@ def add_subcommands(subparsers) -> None:
     sample.add_argument("--label", type=int, help="for a model that takes a label (cvae, ss-vae): the digit to draw")
     _add_trained_run_options(sample, "random seed")
     sample.set_defaults(handler=sample_command)
+
+    export = subparsers.add_parser(
+        "export", formatter_class=formatter, help="write a run's model as a folder of plain files to share",
+        description="Write a run's best (or last) checkpoint as an exported model: weights.safetensors (no pickle), "
+                    "config.json, the run's metrics and evaluations, a model card README.md and SHA256SUMS, checked "
+                    "on every load. 'pyro-vae evaluate DIR', 'pyro-vae sample DIR' and pyro_vae.pretrained.load(DIR) "
+                    "take the folder like a run; put it on any file host (or the Hugging Face Hub) to share it.")
+    export.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
+    export.add_argument("out_dir", help="the folder to write (new, or empty)")
+    export.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which model of the run")
+    export.add_argument("--command-line", metavar="TEXT", help="the command that trained the run, for the card")
+    export.set_defaults(handler=export_command)
+
+    shipped = subparsers.add_parser(
+        "pretrained", formatter_class=formatter, help="list the trained models shipped with the package",
+        description="List the models in the package (pyro_vae/pretrained_models/) with their size, structure, data, "
+                    "epoch, validation ELBO and test NLL; use one as pretrained:NAME wherever a run directory goes "
+                    "(pyro-vae evaluate pretrained:NAME -K 5000, pyro-vae sample pretrained:NAME).")
+    shipped.set_defaults(handler=pretrained_command)
 
     between = subparsers.add_parser(
         "interpolate", formatter_class=formatter, help="decoded paths between the codes of pairs of images",

@@ -1,0 +1,154 @@
+"""Trained models as a folder of plain files, shipped in the package or shared through any file host.
+
+An exported model (``pyro-vae export RUN DIR``) is a folder of:
+
+* ``weights.safetensors``: the structure's weights (safetensors: no pickle, so loading runs no code);
+* ``config.json``: the run's training config, the structure's constructor arguments, the epoch, the checkpoint
+  kind and, for a structure from a file, that file's source;
+* ``metrics.jsonl`` and the run's ``evaluation*.json``: what was measured;
+* ``README.md``: a model card (structure, data, epochs, figures, the command that trained it);
+* ``SHA256SUMS``: the SHA-256 of every other file, checked on every load.
+
+``load("pretrained:NAME")`` (or a folder's path) rebuilds the structure and loads its weights;
+``pyro-vae evaluate pretrained:NAME`` and ``pyro-vae sample pretrained:NAME`` take it like a run directory.
+The models shipped with the package are in ``pyro_vae/pretrained_models/`` and listed by ``pyro-vae pretrained``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from safetensors.torch import load_file, save_file
+
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.files import write_json, write_text
+from pyro_vae.models import build_model
+from pyro_vae.training import TrainConfig, load_trained_model
+
+#: the folder of the models shipped with the package
+PRETRAINED_DIR = Path(__file__).parent / "pretrained_models"
+PREFIX = "pretrained:"
+WEIGHTS, CONFIG, CARD, SUMS = "weights.safetensors", "config.json", "README.md", "SHA256SUMS"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_exported(spec: str) -> bool:
+    """Whether ``spec`` names an exported model: ``pretrained:NAME``, or a folder holding weights.safetensors."""
+    return str(spec).startswith(PREFIX) or (Path(spec) / WEIGHTS).is_file()
+
+
+def resolve(spec: str) -> Path:
+    """The folder of ``pretrained:NAME`` or of an exported model's path, with one sentence if there is none."""
+    spec = str(spec)
+    if spec.startswith(PREFIX):
+        name = spec[len(PREFIX):]
+        folder = PRETRAINED_DIR / name
+        if not (folder / WEIGHTS).is_file():
+            names = ", ".join(entry["name"] for entry in available()) or "none"
+            raise PyroVAEError(f"no pretrained model {name!r}; the package has {names} (pyro-vae pretrained lists them)")
+        return folder
+    folder = Path(spec)
+    if not (folder / WEIGHTS).is_file():
+        raise PyroVAEError(f"{spec} holds no {WEIGHTS}: it is not an exported model (pyro-vae export RUN DIR makes one)")
+    return folder
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", command: Optional[str] = None) -> Path:
+    """Write the run's ``which`` checkpoint as an exported model in ``out_dir`` (new, or an empty folder)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PyroVAEError(f"{out_dir} already exists and is not an empty folder; choose a new one")
+    model, config, checkpoint = load_trained_model(run_dir, which=which)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS), metadata={"format": "pt"})
+    history = checkpoint.get("history") or []
+    info = {"train_config": dataclasses.asdict(config), "model_config": checkpoint["model_config"],
+            "structure_source": checkpoint.get("structure_source"), "epoch": checkpoint["epoch"],
+            "kind": checkpoint["kind"], "epochs_trained": history[-1]["epoch"] if history else checkpoint["epoch"],
+            "valid_elbo": checkpoint.get("valid_elbo"), "command": command}
+    write_json(info, out_dir / CONFIG)
+    evaluations = sorted(run_dir.glob("evaluation*.json"))
+    for source in [run_dir / "metrics.jsonl", *evaluations]:
+        if source.is_file():
+            shutil.copy(source, out_dir / source.name)
+    write_text(out_dir / CARD, _card(out_dir.name, info, evaluations))
+    files = sorted(p.name for p in out_dir.iterdir() if p.name != SUMS)
+    write_text(out_dir / SUMS, "".join(f"{_sha256(out_dir / name)}  {name}\n" for name in files))
+    return out_dir
+
+
+def _card(name: str, info: dict, evaluations: list[Path]) -> str:
+    config = info["train_config"]
+    lines = [f"# {name}", "",
+             f"`{config['model']}` trained on `{config['dataset']}` ({config['likelihood']} pixels, "
+             f"{config['net']} networks, z {info['model_config'].get('z_dim')}, hidden "
+             f"{info['model_config'].get('hidden_dims')}) with `--elbo {config['elbo']}`; the {info['kind']} "
+             f"checkpoint, epoch {info['epoch']} of {info['epochs_trained']}.", ""]
+    if info.get("valid_elbo") is not None:
+        lines.append(f"- validation ELBO {info['valid_elbo']:.2f} nats/image")
+    for path in evaluations:
+        result = json.loads(path.read_text())
+        if "nll" in result:
+            lines.append(f"- {result.get('split', 'test')} NLL {result['nll']:.2f} nats/image (K = "
+                         f"{result.get('num_samples')}, {result.get('images')} images), ELBO {result['elbo']:.2f} "
+                         f"({path.name})")
+    if info.get("command"):
+        lines += ["", "Trained by:", "", f"    {info['command']}"]
+    lines += ["", "Load it with `pyro_vae.pretrained.load(PATH)`, or `pyro-vae evaluate PATH` / `pyro-vae sample PATH`."]
+    return "\n".join(lines) + "\n"
+
+
+def check_sums(folder: Path) -> None:
+    """Refuse, in one sentence naming the file, an exported model whose files do not match SHA256SUMS."""
+    sums = folder / SUMS
+    if not sums.is_file():
+        raise PyroVAEError(f"{folder} has no {SUMS}; export the model again")
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        path = folder / name
+        if not path.is_file():
+            raise PyroVAEError(f"{path} is missing, though {SUMS} lists it")
+        if _sha256(path) != digest:
+            raise PyroVAEError(f"{path} does not match its SHA-256 in {SUMS}: the file changed or was cut short")
+
+
+def load(spec: str, device: str = "cpu"):
+    """(structure, TrainConfig, info) of an exported model: ``pretrained:NAME`` or a folder's path; checksums first."""
+    folder = resolve(spec)
+    check_sums(folder)
+    info = json.loads((folder / CONFIG).read_text())
+    config = TrainConfig.from_dict(info["train_config"])
+    model = build_model(config.model, structure_source=info.get("structure_source"), **info["model_config"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    info["folder"] = str(folder)
+    return model.to(device).eval(), config, info
+
+
+def available() -> list[dict]:
+    """The models shipped in the package: name, size in MB, structure, data, and the figures of their card."""
+    found = []
+    for folder in sorted(PRETRAINED_DIR.glob("*")) if PRETRAINED_DIR.is_dir() else []:
+        if not (folder / WEIGHTS).is_file():
+            continue
+        info = json.loads((folder / CONFIG).read_text())
+        size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+        nll = None
+        for path in sorted(folder.glob("evaluation*.json")):
+            result = json.loads(path.read_text())
+            nll = result.get("nll", nll)
+        found.append({"name": folder.name, "megabytes": round(size, 2), "model": info["train_config"]["model"],
+                      "dataset": info["train_config"]["dataset"], "epoch": info["epoch"],
+                      "valid_elbo": info.get("valid_elbo"), "test_nll": nll})
+    return found

@@ -139,7 +139,9 @@ def parameter_count(config, image_shape: Sequence[int], structure_source: Option
     meta device (nothing allocated); None where the structure cannot be built there (a structure file that
     computes with its tensors in its constructor): the caller then skips that part of the estimate."""
     try:
-        with torch.device("meta"), SmallTensorsOnCPU():
+        # small tensors on the CPU are initialised from the global random state: fork it, so that counting leaves
+        # the draws of the real construction as they were
+        with torch.random.fork_rng(devices=[]), torch.device("meta"), SmallTensorsOnCPU():
             model = build_model(config.model, structure_source=structure_source,
                                 **config.model_kwargs(image_shape))
     except PyroVAEError:

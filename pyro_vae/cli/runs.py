@@ -46,17 +46,13 @@ def _repair(run_dir: Path, which: str = "best") -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    import pyro
-
-    from pyro_vae.evaluation import describe_evaluation, evaluate
-    from pyro_vae.training import describe_checkpoint, load_run_data, load_trained_model, resolve_device, write_json
+    from pyro_vae.pretrained import is_exported
+    from pyro_vae.training import describe_checkpoint, load_trained_model, resolve_device
 
     check_positive(args.subset, "--subset", optional=True)
     check_positive(args.num_samples, "--num-samples", optional=True)
     check_seed(args.seed)
     resolve_device(args.device)
-    from pyro_vae.pretrained import is_exported
-
     if is_exported(args.run_dir):
         return _evaluate_exported(args)
     run_dir = existing_run_dir(args.run_dir)
@@ -75,42 +71,40 @@ def evaluate_command(args: argparse.Namespace) -> int:
         _repair(run_dir, args.checkpoint)
         model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
         model.eval()  # as train's own final evaluation
-        dataset = load_run_data(config, device=args.device, subset=args.subset)
-        pyro.set_rng_seed(args.seed)
-        print(f"evaluating {describe_checkpoint(checkpoint)} of {args.run_dir}")
-        result = evaluate(model, dataset, args.split, args.num_samples,
-                          extra={"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"]})
-        print(describe_evaluation(result))  # printed first, so that a failed write loses no figure
-        if args.collapse:
-            result["collapse"] = _collapse(model, dataset, args.split, out)
-        write_json(result, out)
-        print(f"written to {out}")
+        _measure(model, config, args, out, f"{describe_checkpoint(checkpoint)} of {args.run_dir}",
+                 {"checkpoint": checkpoint["kind"], "epoch": checkpoint["epoch"]})
     return 0
+
+
+def _measure(model, config, args: argparse.Namespace, out: Path, what: str, extra: dict) -> None:
+    """evaluate's measures of a loaded model on its run's data: printed, then written to ``out`` as JSON."""
+    import pyro
+
+    from pyro_vae.evaluation import describe_evaluation, evaluate
+    from pyro_vae.training import load_run_data, write_json
+
+    dataset = load_run_data(config, device=args.device, subset=args.subset)
+    pyro.set_rng_seed(args.seed)
+    print(f"evaluating {what}")
+    result = evaluate(model, dataset, args.split, args.num_samples, extra=extra)
+    print(describe_evaluation(result))  # printed first, so that a failed write loses no figure
+    if args.collapse:
+        result["collapse"] = _collapse(model, dataset, args.split, out)
+    write_json(result, out)
+    print(f"written to {out}")
 
 
 def _evaluate_exported(args: argparse.Namespace) -> int:
     """evaluate pretrained:NAME or an exported folder: the same measures, written to --out or the current folder."""
-    import pyro
-
-    from pyro_vae.evaluation import describe_evaluation, evaluate
     from pyro_vae.pretrained import load, resolve
-    from pyro_vae.training import load_run_data, write_json
 
     folder = resolve(args.run_dir)
     part = f"-subset{args.subset}" if args.subset else ""
     out = Path(args.out) if args.out else Path(f"evaluation-{folder.name}-{args.split}-K{args.num_samples}{part}.json")
     check_can_write_file(out, "--out")
     model, config, info = load(args.run_dir, args.device)
-    dataset = load_run_data(config, device=args.device, subset=args.subset)
-    pyro.set_rng_seed(args.seed)
-    print(f"evaluating the exported {info['kind']} checkpoint (epoch {info['epoch']}) in {folder}")
-    result = evaluate(model, dataset, args.split, args.num_samples,
-                      extra={"checkpoint": info["kind"], "epoch": info["epoch"], "exported": str(folder)})
-    print(describe_evaluation(result))
-    if args.collapse:
-        result["collapse"] = _collapse(model, dataset, args.split, out)
-    write_json(result, out)
-    print(f"written to {out}")
+    _measure(model, config, args, out, f"the exported {info['kind']} checkpoint (epoch {info['epoch']}) in {folder}",
+             {"checkpoint": info["kind"], "epoch": info["epoch"], "exported": str(folder)})
     return 0
 
 

@@ -231,7 +231,7 @@ def time_variants(variants: dict[str, Variant], initial: nn.Module, chunks: list
 
 
 def print_table(variants: dict[str, Variant], seconds: dict[str, list[float]], args: argparse.Namespace,
-                reference: str, title: str = "") -> None:
+                reference: str, title: str = "", ratio_label: str = "ratio to pytorch") -> None:
     """Median ms per step and median (quartiles) of the per-round ratio to the ``reference`` variant."""
     hand = seconds[reference]
     clock = "; CPU time of the thread" if getattr(args, "clock", "wall") == "thread" else ""
@@ -239,7 +239,7 @@ def print_table(variants: dict[str, Variant], seconds: dict[str, list[float]], a
           f"{torch.get_num_threads()} threads{clock}; medians over rounds")
     width = max(38, *map(len, variants))
     elbo_width = max(24, *(len(variant.elbo) for variant in variants.values()))
-    print(f"{'variant':<{width}} {'ELBO class':<{elbo_width}} {'ms/step':>8} {'ratio to pytorch':>17} {'quartiles':>13}")
+    print(f"{'variant':<{width}} {'ELBO class':<{elbo_width}} {'ms/step':>8} {ratio_label:>17} {'quartiles':>13}")
     for name, times in seconds.items():
         ratios = [t / h for t, h in zip(times, hand)]
         low, mid, high = statistics.quantiles(ratios, n=4)

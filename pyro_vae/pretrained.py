@@ -64,11 +64,16 @@ def resolve(spec: str) -> Path:
     return folder
 
 
+def check_export_folder(out_dir: Path) -> None:
+    """One sentence if ``out_dir`` cannot take an export: it exists and is not an empty folder."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PyroVAEError(f"{out_dir} already exists and is not an empty folder; choose a new one")
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", command: Optional[str] = None) -> Path:
     """Write the run's ``which`` checkpoint as an exported model in ``out_dir`` (new, or an empty folder)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise PyroVAEError(f"{out_dir} already exists and is not an empty folder; choose a new one")
+    check_export_folder(out_dir)
     model, config, checkpoint = load_trained_model(run_dir, which=which)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}

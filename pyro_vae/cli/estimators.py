@@ -180,7 +180,7 @@ def snr_command(args: argparse.Namespace) -> int:
     _check_snr_estimators(args)
     for value, option in ((args.batch_size, "--batch-size"), (args.subset, "--subset")):
         check_positive(value, option)
-    largest = max(args.num_particles) * (2 if any(name in ("miwae", "piwae") for name in args.estimators) else 1)
+    largest = _largest_draws(args)
     out_dir = _output_dir(args.out, SNR_FILES)
     start = time.perf_counter()
 
@@ -215,6 +215,11 @@ def _check_snr_estimators(args: argparse.Namespace) -> None:
         raise PyroVAEError(f"--num-particles varies the draws K of the multi-sample estimators (and of reparam, the "
                            f"ELBO averaged over K draws); {', '.join(single)} draw{'s' if len(single) == 1 else ''} one; "
                            f"choose among reparam, {', '.join(MULTI_SAMPLE_ESTIMATORS)}")
+
+
+def _largest_draws(args: argparse.Namespace) -> int:
+    """Draws per image at the largest K: MIWAE and PIWAE draw M K (M = 2 in the studies)."""
+    return max(args.num_particles) * (2 if any(name in ("miwae", "piwae") for name in args.estimators) else 1)
 
 
 def _report_snr(rows: list, out_dir, description: str, seconds: float, args: argparse.Namespace, **extra) -> None:
@@ -260,7 +265,7 @@ def snr_toy_command(args: argparse.Namespace) -> int:
     check_positive(args.num_data, "--num-data")
     if not (args.perturbation >= 0 and args.perturbation < float("inf")):
         raise PyroVAEError(f"--perturbation must be a finite number >= 0, got {args.perturbation}")
-    largest = max(args.num_particles) * (2 if any(name in ("miwae", "piwae") for name in args.estimators) else 1)
+    largest = _largest_draws(args)
     # the draws' tensors, about 8 of (K, N, D), and the R kept gradients of A (D x D), b and mu
     check_fits((8 * largest * args.num_data * args.dim + args.repeats * (args.dim ** 2 + 2 * args.dim)) * FLOAT_BYTES,
                f"--num-particles {largest:,} draws of {args.num_data} points in {args.dim} dimensions with "

@@ -109,12 +109,11 @@ def _evaluate_exported(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from pyro_vae.pretrained import CARD, export_run
+    from pyro_vae.pretrained import CARD, check_export_folder, export_run
 
     run_dir = existing_run_dir(args.run_dir)
     out = Path(args.out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PyroVAEError(f"{out} already exists and is not an empty folder; choose a new one")
+    check_export_folder(out)  # before the run is locked or repaired
     with run_lock(run_dir):
         _repair(run_dir, args.checkpoint)
         export_run(run_dir, out, which=args.checkpoint, command=args.command_line)

@@ -2,6 +2,7 @@
 that ``TraceGraph_ELBO`` subtracts from the score function of the non-reparameterized ones."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 
@@ -284,12 +285,20 @@ def _distribution_tensors(fn) -> list:
     return found
 
 
+@contextlib.contextmanager
+def _quietly(args: tuple):
+    """A probe run of a program: hidden from enclosing handlers, the random state (CPU, and the batch's GPU)
+    restored afterwards."""
+    devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
+    with poutine.block(), torch.random.fork_rng(devices=devices):
+        yield
+
+
 def dependent_guide_site(guide: Callable, args: tuple) -> Optional[tuple[str, str]]:
     """(site, earlier site) where the parameters of a guide site's distribution depend on an earlier latent draw
     (a hierarchical guide q(z2 | x, z1)), found by autograd on one traced run; None when every site's q depends on
     x alone. The random state is restored."""
-    devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
-    with poutine.block(), torch.random.fork_rng(devices=devices), torch.enable_grad():
+    with _quietly(args), torch.enable_grad():
         trace = poutine.trace(guide).get_trace(*args)
         earlier = []
         for name, site in trace.nodes.items():
@@ -311,8 +320,7 @@ def dependent_guide_site(guide: Callable, args: tuple) -> Optional[tuple[str, st
 def flow_guide_site(guide: Callable, args: tuple) -> Optional[str]:
     """The first guide site whose q is a transformed distribution (a normalizing flow), else None. The random
     state is restored."""
-    devices = [args[0].device] if isinstance(args[0], torch.Tensor) and args[0].is_cuda else []
-    with poutine.block(), torch.random.fork_rng(devices=devices), torch.no_grad():
+    with _quietly(args), torch.no_grad():
         trace = poutine.trace(guide).get_trace(*args)
     for name, site in trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):

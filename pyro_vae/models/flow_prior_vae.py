@@ -17,12 +17,13 @@ from typing import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import AffineCoupling, Permute
+from pyro.distributions.transforms import AffineCoupling
 from pyro.nn import DenseNN
 from torch import nn
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import positive_int
+from pyro_vae.models.flow_vae import with_reversals
 from pyro_vae.models.vae import VAE
 
 
@@ -30,13 +31,12 @@ def coupling_steps(z_dim: int, num_flows: int, hidden_dims: Sequence[int]) -> tu
     """(the modules that hold the parameters, every step in order) of a RealNVP flow that starts as the identity."""
     split = z_dim // 2
     steps = []
-    for t in range(num_flows):
+    for _ in range(num_flows):
         hypernet = DenseNN(split, list(hidden_dims), [z_dim - split, z_dim - split])
         nn.init.zeros_(hypernet.layers[-1].weight)  # scale exp(0) = 1 and shift 0: the identity
         nn.init.zeros_(hypernet.layers[-1].bias)
         steps.append(AffineCoupling(split, hypernet))
-        if t < num_flows - 1 or num_flows % 2 == 0:
-            steps.append(Permute(torch.arange(z_dim - 1, -1, -1)))
+    steps = with_reversals(steps, z_dim)
     return nn.ModuleList([step for step in steps if isinstance(step, nn.Module)]), steps
 
 

@@ -48,7 +48,7 @@ def flow_steps(flow: str, z_dim: int, num_flows: int, context_dim: int, hidden_d
     (the modules that hold their parameters, every step in order). A step's ``condition(context)`` (or the step
     itself, for Sylvester and the permutations) is a Pyro transform."""
     steps = []
-    for t in range(num_flows):
+    for _ in range(num_flows):
         if flow == "planar":
             steps.append(ConditionalPlanar(DenseNN(context_dim, list(hidden_dims), param_dims=[1, z_dim, z_dim])))
         elif flow == "iaf":
@@ -57,15 +57,25 @@ def flow_steps(flow: str, z_dim: int, num_flows: int, context_dim: int, hidden_d
             nn.init.zeros_(last.weight)  # mu = 0 and log sigma = 0: the identity
             nn.init.zeros_(last.bias)
             steps.append(ConditionalAffineAutoregressive(made))
-            # the order of z reversed between steps, and once more at the end if that leaves it reversed, so
-            # that the flow starts as the identity
-            if t < num_flows - 1 or (num_flows % 2 == 0 and z_dim > 1):
-                steps.append(Permute(torch.arange(z_dim - 1, -1, -1)))
         elif flow == "sylvester":
             steps.append(ConditionalSylvester(z_dim, context_dim, hidden_dims, num_householder))
         else:
             raise PyroVAEError(f"unknown flow {flow!r}; choose one of {', '.join(FLOW_NAMES)}")
+    if flow == "iaf":
+        steps = with_reversals(steps, z_dim)
     return nn.ModuleList([step for step in steps if isinstance(step, nn.Module)]), steps
+
+
+def with_reversals(steps: list, z_dim: int) -> list:
+    """``steps`` with the order of z reversed between each two, and once more at the end where that leaves it
+    reversed, so that a flow of identity steps is the identity (autoregressive and coupling steps see every
+    coordinate conditioned on the others only if the order alternates)."""
+    out = []
+    for t, step in enumerate(steps):
+        out.append(step)
+        if t < len(steps) - 1 or (len(steps) % 2 == 0 and z_dim > 1):
+            out.append(Permute(torch.arange(z_dim - 1, -1, -1)))  # one per place: each caches its own last draw
+    return out
 
 
 class FlowVAE(VAE):

@@ -5,6 +5,7 @@ pictures of prior samples and of reconstructions. ``tensorboard --logdir runs`` 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
@@ -39,7 +40,9 @@ class Board:
         self.writer = SummaryWriter(str(Path(run_dir) / BOARD_DIR))
 
     @torch.no_grad()
-    def epoch(self, model, row: dict, valid_batches: list[tuple]) -> None:
+    def epoch(self, model, row: dict, valid_batches: Iterable[tuple]) -> None:
+        """The epoch's scalars, and diagnostics and pictures from the first :data:`BOARD_IMAGES` of
+        ``valid_batches`` (read lazily: the rest are never drawn)."""
         step = row["epoch"]
         for key, tag in SCALARS.items():
             if key in row:

@@ -220,7 +220,7 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
             if config.tensorboard and self.is_main:
                 if self.board is None:
                     self.board = Board(self.run_dir)
-                self.board.epoch(self.model, row, list(self.batches("valid")))
+                self.board.epoch(self.model, row, self.batches("valid"))
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "
                      f"valid ELBO {row['valid_elbo']:.2f}{bound} nats/image{accuracy}{' (best)' if is_best else ''}  "
                      f"lr {lr:.3g}  ({elapsed:.1f} s)")

@@ -78,10 +78,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best",
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(out_dir / WEIGHTS), metadata={"format": "pt"})
-    history = checkpoint.get("history") or []
+    (out_dir / WEIGHTS).chmod(0o644)  # safetensors writes 0600; a shared model is read by others
+    history = _read_metrics(run_dir) or checkpoint.get("history") or []
     info = {"train_config": dataclasses.asdict(config), "model_config": checkpoint["model_config"],
             "structure_source": checkpoint.get("structure_source"), "epoch": checkpoint["epoch"],
-            "kind": checkpoint["kind"], "epochs_trained": history[-1]["epoch"] if history else checkpoint["epoch"],
+            "kind": checkpoint["kind"], "epochs_trained": max((r.get("epoch", 0) for r in history), default=checkpoint["epoch"]),
             "valid_elbo": checkpoint.get("valid_elbo"), "command": command}
     write_json(info, out_dir / CONFIG)
     evaluations = sorted(run_dir.glob("evaluation*.json"))
@@ -92,6 +93,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best",
     files = sorted(p.name for p in out_dir.iterdir() if p.name != SUMS)
     write_text(out_dir / SUMS, "".join(f"{_sha256(out_dir / name)}  {name}\n" for name in files))
     return out_dir
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    """The run's per-epoch records: ``best.pt`` holds only the history up to its own epoch, so the card reads
+    ``metrics.jsonl`` to say how many epochs the run reached."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _card(name: str, info: dict, evaluations: list[Path]) -> str:

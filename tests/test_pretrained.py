@@ -29,7 +29,10 @@ def test_an_exported_run_evaluates_and_samples_like_the_run(cli, tiny_run, tmp_p
     assert results[0]["nll"] == pytest.approx(results[1]["nll"]) and results[0]["elbo"] == pytest.approx(results[1]["elbo"])
     code, stdout, err = cli("sample", out, "--num", 4, "--out", tmp_path / "s.png")
     assert code == 0 and (tmp_path / "s.png").is_file(), err
-    assert "pyro-vae train ..." in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    reached = max(json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines())
+    assert "pyro-vae train ..." in card and f"epoch {info['epoch']} of {reached}." in card
+    assert (out / "weights.safetensors").stat().st_mode & 0o777 == 0o644  # readable by whoever it is shared with
 
 
 def test_a_changed_file_or_a_used_folder_is_one_sentence(cli, tiny_run, tmp_path):
@@ -53,5 +56,8 @@ def test_the_shipped_model_loads_is_small_and_lists_its_figures(cli):
     assert config.model == "vae" and info["epoch"] == 10 and model.generate(2).shape == (2, 784)
     for folder in PRETRAINED_DIR.iterdir():
         assert sum(p.stat().st_size for p in folder.iterdir()) < 10e6, folder
+        model, config, info = load(f"pretrained:{folder.name}")  # checksums first
+        assert model.generate(2).shape == (2, 784), folder
+    assert models["iaf-vae-gated-mnist"]["test_nll"] == pytest.approx(86.41, abs=0.01)
     code, stdout, err = cli("pretrained")
     assert code == 0 and "pretrained:vae-mnist-10epochs" in stdout

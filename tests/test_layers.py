@@ -16,7 +16,7 @@ ROOT = REPO / "pyro_vae"
 #: from the bottom up; a module may import its own layer's modules and those below, never those above
 LAYERS = [
     ["pyro_vae", "pyro_vae.errors", "pyro_vae.catalog", "pyro_vae.config"],  # no torch: the parser's layer
-    ["pyro_vae.pixels", "pyro_vae.files", "pyro_vae.devices", "pyro_vae.distributed", "pyro_vae.networks",
+    ["pyro_vae.pixels", "pyro_vae.files", "pyro_vae.devices", "pyro_vae.distributed", "pyro_vae.networks", "pyro_vae.markov",
      "pyro_vae.conv", "pyro_vae.scaling"],
     ["pyro_vae.data", "pyro_vae.likelihoods"],
     ["pyro_vae.models"],

@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 
 DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "mnist-test-release", "mnist", "fashion-mnist", "kmnist",
-            "cifar10", "svhn", "celeba", "dsprites-procedural", "dsprites")
+            "cifar10", "svhn", "celeba", "dsprites-procedural", "dsprites", "hmm-sequences")
 #: data sets with known generating factors (for the disentanglement metrics)
 FACTOR_DATASETS = ("dsprites-procedural", "dsprites")
 #: the DATASETS that torchvision reads from --data-dir (--download fetches them)
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "kmnist", "cifar10", "svhn", "celeba")
+#: the DATASETS of sequences the package makes (pyro_vae.data.sequences), with the exact likelihood of their source
+SEQUENCE_DATASETS = ("hmm-sequences",)
 
 
 def is_dataset_path(name: str) -> bool:

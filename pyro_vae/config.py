@@ -39,7 +39,7 @@ IGNORED_OPTIONS = {
 #: the data sets read from --data-dir (and fetched by --download where torchvision can); the others need neither
 READ_FROM_A_FOLDER = (*TORCHVISION_NAMES, "dsprites")
 #: the data sets whose pixels are binary as they come: --binarize has nothing to do on them
-BINARY_DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "dsprites-procedural", "dsprites")
+BINARY_DATASETS = ("binarized-mnist", "binarized-mnist-labelled", "dsprites-procedural", "dsprites", "hmm-sequences")
 
 
 #: constructor arguments that the config passes to every structure itself, with the option that sets each: a

@@ -10,7 +10,8 @@ from pathlib import Path
 from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, BEST_CHECKPOINT, BINARIZE_MODES, CHECKPOINT,
                               CHECKPOINT_CHOICES, DATASETS, DCI_TREES, ELBO_HELP, ELBO_NAMES, ENUM_MODELS,
                               FACTOR_DATASETS, LIKELIHOOD_HELP, LIKELIHOOD_NAMES, MODEL_NAMES, NET_HELP, NET_NAMES,
-                              OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, TORCHVISION_NAMES, is_dataset_path)
+                              OPTIMIZER_NAMES, SCHEDULE_HELP, SCHEDULES, SEQUENCE_DATASETS, TORCHVISION_NAMES,
+                              is_dataset_path)
 from pyro_vae.config import SELECT_BY, TrainConfig, check_seed
 from pyro_vae.errors import PyroVAEError
 
@@ -18,7 +19,7 @@ from pyro_vae.errors import PyroVAEError
 # parser, --help and argparse's errors come at once.
 DEFAULTS = TrainConfig()
 #: the data sets shipped with the package (--dataset's help names the torchvision and dSprites ones apart)
-SHIPPED_DATASETS = tuple(name for name in DATASETS if name not in TORCHVISION_NAMES + FACTOR_DATASETS)
+SHIPPED_DATASETS = tuple(name for name in DATASETS if name not in TORCHVISION_NAMES + FACTOR_DATASETS + SEQUENCE_DATASETS)
 
 
 def parse_hidden_dims(text: str) -> list[int]:
@@ -42,11 +43,13 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                       help=f"data set: {', '.join(SHIPPED_DATASETS)} (shipped with the package), "
                            f"{', '.join(TORCHVISION_NAMES)} (torchvision, from --data-dir), dsprites-procedural "
                            "(dSprites rendered here with its factors, no download; --image-size N for N x N), dsprites "
-                           "(DeepMind's dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz from --data-dir), or your own "
-                           "images: a .npz "
-                           "(arrays train, optional valid / test and *_labels), a .npy array, or a folder of PNG / "
-                           "JPEG (sub-folders as labels); uint8 0..255 or floats in [0, 1], as (N, H, W), "
-                           "(N, H, W, C) or (N, C, H, W); without valid / test, 10 %% each are split off with --seed "
+                           "(DeepMind's dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz from --data-dir), "
+                           "hmm-sequences (binary sequences drawn here from a known HMM, lengths as labels), or your "
+                           "own data: a .npz (arrays train, optional valid / test and *_labels, or *_lengths for "
+                           "sequences; an optional layout entry: images, vectors or sequences), a .npy array, or a "
+                           "folder of PNG / JPEG (sub-folders as labels); images as uint8 0..255 or floats in [0, 1], "
+                           "(N, H, W), (N, H, W, C) or (N, C, H, W); vectors or tables (N, D); sequences (N, T, D); "
+                           "without valid / test, 10 %% each are split off with --seed "
                            f"(default: {d.dataset})")
     data.add_argument("--image-size", type=int, metavar="N",
                       help="resize your own images (--dataset PATH) to N x N, needed when a folder mixes sizes; or "

@@ -10,8 +10,13 @@
 * ``dsprites-procedural``: dSprites re-rendered here from its six factors (no download; not DeepMind's file),
   ``dsprites``: DeepMind's file from ``--data-dir``; both with the factors in ``Split.factors``
   (:mod:`pyro_vae.data.dsprites`);
-* a path: your own images, a ``.npz``, a ``.npy`` or a folder of PNG / JPEG (:mod:`pyro_vae.data.files`).
+* ``hmm-sequences``: binary sequences drawn here from a known hidden Markov model, with the exact likelihood of
+  that source (:mod:`pyro_vae.data.sequences`);
+* a path: your own images, vectors (tables) or sequences, a ``.npz``, a ``.npy`` or a folder of PNG / JPEG
+  (:mod:`pyro_vae.data.files`).
 
+:attr:`Dataset.kind` says what a row is: an image, a vector (``image_shape`` (D,)) or a sequence (``image_shape``
+(T, D), stored flat (N, T * D) with the lengths in ``Split.labels``).
 Splits hold images flat, (N, C * H * W), with :attr:`Dataset.image_shape` (C, H, W) beside them: every
 structure takes batches in that form (and image-shaped (N, C, H, W) ones too), and structure files written
 for 784-vectors keep working. 8-bit data (values k / 255) trained with a continuous likelihood are
@@ -25,5 +30,6 @@ from pyro_vae.data.sources import (DSPRITES_SEED, DSPRITES_SPLIT, LABELLED_SPLIT
                                    TORCHVISION_SETS, _package_file, dequantize_dataset, load_binarized_mnist,
                                    load_dataset, load_mnist, load_mnist_test_release, load_path, load_torchvision,
                                    split_labelled)
-from pyro_vae.data.types import IMAGE_SHAPE, MNIST_SHAPE, X_DIM, Dataset, Split, check_dataset, check_images  # noqa: F401
+from pyro_vae.data.types import (IMAGE_SHAPE, KINDS, MNIST_SHAPE, X_DIM, Dataset, Split, check_dataset,  # noqa: F401
+                                 check_images)
 from pyro_vae.pixels import is_binary  # noqa: F401

@@ -1,24 +1,33 @@
-"""Your own images as a data set (issue 11, first piece): a ``.npz``, a ``.npy`` array, or a folder of images.
+"""Your own data as a data set: a ``.npz``, a ``.npy`` array, or a folder of images; images, vectors (tables) or
+sequences.
 
-:func:`load_image_data` reads them into train / valid / test splits of float images (N, C, H, W) in [0, 1],
-with labels where there are some, and says in one line what it found (:attr:`ImageData.description`).
+:func:`load_image_data` reads them into train / valid / test splits, with labels where there are some, and says in
+one line what it found and how it read it (:attr:`ImageData.description`).
 
-* ``.npz``: an array ``train``, optional ``valid`` and ``test``, optional ``train_labels`` (and so on);
+* ``.npz``: an array ``train``, optional ``valid`` and ``test``, optional ``train_labels`` (and so on), optional
+  ``train_lengths`` (and so on) for sequences, and an optional ``layout``, a string: "images", "vectors" or
+  "sequences";
 * ``.npy``: one array, split here;
 * a folder of PNG or JPEG files, or of sub-folders of them whose names are the labels (torchvision's
   ``ImageFolder`` layout; labels are the sorted sub-folder names' indices).
 
-Values are uint8 0..255 (divided by 255; uint8 arrays holding only 0 and 1 are binary images, read as 0 and 1)
-or floats in [0, 1]; layouts (N, H, W), (N, H, W, C) and
-(N, C, H, W) are told apart by where a channel axis of 1, 3 or 4 sits. A data set without valid / test
-parts is split once with a seeded permutation (VALID_FRACTION, TEST_FRACTION). ``image_size`` resizes
-every image to that many pixels a side (area averaging when shrinking, bilinear when growing).
-Every mistake is one sentence (:class:`~pyro_vae.errors.InvalidDataError`): an unreadable file, an array
-of the wrong rank, mixed image sizes in a folder without ``image_size``, NaN or Inf, values outside [0, 1],
-labels of the wrong length, an empty split.
+What the arrays hold (:func:`_layout`): what a ``layout`` entry says; else an array of rank 2, (N, D), holds vectors
+(the rows of a table); one of rank 3, (N, T, D), with ``*_lengths`` beside it, sequences; anything else images, read
+as below. Vectors and sequences are read as stored (floats, whole numbers or booleans, never rescaled), NaN and Inf
+refused; the likelihood decides what values they may take. A sequence of length L (from 1 to T, given by
+``train_lengths`` and so on, else T for all) holds its steps in rows 0 to L - 1; the rows after its end are set
+to zero. Splits of sequences with different T are padded with zeros to the longest. Sequences carry their lengths
+where other data carry labels, so they take no ``*_labels``.
 
-Not yet wired to ``--dataset PATH``: the networks and likelihoods of issue 11 must take image-shaped
-batches first.
+Images are uint8 0..255 (divided by 255; uint8 arrays holding only 0 and 1 are binary images, read as 0 and 1)
+or floats in [0, 1]; layouts (N, H, W), (N, H, W, C) and (N, C, H, W) are told apart by where a channel axis of
+1, 3 or 4 sits. ``image_size`` resizes every image to that many pixels a side (area averaging when shrinking,
+bilinear when growing).
+
+A data set without valid / test parts is split once with a seeded permutation (VALID_FRACTION, TEST_FRACTION).
+Every mistake is one sentence (:class:`~pyro_vae.errors.InvalidDataError`): an unreadable file, an array of the
+wrong rank, mixed image sizes in a folder without ``image_size``, NaN or Inf, images outside [0, 1], labels of the
+wrong length, lengths of the wrong count or outside 1..T, an empty split.
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ import numpy as np
 import torch
 
 from pyro_vae.errors import InvalidDataError
+from pyro_vae.markov import step_mask
 
 
 SPLITS = ("train", "valid", "test")
@@ -38,12 +48,14 @@ VALID_FRACTION = 0.1
 TEST_FRACTION = 0.1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CHANNELS = (1, 3, 4)
+#: what the arrays of a file may hold (an npz's ``layout`` entry names one)
+LAYOUTS = ("images", "vectors", "sequences")
 
 
 @dataclass
 class ImageSplit:
-    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
-    labels: Optional[torch.Tensor] = None  # (N,) int64
+    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]; vectors (N, D), sequences (N, T, D) float32
+    labels: Optional[torch.Tensor] = None  # (N,) int64; for sequences their lengths
 
 
 @dataclass
@@ -54,6 +66,8 @@ class ImageData:
     description: str  # one line: what was read, its layout, and how it was split
     #: the label names of a folder data set (sub-folder names), index = label
     classes: Optional[list] = None
+    #: what the rows are: one of :data:`LAYOUTS`
+    kind: str = "images"
 
     @property
     def image_shape(self) -> tuple:
@@ -68,16 +82,20 @@ def load_image_data(path: str | Path, *, image_size: Optional[int] = None, seed:
     if not path.exists():
         raise InvalidDataError(f"no such file or folder {path}")
     note = None  # what was done to read the images, for the description
+    lengths, layout, classes = {}, None, None
     if path.is_dir():
         arrays, labels, classes, source, note = _read_folder(path, image_size)
     elif path.suffix == ".npz":
-        arrays, labels, source = _read_npz(path)
-        classes = None
+        arrays, labels, lengths, layout, source = _read_npz(path)
     elif path.suffix == ".npy":
         arrays, labels, source = {"train": _read_npy(path)}, {}, f"{path.name}"
-        classes = None
     else:
         raise InvalidDataError(f"{path} is neither a .npz or .npy file nor a folder of images")
+    layout, rule = _layout(arrays, labels, lengths, layout, source)
+    if layout != "images":
+        if image_size is not None:
+            raise InvalidDataError(f"--image-size resizes images, and {source} holds {layout} ({rule}); drop it")
+        return _array_data(arrays, labels, lengths, layout, rule, source, seed)
     splits, layouts = {}, set()
     # bytes of only 0 and 1, in every array of the file, are binary images: decided once for the whole file
     bits = all(array.dtype == np.uint8 and (not array.size or array.max() <= 1) for array in arrays.values())
@@ -91,12 +109,7 @@ def load_image_data(path: str | Path, *, image_size: Optional[int] = None, seed:
     if len(shapes) > 1:
         raise InvalidDataError(f"the splits of {source} have images of different shapes {sorted(shapes)}; "
                                "pass --image-size to resize them to one")
-    how = "its own valid and test splits"
-    if "valid" not in splits or "test" not in splits:
-        splits, how = _split(splits, seed)
-    for name in SPLITS:
-        if len(splits[name].images) == 0:
-            raise InvalidDataError(f"the {name} split of {source} is empty")
+    splits, how = _complete(splits, source, seed)
     c, h, w = splits["train"].images.shape[1:]
     sizes = " / ".join(str(len(splits[name].images)) for name in SPLITS)
     labelled = "labelled" if splits["train"].labels is not None else "unlabelled"
@@ -128,7 +141,101 @@ def _check_numpy_file(path: Path, suffix: str) -> None:
     raise InvalidDataError(f"cannot read {path}: it is {what[kind]}, not {what[suffix]}; rename it to .{kind}")
 
 
-def _read_npz(path: Path) -> tuple[dict, dict, str]:
+def _complete(splits: dict, source: str, seed: int) -> tuple[dict, str]:
+    """All three splits, the missing ones split off ``train`` (:func:`_split`), none empty; and how they were made."""
+    how = "its own valid and test splits"
+    if "valid" not in splits or "test" not in splits:
+        splits, how = _split(splits, seed)
+    for name in SPLITS:
+        if len(splits[name].images) == 0:
+            raise InvalidDataError(f"the {name} split of {source} is empty")
+    return splits, how
+
+
+def _layout(arrays: dict, labels: dict, lengths: dict, layout: Optional[str], source: str) -> tuple[str, str]:
+    """What the arrays hold, one of :data:`LAYOUTS`, and the rule that decided it (for the description): the file's
+    ``layout`` entry; else rank 2 is vectors, rank 3 with ``*_lengths`` sequences, anything else images."""
+    rank = arrays["train"].ndim
+    if layout is not None:
+        rule = f"its layout entry says {layout}"
+    elif rank == 2:
+        layout, rule = "vectors", "arrays of rank 2"
+    elif rank == 3 and lengths:
+        layout, rule = "sequences", f"arrays of rank 3 with {', '.join(f'{name}_lengths' for name in lengths)}"
+    else:
+        layout, rule = "images", ""
+    if lengths and layout != "sequences":
+        raise InvalidDataError(f"{source} has {', '.join(f'{name}_lengths' for name in lengths)}, the lengths of "
+                               f"sequences, but holds {layout}; drop them, or store sequences as (N, T, D)")
+    if layout == "sequences" and labels:
+        raise InvalidDataError(f"{source} has {', '.join(f'{name}_labels' for name in labels)}, and a sequence data "
+                               f"set carries its lengths where labels go ({', '.join(f'{n}_lengths' for n in SPLITS)}); "
+                               "drop the labels")
+    expected = {"vectors": (2, "(N, D)"), "sequences": (3, "(N, T, D)")}.get(layout)
+    for name, array in arrays.items():
+        if expected is not None and array.ndim != expected[0]:
+            raise InvalidDataError(f"{source} [{name}]: an array of {array.ndim} dimensions {array.shape}; {layout} "
+                                   f"are {expected[1]}")
+    return layout, rule
+
+
+def _array_data(arrays: dict, labels: dict, lengths: dict, layout: str, rule: str, source: str,
+                seed: int) -> ImageData:
+    """Vectors (N, D) or sequences (N, T, D) as splits, the sequences' lengths where labels go."""
+    values = {name: _as_values(array, f"{source} [{name}]") for name, array in arrays.items()}
+    features = {array.shape[-1] for array in values.values()}
+    if len(features) > 1:
+        raise InvalidDataError(f"the splits of {source} have different numbers of features {sorted(features)}")
+    splits = {}
+    if layout == "vectors":
+        for name, rows in values.items():
+            splits[name] = ImageSplit(rows, _labels(labels.get(name), len(rows), f"{source} [{name}_labels]"))
+    else:
+        num_steps = max(array.shape[1] for array in values.values())
+        for name, steps in values.items():
+            steps = torch.nn.functional.pad(steps, (0, 0, 0, num_steps - steps.shape[1]))
+            given = _lengths(lengths.get(name), steps.shape[0], arrays[name].shape[1], f"{source} [{name}_lengths]")
+            splits[name] = ImageSplit(steps * step_mask(given, num_steps).unsqueeze(-1), given)
+    splits, how = _complete(splits, source, seed)
+    sizes = " / ".join(str(len(splits[name].images)) for name in SPLITS)
+    shape = splits["train"].images.shape
+    if layout == "vectors":
+        labelled = "labelled" if splits["train"].labels is not None else "unlabelled"
+        what = f"vectors of {shape[1]} features (read as vectors, (N, D): {rule}), {labelled}"
+    else:
+        every = torch.cat([splits[name].labels for name in SPLITS])
+        what = (f"sequences of up to {shape[1]} steps of {shape[2]} features, lengths {every.min().item()} to "
+                f"{every.max().item()} (read as sequences, (N, T, D): {rule})")
+    return ImageData(splits["train"], splits["valid"], splits["test"], f"{source}: {sizes} train / valid / test "
+                     f"{what}, {how}", kind=layout)
+
+
+def _as_values(array: np.ndarray, where: str) -> torch.Tensor:
+    """Vectors or sequences as float32, as stored: numbers or booleans, none NaN or Inf."""
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.issubdtype(array.dtype, np.complexfloating):
+        raise InvalidDataError(f"{where}: values of type {array.dtype}; expected numbers")
+    values = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if not torch.isfinite(values).all():
+        raise InvalidDataError(f"{where}: the values hold NaN or Inf; clean the data before training")
+    return values
+
+
+def _lengths(lengths: Optional[np.ndarray], count: int, num_steps: int, where: str) -> torch.Tensor:
+    """The lengths of ``count`` sequences of ``num_steps`` steps, (N,) int64 from 1 to T; T for each when not given."""
+    if lengths is None:
+        return torch.full((count,), num_steps, dtype=torch.int64)
+    if lengths.ndim != 1 or len(lengths) != count:
+        raise InvalidDataError(f"{where}: {lengths.shape} lengths for {count} sequences; expected one whole number "
+                               "each")
+    if not np.issubdtype(lengths.dtype, np.integer):
+        raise InvalidDataError(f"{where}: lengths of type {lengths.dtype}; expected whole numbers")
+    if count and (lengths.min() < 1 or lengths.max() > num_steps):
+        raise InvalidDataError(f"{where}: lengths from {lengths.min()} to {lengths.max()}; each must be from 1 to "
+                               f"the {num_steps} steps of its array")
+    return torch.from_numpy(lengths.astype(np.int64))
+
+
+def _read_npz(path: Path) -> tuple[dict, dict, dict, Optional[str], str]:
     _check_numpy_file(path, "npz")
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -137,16 +244,27 @@ def _read_npz(path: Path) -> tuple[dict, dict, str]:
         raise InvalidDataError(f"cannot read {path}: {err}") from None
     if "train" not in content:
         raise InvalidDataError(f"{path} has no array named 'train' (it has {', '.join(sorted(content)) or 'none'})")
-    unknown = sorted(set(content) - set(SPLITS) - {f"{name}_labels" for name in SPLITS})
+    known = {"layout", *SPLITS, *(f"{name}_{part}" for name in SPLITS for part in ("labels", "lengths"))}
+    unknown = sorted(set(content) - known)
     if unknown:
         raise InvalidDataError(f"{path} has arrays this reader does not know: {', '.join(unknown)}; expected train, "
-                               "valid, test and their *_labels")
+                               "valid, test, their *_labels or *_lengths, and layout")
     for name in SPLITS:
-        if f"{name}_labels" in content and name not in content:
-            raise InvalidDataError(f"{path} has {name}_labels but no {name} array")
+        for part in ("labels", "lengths"):
+            if f"{name}_{part}" in content and name not in content:
+                raise InvalidDataError(f"{path} has {name}_{part} but no {name} array")
+    layout = None
+    if "layout" in content:
+        entry = content["layout"]
+        layout = entry.reshape(-1)[0].item() if entry.size == 1 and entry.dtype.kind in "US" else None
+        layout = layout.decode("ascii", "replace") if isinstance(layout, bytes) else layout
+        if layout not in LAYOUTS:
+            raise InvalidDataError(f"{path} has a layout entry {entry.tolist()!r}; it must be one of the strings "
+                                   f"{', '.join(LAYOUTS)}")
     arrays = {name: content[name] for name in SPLITS if name in content}
     labels = {name: content[f"{name}_labels"] for name in SPLITS if f"{name}_labels" in content}
-    return arrays, labels, path.name
+    lengths = {name: content[f"{name}_lengths"] for name in SPLITS if f"{name}_lengths" in content}
+    return arrays, labels, lengths, layout, path.name
 
 
 def _read_npy(path: Path) -> np.ndarray:

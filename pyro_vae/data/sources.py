@@ -1,5 +1,5 @@
-"""Where data sets come from: the shipped files, torchvision, dSprites, your own images; :func:`load_dataset`
-reads any of them by name or path."""
+"""Where data sets come from: the shipped files, torchvision, dSprites, the procedural sequences, your own images,
+vectors, tables and sequences; :func:`load_dataset` reads any of them by name or path."""
 from __future__ import annotations
 
 import gzip
@@ -13,8 +13,9 @@ import torch
 from pyro_vae.catalog import BINARIZE_MODES, DATASETS, TORCHVISION_NAMES, check_registry, is_dataset_path
 from pyro_vae.data.dsprites import load_official, load_procedural
 from pyro_vae.data.files import load_image_data
+from pyro_vae.data.sequences import load_hmm_sequences
 from pyro_vae.data.types import MNIST_SHAPE, X_DIM, Dataset, Split, check_dataset
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.errors import InvalidDataError, PyroVAEError
 from pyro_vae.pixels import dequantize, on_8bit_grid
 
 
@@ -175,10 +176,11 @@ def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
 
 
 def load_path(path: str, *, image_size: Optional[int] = None, seed: int = 0) -> Dataset:
-    """Your own images (:func:`pyro_vae.data.files.load_image_data`) as a data set of flat splits."""
+    """Your own images, vectors or sequences (:func:`pyro_vae.data.files.load_image_data`) as a data set of flat
+    splits."""
     data = load_image_data(path, image_size=image_size, seed=seed)
     splits = [Split(part.images.reshape(len(part.images), -1), part.labels) for part in (data.train, data.valid, data.test)]
-    return Dataset(str(path), *splits, image_shape=data.image_shape, description=data.description)
+    return Dataset(str(path), *splits, image_shape=data.image_shape, description=data.description, kind=data.kind)
 
 
 def dequantize_dataset(dataset: Dataset, seed: int = 0) -> Dataset:
@@ -232,11 +234,19 @@ def load_dataset(
     elif name == "dsprites":
         dataset = load_official(data_dir, seed=DSPRITES_SEED, num_train=DSPRITES_SPLIT[0], num_valid=DSPRITES_SPLIT[1],
                                 num_test=DSPRITES_SPLIT[2])
+    elif name == "hmm-sequences":
+        dataset = load_hmm_sequences()
     else:
         dataset = load_path(name, image_size=image_size, seed=seed)
     for split_name in ("train", "valid", "test"):
         setattr(dataset, split_name, dataset.split(split_name).subset(subset))
     check_dataset(dataset)  # the images kept (with --subset the others are never read: a quick run checks no more)
+    if binarize != "none" and dataset.kind != "images":
+        values = [dataset.split(split_name).images for split_name in ("train", "valid", "test")]
+        low, high = min(v.min().item() for v in values), max(v.max().item() for v in values)
+        if low < 0 or high > 1:
+            raise InvalidDataError(f"--binarize draws each value from Bernoulli(value) and needs values in [0, 1]; "
+                                   f"{dataset.name} holds values from {low:g} to {high:g}")
     for split_name in ("train", "valid", "test"):
         split = dataset.split(split_name)
         # Dynamic binarization re-samples training batches; valid and test are sampled once, so that
@@ -247,5 +257,6 @@ def load_dataset(
         setattr(dataset, split_name, split.to(device))
     dataset.binarize = "none" if binarize == "static" else binarize
 
-    dataset.eight_bit = binarize == "none" and not dataset.is_binary and on_8bit_grid(dataset.train.images)
+    dataset.eight_bit = (dataset.kind == "images" and binarize == "none" and not dataset.is_binary
+                         and on_8bit_grid(dataset.train.images))
     return dataset

@@ -15,9 +15,14 @@ MNIST_SHAPE = (1, 28, 28)
 
 
 def picture_shape(model) -> tuple:
-    """The (C, H, W) to draw a structure's images in: its ``image_shape``, or MNIST's for flat inputs of 784."""
+    """The (C, H, W) to draw a structure's images in: its ``image_shape``; a sequence (T, D) as one grey picture of T
+    rows (steps) of D columns, a vector (D,) as one row; MNIST's for flat inputs of 784 or none."""
     shape = tuple(getattr(model, "image_shape", ()))
-    return shape if len(shape) == 3 else MNIST_SHAPE
+    if len(shape) == 3:
+        return shape
+    if not shape or shape == (28 * 28,):
+        return MNIST_SHAPE
+    return (1,) * (3 - len(shape)) + shape
 
 
 def save_figure(fig, path: Path) -> Path:
@@ -186,7 +191,7 @@ def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *
     code_is_continuous = model.code_site in latent_sites(model.model, model.guide, one).reparameterized
     if code_is_continuous and model.encode(*one).shape[-1] == 2 and not model.needs_labels:
         paths.append(plot_latent_manifold(model, run_dir / "latent_manifold.png"))
-        if test.labels is not None:
+        if test.labels is not None and getattr(dataset, "kind", "images") != "sequences":  # their labels are lengths
             paths.append(plot_latent_scatter(model.encode(test.images), test.labels, run_dir / "latent_space.png"))
     return paths
 

@@ -150,6 +150,10 @@ class RunSetup:
             check_resized_images_fit(config.image_size, images_before_loading(config.dataset, config.subset),
                                      config.device)
         dataset = dataset or load_run_data(config, device=self.device)
+        if takes_binary_pixels(config.likelihood) and not dataset.is_binary and dataset.kind != "images":
+            raise PyroVAEError(f"the {config.dataset} {dataset.kind} hold values other than 0 and 1, and the likelihood "
+                               "is Bernoulli; choose --likelihood gaussian for real values (or --binarize dynamic or "
+                               "static for values in [0, 1])")
         if takes_binary_pixels(config.likelihood) and not dataset.is_binary:
             raise PyroVAEError(f"the {config.dataset} images are grey-scale but the likelihood is Bernoulli; "
                                "pass --binarize dynamic (re-sampled every batch) or --binarize static, or choose "

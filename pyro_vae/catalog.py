@@ -29,7 +29,7 @@ BINARIZE_MODES = ("none", "dynamic", "static")
 
 MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "factor-vae", "cvae", "hierarchical-vae", "mixture-prior-vae",
                "bernoulli-mixture", "gmvae", "ss-vae", "vampprior", "hierarchical-vampprior",
-               "planar-vae", "iaf-vae", "sylvester-vae", "flow-prior-vae")
+               "planar-vae", "iaf-vae", "sylvester-vae", "flow-prior-vae", "dmm", "hmm")
 #: the structures ``beta-sweep`` trains, each with the option its ``--betas`` set: the KL weight of beta-VAE, the
 #: total-correlation weight of beta-TCVAE (beta) and of FactorVAE (gamma)
 SWEPT_MODELS = {"beta-vae": "beta", "beta-tcvae": "beta", "factor-vae": "gamma"}
@@ -39,7 +39,7 @@ SWEPT_DEFAULTS = {"beta": (0.5, 1.0, 2.0, 4.0, 8.0), "gamma": (10.0, 20.0, 40.0)
 #: same boosting on binned codes, about 11 times faster (pyro_vae.disentanglement.metrics.dci)
 DCI_TREES = ("gbt", "histogram")
 #: the structures whose ``default_elbo`` is "enum" (their discrete sites are summed out exactly)
-ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae")
+ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae", "hmm")
 
 #: pixel likelihoods p(x | z) (``--likelihood``; one class each in pyro_vae/likelihoods.py) -> the pixels they take:
 #: "binary" (0 or 1), "8-bit" (a distribution over the 256 values k / 255) or "density" (a density on [0, 1] or the

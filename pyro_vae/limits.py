@@ -127,10 +127,13 @@ class SmallTensorsOnCPU(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _FACTORIES and kwargs.get("device") is None:
-            with torch.device("meta"):
-                probe = func(*args, **kwargs)
-            if probe.numel() <= self.limit:
-                kwargs = {**kwargs, "device": "cpu"}
+            if kwargs.get("out") is not None:  # nn.init.eye_ fills a tensor made before: on its device
+                kwargs = {**kwargs, "device": kwargs["out"].device}
+            else:
+                with torch.device("meta"):
+                    probe = func(*args, **kwargs)
+                if probe.numel() <= self.limit:
+                    kwargs = {**kwargs, "device": "cpu"}
         return func(*args, **kwargs)
 
 

@@ -18,7 +18,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference import make_elbo
 from pyro_vae.scaling import is_penalty, measuring, unscaled
-from pyro_vae.inference.importance import log_weights
+from pyro_vae.inference.importance import log_weights, summed_out_log_likelihood
 from pyro_vae.inference.sites import SITE_MISMATCH, disagreement, latent_sites, mismatch_in_words
 #: rows (particles x data points x enumerated values) per vectorized call of the importance sampler
 MAX_ROWS = 2_500
@@ -115,8 +115,12 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
         raise PyroVAEError(disagreement(batch[0].shape[0], sites.mismatch))
     particle_dim = -sites.max_plate_nesting - 1
     if sites.distributions and not (sites.reparameterized or sites.score_function):
-        # every latent is summed out: one "sample" is the exact log p(x)
-        exact = log_weights(model, guide, batch, 1, particle_dim).logsumexp(0)[0]
+        # every latent is summed out: one "sample" is the exact log p(x); the model's own enumerated chains
+        # (pyro.markov) by variable elimination
+        if sites.in_guide:
+            exact = log_weights(model, guide, batch, 1, particle_dim).logsumexp(0)[0]
+        else:
+            exact = summed_out_log_likelihood(model, batch, sites.max_plate_nesting)
         if on_samples is not None:
             on_samples(batch_size * num_samples)
         return exact

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Bernoulli, Distribution, Independent
@@ -64,6 +66,33 @@ def per_datapoint_log_prob(site: dict, name: str, particle_dim: int, scaled: boo
     if others:
         log_prob = log_prob.sum(others, keepdim=True)
     return log_prob.reshape(log_prob.shape[:first_plate] + log_prob.shape[data:data + 1])
+
+
+def summed_out_log_likelihood(model: Callable, batch: tuple, max_plate_nesting: int) -> torch.Tensor:
+    """log p(x) of each data point, (batch,), for a model whose latent sites are all enumerated (a guide without
+    latent sites, such as the hidden Markov model's): the model's factors contracted by variable elimination
+    (Pyro's ``contract_to_tensor``, what ``TraceEnum_ELBO`` sums with), down to the data plate. Unlike summing
+    every term over a joint table of the enumerated values, this follows ``pyro.markov``, whose sites reuse
+    enumeration dimensions: it costs O(T K^2) for a chain of T states with K values."""
+    enumerated = poutine.enum(model, first_available_dim=-1 - max_plate_nesting)
+    trace = poutine.trace(enumerated).get_trace(*batch)
+    trace.compute_log_prob()
+    trace.pack_tensors()
+    factors, sum_dims, data = OrderedDict(), set(), None
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        ordinal = frozenset(trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+        factors.setdefault(ordinal, []).append(site["packed"]["log_prob"])
+        if site["infer"].get("_enumerate_dim") is not None:
+            sum_dims |= set(site["packed"]["log_prob"]._pyro_dims)
+        data = data or next((trace.plate_to_symbol[f.name] for f in site["cond_indep_stack"]
+                             if f.name == DATA_PLATE), None)
+    sum_dims -= set(trace.plate_to_symbol.values())  # the plates' dimensions are products, not sums
+    if data is None:
+        raise PyroVAEError(f"the model has no {DATA_PLATE!r} plate; per data point likelihoods need every sample site "
+                           f"inside pyro.plate({DATA_PLATE!r}, batch_size)")
+    return contract_to_tensor(factors, sum_dims, target_ordinal=frozenset({data})).reshape(batch[0].shape[0])
 
 
 def log_weights(model: Callable, guide: Callable, batch: tuple, num_particles: int, particle_dim: int, *,

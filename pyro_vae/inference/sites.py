@@ -20,6 +20,7 @@ from torch.distributions import Distribution, Independent, TransformedDistributi
 from pyro_vae.catalog import BASELINES, is_file_spec  # noqa: F401 (BASELINES re-exported)
 from pyro_vae.errors import PyroVAEError, first_line, user_line
 from pyro_vae.likelihoods import DiscretizedLogistic
+from pyro_vae.models.base import observed_step_sites
 from pyro_vae.networks import mlp
 from pyro_vae.scaling import is_penalty
 
@@ -204,11 +205,14 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
                            "nn.Parameter of the structure (registered with pyro.module) instead")
     model_sites, guide_sites = sample_sites(model_trace), sample_sites(guide_trace)
     observed = model_sites.get(OBSERVATION_SITE)
+    steps = observed_step_sites(model_trace) if observed is None else []
+    if steps:  # a structure over sequences observes step t at "x_t" (pyro_vae.models.sequences)
+        observed = model_sites[steps[0]]
     if observed is None or not observed["is_observed"]:
         found = ", ".join(repr(name) for name, site in model_sites.items() if site["is_observed"]) or "none"
         raise PyroVAEError(f"{who}: its model has no observed site named {OBSERVATION_SITE!r} (observed sites: "
-                           f"{found}); write pyro.sample({OBSERVATION_SITE!r}, p(x | z), obs=x), which evaluation "
-                           "and drawing go through")
+                           f"{found}); write pyro.sample({OBSERVATION_SITE!r}, p(x | z), obs=x) (or, over sequences, "
+                           "one site 'x_t' per step t), which evaluation and drawing go through")
     support, base = getattr(observed["fn"], "support", None), observed["fn"]
     while hasattr(base, "base_dist"):  # Independent (to_event) and the like: name what they wrap
         base = base.base_dist

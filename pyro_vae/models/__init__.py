@@ -15,12 +15,14 @@ from pyro_vae.models.bernoulli_mixture import BernoulliMixture
 from pyro_vae.models.beta_tcvae import BetaTCVAE
 from pyro_vae.models.beta_vae import BetaVAE
 from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.dmm import DMM
 from pyro_vae.models.factor_vae import FactorVAE
 from pyro_vae.models.flow_prior_vae import FlowPriorVAE
 from pyro_vae.models.flow_vae import IAFVAE, PlanarVAE, SylvesterVAE
 from pyro_vae.models.gmvae import GMVAE
 from pyro_vae.models.hierarchical_vae import HierarchicalVAE
 from pyro_vae.models.hierarchical_vampprior import HierarchicalVampPrior
+from pyro_vae.models.hmm import HMM
 from pyro_vae.models.mixture_prior_vae import MixturePriorVAE
 from pyro_vae.models.ss_vae import SSVAE
 from pyro_vae.models.vae import VAE
@@ -43,6 +45,8 @@ MODELS: dict[str, type[LatentStructure]] = {
     "iaf-vae": IAFVAE,
     "sylvester-vae": SylvesterVAE,
     "flow-prior-vae": FlowPriorVAE,
+    "dmm": DMM,
+    "hmm": HMM,
 }
 check_registry("model", MODELS, MODEL_NAMES)
 check_registry("enumerating model", [n for n, c in MODELS.items() if c.default_elbo == "enum"], ENUM_MODELS)
@@ -172,4 +176,4 @@ def build_model(name: str, *, structure_source: Optional[dict] = None, **kwargs)
 __all__ = ["LatentStructure", "MODELS", "STRUCTURE_FILE", "build_model", "check_model_options", "model_class", "is_file_spec",
            "read_structure_source", "VAE", "BetaVAE", "BetaTCVAE", "FactorVAE", "CVAE",
            "HierarchicalVAE", "MixturePriorVAE",
-           "BernoulliMixture", "GMVAE", "SSVAE", "VampPriorVAE"]
+           "BernoulliMixture", "GMVAE", "SSVAE", "VampPriorVAE", "DMM", "HMM"]

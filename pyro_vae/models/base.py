@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections.abc
 import inspect
 import math
+import re
 import typing
 from typing import Any, Optional, Sequence
 
@@ -35,8 +36,18 @@ OBSERVATION_SITE = "x"
 
 
 def _observed_mean(trace) -> torch.Tensor:
-    """The images a trace of a model shows: the mean of its p(x | z), clamped to [0, 1] (a Gaussian's may leave it)."""
-    return trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
+    """The images a trace of a model shows: the mean of its p(x | z), clamped to [0, 1] (a Gaussian's may leave it);
+    for a structure over sequences, which observes step t at the site ``"x_t"``, the steps' means side by side."""
+    if OBSERVATION_SITE in trace.nodes:
+        return trace.nodes[OBSERVATION_SITE]["fn"].mean.clamp(0, 1)
+    steps = [trace.nodes[name]["fn"].mean for name in observed_step_sites(trace)]
+    return torch.cat(steps, -1).clamp(0, 1)
+
+
+def observed_step_sites(trace) -> list[str]:
+    """The sites ``"x_0"``, ``"x_1"``, ... where a structure over sequences observes its steps, in their order."""
+    names = [name for name, site in trace.nodes.items() if site["type"] == "sample" and re.fullmatch(r"x_\d+", name)]
+    return sorted(names, key=lambda name: int(name[2:]))
 
 
 def default_image_shape(x_dim: int) -> tuple:
@@ -173,6 +184,9 @@ class LatentStructure(nn.Module):
     #: Whether the model couples the images of a batch (beta-TCVAE's minibatch estimate of q(z)): data-parallel
     #: training then computes that coupling within each process's shard, and says so.
     batch_coupled = False
+    #: What the structure models: "images" (and flat vectors, the same to an MLP), or "sequences" (T, D) of
+    #: variable length (:class:`pyro_vae.models.sequences.SequenceStructure`).
+    data_kind = "images"
     #: Rules for model options beyond what :meth:`check_options` derives from the constructor's signature:
     #: ``{"option": (predicate, "what it accepts")}``, e.g. ``{"aux_weight": (lambda v: v >= 0, "a number >= 0")}``.
     option_rules: dict = {}

@@ -265,11 +265,12 @@ def test_parameters_are_counted_on_the_meta_device_exactly():
     from pyro_vae.limits import parameter_count
     from pyro_vae.models import MODELS, build_model
 
-    for name in MODELS:
+    for name, cls in MODELS.items():
+        shape = (1, 28, 28) if cls.data_kind == "images" else (5, 3)  # sequences: T steps of D features
         config = TrainConfig(model=name, hidden_dims=[16, 8], z_dim=3)
-        real = build_model(name, **config.model_kwargs())
+        real = build_model(name, **config.model_kwargs(shape))
         expected = sum(p.numel() for p in real.parameters()) + sum(b.numel() for b in real.buffers())
-        assert parameter_count(config, (1, 28, 28)) == expected, name
+        assert parameter_count(config, shape) == expected, name
 
 
 def test_an_estimate_that_refuses_allocates_nothing():

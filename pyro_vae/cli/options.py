@@ -48,7 +48,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                            "own data: a .npz (arrays train, optional valid / test and *_labels, or *_lengths for "
                            "sequences; an optional layout entry: images, vectors or sequences), a .npy array, or a "
                            "folder of PNG / JPEG (sub-folders as labels); images as uint8 0..255 or floats in [0, 1], "
-                           "(N, H, W), (N, H, W, C) or (N, C, H, W); vectors or tables (N, D); sequences (N, T, D); "
+                           "(N, H, W), (N, H, W, C) or (N, C, H, W); vectors or tables (N, D); sequences (N, T, D); or "
+                           "a polyphonic-music .pickle or .pkl (JSB chorales, Piano-midi.de, MuseData, Nottingham; "
+                           "read with pickle, classes refused: open only files you trust); "
                            "without valid / test, 10 %% each are split off with --seed "
                            f"(default: {d.dataset})")
     data.add_argument("--image-size", type=int, metavar="N",

@@ -13,6 +13,7 @@ import torch
 from pyro_vae.catalog import BINARIZE_MODES, DATASETS, TORCHVISION_NAMES, check_registry, is_dataset_path
 from pyro_vae.data.dsprites import load_official, load_procedural
 from pyro_vae.data.files import load_image_data
+from pyro_vae.data.polyphonic import SUFFIXES as PICKLE_SUFFIXES, load_polyphonic
 from pyro_vae.data.sequences import load_hmm_sequences
 from pyro_vae.data.types import MNIST_SHAPE, X_DIM, Dataset, Split, check_dataset
 from pyro_vae.errors import InvalidDataError, PyroVAEError
@@ -176,8 +177,10 @@ def load_mnist(data_dir: Optional[str], download: bool = False) -> Dataset:
 
 
 def load_path(path: str, *, image_size: Optional[int] = None, seed: int = 0) -> Dataset:
-    """Your own images, vectors or sequences (:func:`pyro_vae.data.files.load_image_data`) as a data set of flat
-    splits."""
+    """Your own images, vectors or sequences (:func:`pyro_vae.data.files.load_image_data`), or polyphonic music
+    (:func:`pyro_vae.data.polyphonic.load_polyphonic`), as a data set of flat splits."""
+    if Path(path).suffix in PICKLE_SUFFIXES:
+        return load_polyphonic(path)
     data = load_image_data(path, image_size=image_size, seed=seed)
     splits = [Split(part.images.reshape(len(part.images), -1), part.labels) for part in (data.train, data.valid, data.test)]
     return Dataset(str(path), *splits, image_shape=data.image_shape, description=data.description, kind=data.kind)
@@ -216,7 +219,7 @@ def load_dataset(
     """
     if is_dataset_path(name) and not Path(name).exists():
         raise PyroVAEError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}, or give a .npz or .npy "
-                           "file or a folder of images")
+                           "file, a folder of images or a polyphonic-music .pickle")
     if binarize not in BINARIZE_MODES:
         raise PyroVAEError(f"unknown binarization {binarize!r}; choose one of {', '.join(BINARIZE_MODES)}")
     if subset is not None and subset <= 0:

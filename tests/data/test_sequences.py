@@ -1,6 +1,8 @@
 """Sequence data (issue 27): the procedural hmm-sequences and the exact likelihood of their source, checked against
 enumeration; sequences from a .npz with lengths, masks and one sentence for each mistake."""
 import itertools
+import os
+import pickle
 import math
 import time
 
@@ -182,3 +184,62 @@ def test_sequence_mistakes_stop_the_command_line_with_one_sentence(tmp_path, cli
     code, _, err = cli("train", "--dataset", tmp_path / "long.npz", "--run-dir", tmp_path / "run", "--epochs", 1)
     assert_one_sentence_error(code, err, "long.npz [train_lengths]: lengths from 2 to 7")
     assert not (tmp_path / "run").exists()
+
+
+TINY_MUSIC = {"train": [[(60, 64), (), (21, 108)], [(60,)]], "valid": [[[62]]], "test": [[(70, 72), {71, 73}]]}
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_a_polyphonic_music_pickle_is_a_piano_roll_of_88_notes(tmp_path, protocol):
+    """The format of Boulanger-Lewandowski et al. 2012 (Python 2's protocols too): note n is feature n - 21."""
+    with open(tmp_path / "tiny.pickle", "wb") as file:
+        pickle.dump(TINY_MUSIC, file, protocol=protocol)
+    data = load_dataset(str(tmp_path / "tiny.pickle"))
+    assert (data.kind, data.image_shape) == ("sequences", (3, 88))
+    assert data.train.labels.tolist() == [3, 1] and data.valid.labels.tolist() == [1]
+    on = {name: data.split(name).images.reshape(-1, 3, 88).nonzero().tolist() for name in ("train", "valid", "test")}
+    assert on == {"train": [[0, 0, 39], [0, 0, 43], [0, 2, 0], [0, 2, 87], [1, 0, 39]], "valid": [[0, 0, 41]],
+                  "test": [[0, 0, 49], [0, 0, 51], [0, 1, 50], [0, 1, 52]]}
+    assert "2 / 1 / 1 train / valid / test sequences of up to 3 steps of 88 notes (MIDI 21 to 108)" in data.description
+    assert "read with pickle" in data.description and "open only files you trust" in data.description
+
+
+class _Trap:
+    """What a malicious pickle does: call a function of its choosing while it is read."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.remove, (str(self.path),)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({**TINY_MUSIC, "test": [[(70, 20)]]}, r"tiny.pickle \[test\], sequence 0, step 0: the note 20 is not one of the "
+     "piano's MIDI notes 21 to 108"),
+    ({**TINY_MUSIC, "test": [[(70, 60.5)]]}, "the note 60.5 is not one"),
+    ({**TINY_MUSIC, "valid": [[]]}, r"tiny.pickle \[valid\], sequence 0: expected a non-empty list of time steps"),
+    ({**TINY_MUSIC, "valid": []}, "the valid split of tiny.pickle is empty"),
+    ({"train": TINY_MUSIC["train"]}, "holds a dict with the keys train; a polyphonic-music pickle is a dict of train, "
+     "valid and test"),
+    ([1, 2], "holds a list"),
+])
+def test_mistakes_in_polyphonic_pickles_are_one_sentence(tmp_path, content, message):
+    with open(tmp_path / "tiny.pickle", "wb") as file:
+        pickle.dump(content, file)
+    with pytest.raises(InvalidDataError, match=message):
+        load_dataset(str(tmp_path / "tiny.pickle"))
+
+
+def test_a_pickle_that_names_a_class_is_refused_before_anything_runs(tmp_path, cli):
+    canary = tmp_path / "canary"
+    canary.touch()
+    with open(tmp_path / "trap.pkl", "wb") as file:
+        pickle.dump({**TINY_MUSIC, "test": [[(60,)], _Trap(canary)]}, file)
+    code, _, err = cli("train", "--dataset", tmp_path / "trap.pkl", "--run-dir", tmp_path / "run")
+    assert_one_sentence_error(code, err, "names the class", "remove; a polyphonic-music file holds only lists of MIDI "
+                              "note numbers")
+    assert canary.exists()
+    (tmp_path / "text.pickle").write_text("not a pickle")
+    code, _, err = cli("train", "--dataset", tmp_path / "text.pickle", "--run-dir", tmp_path / "run")
+    assert_one_sentence_error(code, err, f"cannot read {tmp_path / 'text.pickle'}: it is not a pickle")

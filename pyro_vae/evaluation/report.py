@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae.data import Dataset, Split, clustering_splits, iterate_batches, redraw
+from pyro_vae.data.sequences import generating_log_likelihood
 from pyro_vae.likelihoods import bits_per_dim
 from pyro_vae.limits import SampleProgress
 from pyro_vae.models import MODELS
@@ -56,6 +57,8 @@ def evaluate(model, dataset: Dataset, split: str = "test", num_samples: int = 50
     parts = clustering_splits(dataset) if model.can_cluster else None
     if parts is not None:
         result.update(clustering_evaluation(model, *parts))
+    if getattr(dataset, "kind", "images") == "sequences":
+        result.update(per_step_figures(result, dataset, split))
     if dataset.eight_bit:
         result["bits_per_dim"] = bits_per_dim(result["nll"], math.prod(dataset.image_shape),
                                               dequantized=dataset.dequantized)
@@ -65,6 +68,20 @@ def evaluate(model, dataset: Dataset, split: str = "test", num_samples: int = 50
     result["seconds"] = round(time.perf_counter() - start, 1)
     result.update(extra or {})
     return result
+
+
+def per_step_figures(result: dict, dataset: Dataset, split: str) -> dict:
+    """For sequences: the ELBO and NLL per time step (the totals over the split's sequences divided by their steps,
+    as the DMM paper and Pyro's example report them), and for a data set drawn from a known process
+    (``hmm-sequences``) the NLL of that process on the same sequences, which no model can beat on average."""
+    lengths = dataset.split(split).labels
+    steps = int(lengths.sum())
+    figures = {"steps": steps, "elbo_per_step": result["elbo"] * result["images"] / steps,
+               "nll_per_step": result["nll"] * result["images"] / steps}
+    if dataset.name == "hmm-sequences":
+        source = -generating_log_likelihood(dataset.split(split)).double()
+        figures.update(source_nll=source.mean().item(), source_nll_per_step=source.sum().item() / steps)
+    return figures
 
 
 def evaluation_seconds(model, dataset: Dataset, split: str = "test", num_samples: int = 5000, *,
@@ -99,8 +116,15 @@ def describe_evaluation(result: dict, count: bool = True) -> str:
     """An :func:`evaluate` result in words, as ``pyro-vae evaluate`` prints it: the ELBO and NLL line (``count``:
     with the number of images), bits per dimension and accuracy where measured, and a line on the clusters."""
     split = result["split"]
-    text = (f"{split} ELBO {result['elbo']:.2f} nats/image; {split} NLL (K={result['num_samples']}) "
-            f"{result['nll']:.2f} nats/image" + (f" over {result['images']} images" if count else ""))
+    item = "sequence" if "steps" in result else "image"
+    text = (f"{split} ELBO {result['elbo']:.2f} nats/{item}; {split} NLL (K={result['num_samples']}) "
+            f"{result['nll']:.2f} nats/{item}" + (f" over {result['images']} {item}s" if count else ""))
+    if "steps" in result:
+        text += (f" = {result['nll_per_step']:.4f} nats per step over {result['steps']} steps (ELBO "
+                 f"{result['elbo_per_step']:.4f})")
+    if "source_nll" in result:
+        text += (f"; the process that drew the data: {result['source_nll']:.2f} nats/sequence = "
+                 f"{result['source_nll_per_step']:.4f} per step (no model beats it on average)")
     if "bits_per_dim" in result:
         how = "dequantized, + 8" if "dequantized" in result["bits_per_dim_from"] else "discrete"
         text += f" = {result['bits_per_dim']:.4f} bits/dim ({how})"

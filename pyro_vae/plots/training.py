@@ -175,7 +175,7 @@ def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *
     conditioning = (test.labels[picked],) if model.needs_labels else ()
     paths = [plot_curves(history, run_dir / "curves.png")]
     shape = picture_shape(model)
-    if model.needs_labels:
+    if model.needs_labels and model.data_kind != "sequences":  # a sequence's "label" is its length
         paths += [plot_digits_by_label(model, run_dir / "samples.png"),
                   plot_style_transfer(model, run_dir / "style_transfer.png")]
     elif (per_value := model.generate_per_value(per_label)) is not None:

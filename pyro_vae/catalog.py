@@ -42,29 +42,43 @@ DCI_TREES = ("gbt", "histogram")
 ENUM_MODELS = ("bernoulli-mixture", "gmvae", "ss-vae", "hmm")
 
 #: pixel likelihoods p(x | z) (``--likelihood``; one class each in pyro_vae/likelihoods.py) -> the pixels they take:
-#: "binary" (0 or 1), "8-bit" (a distribution over the 256 values k / 255) or "density" (a density on [0, 1] or the
-#: line, trained and evaluated on uniformly dequantized 8-bit data); and networks (``--net``)
+#: "binary" (0 or 1), "8-bit" (a distribution over the 256 values k / 255), "categories" (a distribution over
+#: categories: whole numbers 0 to C - 1 of vectors and sequences, C from the data, or the 256 values of 8-bit pixels)
+#: or "density" (a density on [0, 1] or the line, trained and evaluated on uniformly dequantized 8-bit data); and
+#: networks (``--net``)
 LIKELIHOOD_PIXELS = {"bernoulli": "binary", "continuous-bernoulli": "density", "gaussian": "density",
-                     "gaussian-shared": "density", "discretized-logistic": "8-bit"}
+                     "gaussian-shared": "density", "discretized-logistic": "8-bit", "categorical": "categories"}
 LIKELIHOOD_NAMES = tuple(LIKELIHOOD_PIXELS)
+#: the likelihoods whose full name counts something the data decide: ``categorical-C``, C categories
+COUNTED_LIKELIHOODS = ("categorical",)
 #: the likelihood of a run that names none
 DEFAULT_LIKELIHOOD = "bernoulli"
 
 
+def likelihood_name(spec: str) -> str:
+    """The ``--likelihood`` name of a likelihood as a run records it: ``categorical`` for ``categorical-5`` (five
+    categories, counted from the data), else the spec itself."""
+    base, _, count = spec.rpartition("-")
+    return base if base in COUNTED_LIKELIHOODS and count.isdigit() else spec
+
+
 def takes_binary_pixels(likelihood: str) -> bool:
     """Whether ``likelihood`` needs pixels that are 0 or 1."""
-    return LIKELIHOOD_PIXELS[likelihood] == "binary"
+    return LIKELIHOOD_PIXELS[likelihood_name(likelihood)] == "binary"
 
 
 def is_discrete_likelihood(likelihood: str) -> bool:
     """Whether ``likelihood`` is a distribution over the pixel values, rather than a density."""
-    return LIKELIHOOD_PIXELS[likelihood] != "density"
+    return LIKELIHOOD_PIXELS[likelihood_name(likelihood)] != "density"
 
 
 LIKELIHOOD_HELP = ("'bernoulli' for binary pixels; 'continuous-bernoulli' (Loaiza-Ganem & Cunningham 2019), a "
                    "density on [0, 1]; 'gaussian' with a learned scale per pixel, 'gaussian-shared' with one scale "
-                   "for all; 'discretized-logistic', a distribution over the 256 values of 8-bit pixels. The "
-                   "continuous ones train and are evaluated on uniformly dequantized 8-bit data")
+                   "for all (on vectors and sequences: any real values); 'discretized-logistic', a distribution "
+                   "over the 256 values of 8-bit pixels; 'categorical', each feature one of C categories: the whole "
+                   "numbers 0 to C - 1 of vectors and sequences (C = their largest value + 1), or the 256 values of "
+                   "8-bit pixels (a softmax over them). The continuous ones train and are evaluated on uniformly "
+                   "dequantized 8-bit data")
 NET_NAMES = ("mlp", "conv")
 DEFAULT_NET = "mlp"
 NET_HELP = ("'mlp': fully connected networks of --hidden-dims; 'conv': convolutional encoder and decoder (32-64 "

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from pyro_vae.catalog import (ACTIVATION_NAMES, BASELINES, DATASETS, DEFAULT_LIKELIHOOD, ELBO_NAMES, ELBO_PARAMETERS,
                               ENUM_MODELS, MULTI_SAMPLE_ELBOS, WEIGHTED_ELBOS,
                               LIKELIHOOD_NAMES, MODEL_NAMES, NET_NAMES, OPTIMIZER_NAMES, SCHEDULES, TORCHVISION_NAMES,
-                              is_dataset_path, takes_binary_pixels)
+                              is_dataset_path, likelihood_name, takes_binary_pixels)
 from pyro_vae.errors import PyroVAEError
 
 #: ELBOs that the built-in structures train JIT-compiled unless --no-jit. Not enum: JitTraceEnum_ELBO was
@@ -133,7 +133,7 @@ class TrainConfig:
             if not (is_dataset_path(self.dataset) or self.dataset == "dsprites-procedural"):
                 raise PyroVAEError(f"--image-size resizes your own images (--dataset PATH) and sets the resolution of "
                                    f"dsprites-procedural; {self.dataset} keeps its size")
-        if self.likelihood not in LIKELIHOOD_NAMES:
+        if likelihood_name(self.likelihood) not in LIKELIHOOD_NAMES:
             raise PyroVAEError(f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOOD_NAMES)}")
         if self.net not in NET_NAMES:
             raise PyroVAEError(f"unknown network {self.net!r}; choose one of {', '.join(NET_NAMES)}")

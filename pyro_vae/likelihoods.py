@@ -9,6 +9,9 @@ structure's own decoder. Pixels are floats in [0, 1]; 8-bit data are stored as `
 * ``discretized-logistic``: the probability of the 8-bit value k is the mass a logistic(mu, s) puts on the
   bin [k - 1/2, k + 1/2] / 255, the two edge bins taking the tails (PixelCNN++, Salimans et al. 2017); a
   distribution over the 256 values, so its NLL is directly in nats of the discrete data.
+* ``categorical``: each feature one of C categories with probabilities softmax(decoder outputs): the whole numbers
+  0 to C - 1 of vectors (tables) and sequences, C counted from the data (``categorical-C`` as a run records it,
+  :meth:`PixelLikelihood.spec_for_data`), or the 256 values k / 255 of 8-bit pixels (a 256-way softmax per pixel).
 
 Bits per dimension of 8-bit data: a discrete likelihood's NLL in nats over D dimensions is NLL / (D ln 2).
 A continuous density on [0, 1] is compared after uniform dequantization, x = (k + u) / 256: then
@@ -25,7 +28,8 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 from torch.nn.functional import logsigmoid, softplus
 
-from pyro_vae.catalog import LIKELIHOOD_NAMES, check_registry, is_discrete_likelihood, takes_binary_pixels
+from pyro_vae.catalog import (LIKELIHOOD_NAMES, check_registry, is_discrete_likelihood, likelihood_name,
+                              takes_binary_pixels)
 from pyro_vae.pixels import GRID_TOLERANCE, LEVELS_MAX, dequantize, is_binary, on_8bit_grid  # noqa: F401 (re-exported)
 from pyro_vae.errors import PyroVAEError
 
@@ -86,6 +90,50 @@ class DiscretizedLogistic(TorchDistribution):
         return self.loc.clamp(0, 1)
 
 
+class CategoricalLevels(TorchDistribution):
+    """Each value one of C levels ``k * step``, k = 0 .. C - 1, with the probabilities softmax(``logits``) over the
+    last axis: the whole numbers 0 .. C - 1 (``step`` 1) or the 8-bit values k / 255 (``step`` 1 / 255). log_prob
+    takes the nearest level; values beyond the levels are refused before they come here (``support_error``)."""
+
+    arg_constraints = {"logits": constraints.real_vector}
+    support = constraints.real  # the levels k * step
+    has_rsample = False
+
+    def __init__(self, logits: torch.Tensor, step: float = 1.0, validate_args=None):
+        self.logits = logits - logits.logsumexp(-1, keepdim=True)
+        self.step = step
+        super().__init__(self.logits.shape[:-1], torch.Size(), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(CategoricalLevels, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.logits, new.step = self.logits.expand(batch_shape + self.logits.shape[-1:]), self.step
+        super(CategoricalLevels, new).__init__(batch_shape, torch.Size(), validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def num_levels(self) -> int:
+        return self.logits.shape[-1]
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        level = torch.round(value / self.step).long().clamp(0, self.num_levels - 1).unsqueeze(-1)
+        level, log_pmf = torch.broadcast_tensors(level, self.logits)
+        return log_pmf.gather(-1, level[..., :1]).squeeze(-1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            level = torch.distributions.Categorical(logits=self.logits).sample(sample_shape)
+            return level.to(self.logits.dtype) * self.step
+
+    @property
+    def mean(self) -> torch.Tensor:
+        levels = torch.arange(self.num_levels, dtype=self.logits.dtype, device=self.logits.device)
+        return (self.logits.exp() * levels).sum(-1) * self.step
+
+
 #: the smallest scale of the Gaussian and the logistic (a scale that may shrink to 0 makes the density unbounded)
 MIN_SCALE = 1e-3
 
@@ -115,9 +163,22 @@ class PixelLikelihood(nn.Module):
         super().__init__()
         self.x_dim = x_dim
 
+    @classmethod
+    def from_spec(cls, spec: str, x_dim: int) -> "PixelLikelihood":
+        """The likelihood that ``spec`` (what :attr:`spec` returns, the ``--likelihood`` name here) names."""
+        if spec != cls.name:
+            raise PyroVAEError(f"unknown likelihood {spec!r}; choose one of {', '.join(LIKELIHOOD_CLASSES)}")
+        return cls(x_dim)
+
+    @classmethod
+    def spec_for_data(cls, spec: str, kind: str, values: list) -> str:
+        """The spec to build for data of ``kind`` (images, vectors, sequences) whose splits hold ``values``: ``spec``
+        itself, unless the likelihood counts something from the data (the categorical's categories)."""
+        return spec
+
     @property
     def spec(self) -> str:
-        """The name that rebuilds this likelihood (``--likelihood``)."""
+        """The name that rebuilds this likelihood (``--likelihood``, or what the data made of it)."""
         return self.name
 
     @property
@@ -226,17 +287,94 @@ class DiscretizedLogisticPixels(PixelLikelihood):
         return DiscretizedLogistic(*self._split(outputs))
 
 
+class CategoricalPixels(PixelLikelihood):
+    """Each feature one of ``num_levels`` categories (:class:`CategoricalLevels`), its logits from the decoder:
+    ``categorical-C`` over the whole numbers 0 .. C - 1 of vectors and sequences, ``categorical`` over the 256 values
+    k / 255 of 8-bit pixels. The decoder's outputs are the C logits of every feature, category-major like the
+    Gaussian's (loc, scale): all features' logits of category 0, then of category 1, ..."""
+
+    name = "categorical"
+    #: the categories of ``categorical`` alone: the 8-bit values
+    PIXEL_LEVELS = LEVELS_MAX + 1
+
+    def __init__(self, x_dim: int, num_levels: int = PIXEL_LEVELS, step: float = 1 / LEVELS_MAX):
+        super().__init__(x_dim)
+        if num_levels < 2:
+            raise PyroVAEError(f"the categorical likelihood needs at least 2 categories, got {num_levels}")
+        self.num_levels, self.step = num_levels, step
+        self.params_per_pixel = num_levels
+
+    @classmethod
+    def from_spec(cls, spec: str, x_dim: int) -> "CategoricalPixels":
+        if spec == cls.name:
+            return cls(x_dim)
+        count = spec[len(cls.name) + 1:]
+        if likelihood_name(spec) != cls.name:
+            raise PyroVAEError(f"unknown likelihood {spec!r}; the categorical likelihood is categorical or "
+                               "categorical-C for C categories")
+        return cls(x_dim, int(count), 1.0)
+
+    @classmethod
+    def spec_for_data(cls, spec: str, kind: str, values: list) -> str:
+        """``categorical-C`` for vectors and sequences of whole numbers from 0, C their largest value + 1 (at least
+        2); for images, or a spec that counts its categories already (a resumed run), ``spec``."""
+        if kind == "images" or spec != cls.name:
+            return spec
+        for split in values:
+            if not bool(((split >= 0) & (split == split.round())).all()):
+                bad = split[(split < 0) | (split != split.round())][0].item()
+                raise PyroVAEError(f"the categorical likelihood takes whole numbers 0, 1, 2, ... as categories, and "
+                                   f"the data hold {bad:g}; choose --likelihood gaussian for real values")
+        return f"{cls.name}-{max(2, int(max(split.max().item() for split in values)) + 1)}"
+
+    @property
+    def spec(self) -> str:
+        return self.name if self.step != 1.0 else f"{self.name}-{self.num_levels}"
+
+    def support_error(self, x: torch.Tensor) -> str | None:
+        if not bool(torch.isfinite(x).all()):
+            return f"the {self.spec} likelihood got NaN or Inf values"
+        if self.step != 1.0:
+            why = super().support_error(x)
+            if why is None and not on_8bit_grid(x):
+                why = ("the categorical likelihood of pixels is a distribution over 8-bit values k / 255, and these "
+                       "pixels are not on that grid; choose --likelihood continuous-bernoulli or gaussian for them")
+            return why
+        if not bool(((x >= 0) & (x < self.num_levels) & (x == x.round())).all()):
+            bad = x[(x < 0) | (x >= self.num_levels) | (x != x.round())][0].item()
+            return (f"the {self.spec} likelihood takes the whole numbers 0 to {self.num_levels - 1}, and the data "
+                    f"hold {bad:g}")
+        return None
+
+    def pixels(self, outputs: torch.Tensor) -> dist.TorchDistribution:
+        logits = outputs.reshape(*outputs.shape[:-1], self.num_levels, self.x_dim).transpose(-1, -2)
+        return CategoricalLevels(logits, self.step)
+
+    def mean(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The expected value of each feature (for 8-bit pixels, in [0, 1])."""
+        mean = self.forward(outputs).base_dist.mean
+        return mean.clamp(0, 1) if self.step != 1.0 else mean
+
+
 #: --likelihood name -> its class
 LIKELIHOOD_CLASSES = {cls.name: cls for cls in (BernoulliPixels, ContinuousBernoulliPixels, GaussianPixels,
-                                                SharedGaussianPixels, DiscretizedLogisticPixels)}
+                                                SharedGaussianPixels, DiscretizedLogisticPixels, CategoricalPixels)}
 check_registry("likelihood", LIKELIHOOD_CLASSES, LIKELIHOOD_NAMES)
 
 
 def pixel_likelihood(name: str, x_dim: int) -> PixelLikelihood:
-    """The likelihood ``name`` (``--likelihood``) of images of ``x_dim`` pixels."""
-    if name not in LIKELIHOOD_CLASSES:
+    """The likelihood ``name`` (``--likelihood``, or a spec a run recorded such as ``categorical-5``) of ``x_dim``
+    pixels or features."""
+    base = likelihood_name(name)
+    if base not in LIKELIHOOD_CLASSES:
         raise PyroVAEError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOOD_CLASSES)}")
-    return LIKELIHOOD_CLASSES[name](x_dim)
+    return LIKELIHOOD_CLASSES[base].from_spec(name, x_dim)
+
+
+def likelihood_for_data(name: str, kind: str, values: list) -> str:
+    """The spec of the likelihood ``name`` for data of ``kind`` whose splits hold ``values``
+    (:meth:`PixelLikelihood.spec_for_data`): ``categorical`` becomes ``categorical-C`` on vectors and sequences."""
+    return LIKELIHOOD_CLASSES[likelihood_name(name)].spec_for_data(name, kind, values)
 
 
 def bits_per_dim(nll_nats: float, num_dims: int, *, dequantized: bool, levels: int = LEVELS_MAX + 1) -> float:

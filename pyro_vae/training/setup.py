@@ -14,6 +14,7 @@ from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, is_binary
 from pyro_vae.devices import resolve_device
 from pyro_vae.errors import PyroVAEError, first_line
 from pyro_vae.inference.sites import LatentSites, check_elbo_applies, check_programs, latent_sites
+from pyro_vae.likelihoods import likelihood_for_data
 from pyro_vae.limits import check_resized_images_fit, check_training_fits, images_before_loading
 from pyro_vae.models import (STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec,
                              read_structure_source)
@@ -142,7 +143,9 @@ class RunSetup:
 
     def _load_data(self, dataset: Optional[Dataset]) -> Dataset:
         """The run's data (``dataset`` when given, checked as data from a user), refused before the structure is
-        built when the likelihood cannot take its pixels; ``--image-size`` is checked against memory first."""
+        built when the likelihood cannot take its pixels; ``--image-size`` is checked against memory first. A
+        likelihood that counts something from the data (the categories of ``categorical``) gets its full spec in
+        the config here, so that the run records it and rebuilds the same structure."""
         config = self.config
         if dataset is not None:
             check_dataset(dataset)
@@ -158,6 +161,8 @@ class RunSetup:
             raise PyroVAEError(f"the {config.dataset} images are grey-scale but the likelihood is Bernoulli; "
                                "pass --binarize dynamic (re-sampled every batch) or --binarize static, or choose "
                                "--likelihood continuous-bernoulli, gaussian or discretized-logistic")
+        config.likelihood = likelihood_for_data(config.likelihood, dataset.kind,
+                                                [dataset.split(name).images for name in ("train", "valid", "test")])
         return dataset
 
     def _build_model(self) -> LatentStructure:

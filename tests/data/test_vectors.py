@@ -1,5 +1,10 @@
-"""Vectors and tables (issue 27): (N, D) arrays from a .npz or .npy, read as stored, and one sentence for each
-mistake before any training."""
+"""Vectors and tables (issue 27): (N, D) arrays from a .npz or .npy, read as stored; the likelihoods that take them
+(Gaussian on the real line, categorical over whole numbers), trained and evaluated through the command line; one
+sentence for each mistake before any training."""
+import itertools
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +12,8 @@ import torch
 from conftest import assert_one_sentence_error
 from pyro_vae.data import load_dataset
 from pyro_vae.data.files import load_image_data
-from pyro_vae.errors import InvalidDataError
+from pyro_vae.errors import InvalidDataError, PyroVAEError
+from pyro_vae.likelihoods import likelihood_for_data, pixel_likelihood
 
 
 def _table(n=40, features=5, seed=0):
@@ -72,3 +78,71 @@ def test_nan_in_a_table_stops_the_command_line_with_one_sentence(tmp_path, cli):
     code, _, err = cli("train", "--dataset", tmp_path / "nan.npz", "--likelihood", "gaussian", "--run-dir",
                        tmp_path / "run")
     assert_one_sentence_error(code, err, "nan.npz [train]: the values hold NaN or Inf")
+
+
+def _categorical_outputs() -> torch.Tensor:
+    """Two features, three categories, category-major: feature 0 has probabilities (1, 2, 3) / 6, feature 1
+    (4, 1, 1) / 6."""
+    logits = torch.tensor([[0.0, math.log(4)], [math.log(2), 0.0], [math.log(3), 0.0]], dtype=torch.float64)
+    return logits.reshape(1, -1) + 7.0  # a shift the softmax ignores
+
+
+def test_the_categorical_log_density_by_hand():
+    """x = (2, 0): log(3/6) + log(4/6) = -log 3; the nine tables of two features sum to one; the mean of feature 0
+    is (0 * 1 + 1 * 2 + 2 * 3) / 6 = 4/3."""
+    likelihood = pixel_likelihood("categorical-3", 2)
+    assert (likelihood.params_per_pixel, likelihood.spec, likelihood.discrete) == (3, "categorical-3", True)
+    p = likelihood(_categorical_outputs())
+    assert p.log_prob(torch.tensor([[2.0, 0.0]], dtype=torch.float64)).item() == pytest.approx(-math.log(3), abs=1e-12)
+    tables = torch.tensor(list(itertools.product([0.0, 1.0, 2.0], repeat=2)), dtype=torch.float64)
+    assert p.log_prob(tables).exp().sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert likelihood.mean(_categorical_outputs())[0].tolist() == pytest.approx([4 / 3, 1 / 2])
+    draws = p.sample((4000,))
+    assert set(draws.unique().tolist()) == {0.0, 1.0, 2.0}
+    assert (draws[..., 0] == 2).double().mean().item() == pytest.approx(0.5, abs=0.04)
+
+
+def test_the_categorical_of_8_bit_pixels_is_a_softmax_over_their_256_values():
+    likelihood = pixel_likelihood("categorical", 1)
+    assert (likelihood.params_per_pixel, likelihood.spec) == (256, "categorical")
+    outputs = torch.zeros(1, 256)
+    outputs[0, 77] = math.log(256 - 1) + math.log(3)  # category 77 three times as likely as all 255 others together
+    assert likelihood(outputs).log_prob(torch.tensor([[77 / 255]])).item() == pytest.approx(math.log(0.75), abs=1e-5)
+    assert "not on that grid" in likelihood.support_error(torch.tensor([[0.3]]))
+
+
+def test_the_categorical_counts_its_categories_from_the_data_and_refuses_what_it_cannot_take():
+    table = [torch.tensor([[0.0, 3.0], [1.0, 2.0]]), torch.tensor([[5.0, 0.0]])]
+    assert likelihood_for_data("categorical", "vectors", table) == "categorical-6"
+    assert likelihood_for_data("categorical", "sequences", [torch.zeros(2, 4)]) == "categorical-2"
+    assert likelihood_for_data("categorical", "images", table) == "categorical"
+    assert likelihood_for_data("categorical-9", "vectors", table) == "categorical-9"  # a resumed run keeps its own
+    assert likelihood_for_data("gaussian", "vectors", table) == "gaussian"
+    with pytest.raises(PyroVAEError, match="takes whole numbers 0, 1, 2, ... as categories, and the data hold 0.5"):
+        likelihood_for_data("categorical", "vectors", [torch.tensor([[0.5, 1.0]])])
+    assert "takes the whole numbers 0 to 5, and the data hold 6" in \
+        pixel_likelihood("categorical-6", 2).support_error(torch.tensor([[6.0, 0.0]]))
+    assert pixel_likelihood("gaussian", 2).support_error(torch.tensor([[-40.0, 1e6]])) is None  # the real line
+    with pytest.raises(PyroVAEError, match="unknown likelihood 'gaussian-3'"):
+        pixel_likelihood("gaussian-3", 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("likelihood, make, recorded", [
+    ("gaussian", lambda rng: rng.normal(3.0, 10.0, size=(120, 4)).astype(np.float32), "gaussian"),
+    ("categorical", lambda rng: rng.integers(0, 5, size=(120, 4)), "categorical-5"),
+])
+def test_a_tiny_table_trains_and_evaluates_through_the_command_line(tmp_path, cli, likelihood, make, recorded):
+    np.savez(tmp_path / "t.npz", train=make(np.random.default_rng(0)))
+    run = tmp_path / "run"
+    code, out, err = cli("train", "--model", "vae", "--dataset", tmp_path / "t.npz", "--likelihood", likelihood,
+                         "--epochs", 1, "--hidden-dims", 8, "--z-dim", 3, "--batch-size", 48, "--eval-samples", 4,
+                         "--no-progress", "--no-jit", "--run-dir", run)
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["likelihood"] == recorded
+    code, out, err = cli("evaluate", run, "--num-samples", 8)
+    assert code == 0, err
+    evaluation = json.loads(next(run.glob("evaluation-test-K8*.json")).read_text())
+    assert math.isfinite(evaluation["nll"]) and math.isfinite(evaluation["elbo"])
+    if likelihood == "categorical":  # a distribution over the tables, so its NLL is positive
+        assert 0 < evaluation["nll"] < 3 * 4 * math.log(5)

@@ -185,6 +185,9 @@ def interpolate_command(args: argparse.Namespace) -> int:
         _repair(run_dir, args.checkpoint)
         model, config, checkpoint = load_trained_model(run_dir, args.device, which=args.checkpoint)
         model.eval()
+        if model.data_kind == "sequences":
+            raise PyroVAEError("interpolation draws paths between the codes of two images; a structure over sequences "
+                               "has a code at every step, with no one path between two sequences")
         if model.needs_labels:
             raise PyroVAEError("this structure is conditional on a label, which a path between two images would have "
                                "to cross too; interpolate a structure without labels")
@@ -259,9 +262,10 @@ def sample_command(args: argparse.Namespace) -> int:
             print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
         model.eval()  # as train's own pictures
         pyro.set_rng_seed(args.seed)
-        if model.needs_labels and args.label is None:
+        conditional = model.needs_labels and model.data_kind != "sequences"  # a sequence's "label" is its length
+        if conditional and args.label is None:
             raise PyroVAEError("this model is conditional: choose the digit with --label 0-9")
-        if args.label is not None and not (model.needs_labels or model.semi_supervised):
+        if args.label is not None and not (conditional or model.semi_supervised):
             raise PyroVAEError("--label is for models that take a label, such as cvae and ss-vae; this one does not")
         num_classes = getattr(model, "num_classes", None)
         if args.label is not None and num_classes is not None and not 0 <= args.label < num_classes:

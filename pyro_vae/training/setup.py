@@ -16,7 +16,7 @@ from pyro_vae.errors import PyroVAEError, first_line
 from pyro_vae.inference.sites import LatentSites, check_elbo_applies, check_programs, latent_sites
 from pyro_vae.likelihoods import likelihood_for_data
 from pyro_vae.limits import check_resized_images_fit, check_training_fits, images_before_loading
-from pyro_vae.models import (STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec,
+from pyro_vae.models import (STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec, model_class,
                              read_structure_source)
 from pyro_vae.training.board import check_tensorboard
 from pyro_vae.training.checkpoints import _setting, _shape, describe_checkpoint, load_trained_model
@@ -44,6 +44,19 @@ def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", 
     if config.num_labelled is not None:
         dataset = semi_supervised(dataset, config.num_labelled, seed=config.seed)
     return dataset
+
+
+def check_data_kind(cls, name: str, dataset: Dataset) -> None:
+    """One sentence, before anything is built, for a structure over sequences given images or vectors, or a structure
+    over images (or flat vectors) given sequences, whose steps and lengths it would ignore."""
+    kind = getattr(dataset, "kind", "images")
+    if cls.data_kind == "sequences" and kind != "sequences":
+        raise PyroVAEError(f"the {name} structure models sequences (N, T, D) of variable length, and {dataset.name} "
+                           f"holds {kind}; give it --dataset hmm-sequences, a .npz of (N, T, D) arrays or a "
+                           "polyphonic-music pickle")
+    if cls.data_kind != "sequences" and kind == "sequences":
+        raise PyroVAEError(f"{dataset.name} holds sequences of variable length, and the {name} structure models "
+                           "images or vectors and would ignore their steps and lengths; choose --model dmm or hmm")
 
 
 class RunSetup:
@@ -169,6 +182,7 @@ class RunSetup:
         """The structure, once its estimated memory fits, with the data checked against its likelihood and its
         need for labels; sets the default ``select_by`` from the data."""
         config, dataset = self.config, self.dataset
+        check_data_kind(model_class(config.model, self.structure_source), config.model, dataset)
         check_training_fits(config, dataset.image_shape, sum(len(dataset.split(name)) for name in ("train", "valid", "test")),
                             self.structure_source, train_images=len(dataset.train))
         self.model = build_model(config.model, structure_source=self.structure_source,

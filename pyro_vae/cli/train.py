@@ -191,7 +191,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, run_dir: Path, distrib
         _check_evaluation_time(trainer, args.eval_samples)
     elbo = type(trainer.elbo).__name__
     labelled = trainer.dataset.labelled
-    images = f"{len(trainer.dataset.train)} images" + (f" + {len(labelled)} labelled" if labelled is not None else "")
+    images = f"{len(trainer.dataset.train)} {trainer.dataset.item}s" + (f" + {len(labelled)} labelled" if labelled is not None else "")
     processes = f", {distributed.world_size} processes ({distributed.backend})" if distributed is not None else ""
     print(f"training {trainer.config.model} on {trainer.config.dataset} ({images}) with {elbo}{processes} "
           f"into {run_dir}")

@@ -92,6 +92,11 @@ class Dataset:
         return getattr(self, name)
 
     @property
+    def item(self) -> str:
+        """What one row is called in messages: "image", "vector" or "sequence"."""
+        return self.kind[:-1]
+
+    @property
     def is_binary(self) -> bool:
         """Whether every image the structure sees is binary: binarized (drawn, or once), or binary as stored;
         dequantized 8-bit pixels are not."""

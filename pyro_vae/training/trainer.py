@@ -222,7 +222,7 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
                     self.board = Board(self.run_dir)
                 self.board.epoch(self.model, row, self.batches("valid"))
             self.log(f"epoch {epoch}/{config.epochs}  train {name} {row['train_loss']:.2f}  "
-                     f"valid ELBO {row['valid_elbo']:.2f}{bound} nats/image{accuracy}{' (best)' if is_best else ''}  "
+                     f"valid ELBO {row['valid_elbo']:.2f}{bound} nats/{self.dataset.item}{accuracy}{' (best)' if is_best else ''}  "
                      f"lr {lr:.3g}  ({elapsed:.1f} s)")
         if self.board is not None:
             self.board.close()

@@ -283,23 +283,32 @@ def duration_text(seconds: float) -> str:
 class SampleProgress:
     """Counts the units of a long piece of work as they are done (the importance samples of an evaluation, the
     SVI steps of an estimator comparison, the images a disentanglement score encodes), drives a progress bar, and
-    once the first few seconds show the pace, says how long the whole will take if that is more than a minute."""
+    once a few seconds after its first unit show the pace, says how long the whole will take if that is more than a
+    minute. The pace is measured from the end of the first unit, not from the start: what comes before and in the
+    first unit is paid once (an evaluation's ELBO pass over the split and the JIT compilation of its first chunk
+    made an IAF guide's K = 5000 evaluation announce 13.9 hours for a run of 12 minutes)."""
 
     def __init__(self, total: int, bar=None, say: Callable[[str], None] = print, what: str = "importance sampling",
                  clock: Callable[[], float] = time.perf_counter, warmup: float = 2.0, unit: str = "samples"):
         self.total, self.bar, self.say, self.what, self.clock, self.warmup = total, bar, say, what, clock, warmup
         self.unit = unit
         self.done, self.start, self.announced = 0, clock(), False
+        self.first: Optional[tuple[float, int]] = None  # (time, units done) when the first unit was done
 
     def __call__(self, samples: int) -> None:
         self.done += samples
         if self.bar is not None:
             self.bar.update(samples)
-        elapsed = self.clock() - self.start
-        if self.announced or elapsed < self.warmup or self.done >= self.total:
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, self.done)
+            return
+        paced = now - self.first[0]
+        if self.announced or paced < self.warmup or self.done >= self.total or self.done == self.first[1]:
             return
         self.announced = True
-        remaining = elapsed * (self.total - self.done) / self.done
+        elapsed = now - self.start
+        remaining = paced * (self.total - self.done) / (self.done - self.first[1])
         if elapsed + remaining > ANNOUNCE_SECONDS:
             self.say(f"{self.what}: {self.total:,} {self.unit}, {duration_text(elapsed + remaining)} on this machine "
                      f"({duration_text(remaining)} to go); Ctrl-C stops it")

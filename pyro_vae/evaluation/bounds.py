@@ -124,13 +124,8 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
         if on_samples is not None:
             on_samples(batch_size * num_samples)
         return exact
-    values = sites.enumerated_values
-    if _splittable(batch, batch_size):
-        particles = max(1, min(num_samples, max_rows // values))
-        points = max(1, min(batch_size, max_rows // (particles * values)))
-    else:
-        points = batch_size
-        particles = max(1, min(num_samples, max_rows // (batch_size * values)))
+    particles, points = chunk_shape(batch_size, num_samples, sites.enumerated_values, max_rows,
+                                    _splittable(batch, batch_size))
     parts = []
     with contextlib.nullcontext() if validate_chunks else pyro.validation_enabled(False):
         for start in range(0, batch_size, points):
@@ -146,6 +141,17 @@ def _log_likelihood(model: Callable, guide: Callable, batch: tuple, num_samples:
             parts.append(log_sum)
     log_sum = parts[0] if len(parts) == 1 else torch.cat(parts)
     return (log_sum - math.log(num_samples)).to(batch[0].dtype)
+
+
+def chunk_shape(batch_size: int, num_samples: int, values: int = 1, max_rows: int = MAX_ROWS,
+                splittable: bool = True) -> tuple[int, int]:
+    """(particles, data points) of one chunk of importance samples: as many particles as fit in ``max_rows`` rows
+    (times the ``values`` of the enumerated sites), then as many of the batch's points as fit beside them; a batch
+    that cannot be split by data point (a non-tensor argument) is taken whole."""
+    if splittable:
+        particles = max(1, min(num_samples, max_rows // values))
+        return particles, max(1, min(batch_size, max_rows // (particles * values)))
+    return max(1, min(num_samples, max_rows // (batch_size * values))), batch_size
 
 
 def _splittable(batch: tuple, batch_size: int) -> bool:

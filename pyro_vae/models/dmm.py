@@ -98,9 +98,12 @@ class DMM(SequenceStructure):
         lengths = mask.sum(-1)
         h_0 = self.h_0.expand(1, steps.shape[0], self.rnn_dim).contiguous()
         backwards, _ = self.rnn(self.reversed_in_length(steps, lengths), h_0)
-        h = self.reversed_in_length(backwards, lengths)  # h[:, t] has read x_L, ..., x_t
+        # h[t] has read x_L, ..., x_t. Split into steps by unbind, not indexed h[:, t]: the backward pass of an
+        # index writes a zero (N, T, rnn_dim) gradient for every step, about 8% of a JIT-compiled training step
+        # at the default sizes (benchmarks/dmm_vs_pytorch.py); unbind's stacks the T gradients once.
+        h = self.reversed_in_length(backwards, lengths).unbind(1)
         z = self.z_q_0.expand(steps.shape[0], self.z_dim)
         with pyro.plate("data", steps.shape[0]):
             for t in pyro.markov(range(self.num_steps)):
-                loc, scale = self.combiner(z, h[:, t])
+                loc, scale = self.combiner(z, h[t])
                 z = pyro.sample(f"z_{t}", dist.Normal(loc, scale).to_event(1).mask(mask[:, t]))

@@ -83,6 +83,10 @@ def _measure(model, config, args: argparse.Namespace, out: Path, what: str, extr
     from pyro_vae.evaluation import describe_evaluation, evaluate
     from pyro_vae.training import load_run_data, write_json
 
+    if args.collapse:
+        from pyro_vae.evaluation.collapse import check_collapse_applies
+
+        check_collapse_applies(model)
     dataset = load_run_data(config, device=args.device, subset=args.subset)
     pyro.set_rng_seed(args.seed)
     print(f"evaluating {what}")

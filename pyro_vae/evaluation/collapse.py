@@ -22,12 +22,26 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
+from pyro_vae.errors import PyroVAEError
+
 #: Burda et al.'s threshold on Cov_x(E_q[z_i | x])
 ACTIVE_THRESHOLD = 0.01
 
 
+def check_collapse_applies(model) -> None:
+    """One sentence, before any work, for a structure without a code to diagnose: its guide samples no latent site
+    of its own (the HMM, whose states the model sums out)."""
+    site = model.code_site
+    if site is None:
+        raise PyroVAEError(f"{type(model).__name__} has no code site in its guide (its latents are summed out in the "
+                           "model), so there is no posterior to collapse; --collapse is for structures with a code")
+
+
 def _diagonal_normal(fn) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """(loc, scale) of a diagonal Gaussian over the last dimension (Independent(Normal, 1)), else None."""
+    """(loc, scale) of a diagonal Gaussian over the last dimension (Independent(Normal, 1)), masked or not (a
+    sequence structure's steps), else None."""
+    if isinstance(fn, dist.MaskedDistribution):
+        fn = fn.base_dist
     if isinstance(fn, dist.Independent) and fn.reinterpreted_batch_ndims == 1 and isinstance(fn.base_dist, dist.Normal):
         return fn.base_dist.loc, fn.base_dist.scale
     return None
@@ -44,6 +58,7 @@ def collapse_diagnostics(model, batches: list[tuple], *, max_points: int = 2000)
     """KL per dimension (where defined), active units, and I(x; z) on up to ``max_points`` data points (0: no
     I(x; z)), for the
     structure's code site. ``batches`` as the evaluation's: tuples whose first element is x."""
+    check_collapse_applies(model)
     site = model.code_site
     kl_sum, means, q_parts, draws, count = None, [], [], [], 0
     kl_reason = mi_reason = None

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-SMALL = ["--dataset", "hmm-sequences", "--subset", 200, "--epochs", 1, "--batch-size", 50, "--eval-samples", 4,
+SMALL = ["--dataset", "hmm-sequences", "--subset", 200, "--epochs", 1, "--batch-size", 50, "--eval-samples", 4, "--no-jit",
          "--hidden-dims", 16, "--z-dim", 3, "--no-progress"]
 DMM = ["--model", "dmm", "--model-option", "rnn_dim=16", "--model-option", "transition_dim=16"]
 HMM = ["--model", "hmm", "--model-option", "num_states=3"]
@@ -29,12 +29,21 @@ def test_a_sequence_structure_trains_evaluates_and_samples(cli, tmp_path, struct
         assert -result["elbo"] > result["nll"] - 1e-3
     code, out, err = cli("sample", run, "--num", 4, "--out", tmp_path / "s.png")
     assert code == 0 and (tmp_path / "s.png").is_file(), err
+    code, out, err = cli("evaluate", run, "-K", 2, "--collapse", "--out", tmp_path / "c.json")
+    if structure is HMM:  # nothing in its guide: one sentence, before any evaluation
+        assert code == 2 and "no code site in its guide" in err and not (tmp_path / "c.json").exists()
+    else:  # the first step's code, a masked diagonal Gaussian: its KL splits by dimension
+        assert code == 0 and "units of 'z_0' active; KL" in out, err
+    code, out, err = cli("interpolate", run, "--out", tmp_path / "i.png")
+    assert code == 2 and "no one path between two sequences" in err
 
 
 def test_the_dmm_goes_through_the_estimator_comparison(cli, tmp_path):
-    code, out, err = cli("compare-estimators", *DMM, "--dataset", "hmm-sequences", "--subset", 100, "--z-dim", 2,
-                         "--hidden-dims", 8, "--estimators", "reparam,score", "--repeats", 3, "--train-steps", 2,
-                         "--eval-every", 1, "--batch-size", 20, "--no-progress", "--out", tmp_path / "cmp")
+    code, out, err = cli("train", *DMM, *SMALL, "--run-dir", tmp_path / "run")  # uncompiled: the JIT costs 20 s
+    assert code == 0, err
+    code, out, err = cli("compare-estimators", "--run-dir", tmp_path / "run", "--subset", 100, "--estimators",
+                         "reparam,score", "--repeats", 2, "--train-steps", 1, "--eval-every", 1, "--batch-size", 10,
+                         "--no-progress", "--out", tmp_path / "cmp")
     assert code == 0, err
     assert "reparam" in out and "score" in out
 

@@ -100,7 +100,7 @@ class DMM(SequenceStructure):
         backwards, _ = self.rnn(self.reversed_in_length(steps, lengths), h_0)
         # h[t] has read x_L, ..., x_t. Split into steps by unbind, not indexed h[:, t]: the backward pass of an
         # index writes a zero (N, T, rnn_dim) gradient for every step, about 8% of a JIT-compiled training step
-        # at the default sizes (benchmarks/dmm_vs_pytorch.py); unbind's stacks the T gradients once.
+        # at the default sizes (benchmarks/dmm_vs_pytorch.py); unbind's backward stacks the T gradients once.
         h = self.reversed_in_length(backwards, lengths).unbind(1)
         z = self.z_q_0.expand(steps.shape[0], self.z_dim)
         with pyro.plate("data", steps.shape[0]):

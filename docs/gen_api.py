@@ -1,4 +1,6 @@
-"""Write one API page per module of pyro_vae/ when the manual is built (mkdocs-gen-files runs this file).
+"""Write one API page per module of pyro_vae/ when the manual is built (mkdocs-gen-files runs this file), and
+put the tutorial notebook (examples/tutorial.ipynb, which CI runs with nbmake) among the pages, where mkdocs-jupyter
+renders it as it is stored.
 
 The pages are generated, not kept in the repository: a module added, moved or split gets its page at the
 next build without any edit here. Each page holds one ``::: module`` directive, which mkdocstrings fills
@@ -38,3 +40,5 @@ for parts, page in modules(PACKAGE):
         file.write(f"# `{name}`\n\n::: {name}\n")
 with mkdocs_gen_files.open("reference/SUMMARY.md", "w") as file:
     file.writelines(nav.build_literate_nav())
+with mkdocs_gen_files.open("tutorial.ipynb", "w") as file:
+    file.write((ROOT / "examples" / "tutorial.ipynb").read_text())

@@ -12,7 +12,7 @@ from pyro_vae.training import CHECKPOINT, METRICS
 @pytest.mark.slow
 def test_train_one_short_epoch_then_evaluate_and_sample(cli, tmp_path):
     run = tmp_path / "run"
-    code, out, err = cli("train", "--run-dir", run, *TINY)
+    code, out, err = cli("train", "--run-dir", run, *TINY, "--z-dim", 2)  # a 2-D code: its latent map and scatter too
     assert code == 0, err
     for name in (CHECKPOINT, METRICS, "config.json", "evaluation.json", "curves.png", "samples.png",
                  "reconstructions.png", "latent_manifold.png", "latent_space.png"):
@@ -94,8 +94,8 @@ def test_resume_with_contradicting_options(cli, tmp_path, tiny_run):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)  # what train --run-dir RUN *TINY writes
     before = (run / CHECKPOINT).read_bytes()
-    code, _, err = cli("train", "--run-dir", run, "--resume", "--z-dim", 3, "--epochs", 2, "--no-progress")
-    assert_one_sentence_error(code, err, "trained with z_dim=2", "z_dim=3")
+    code, _, err = cli("train", "--run-dir", run, "--resume", "--z-dim", 2, "--epochs", 2, "--no-progress")
+    assert_one_sentence_error(code, err, "trained with z_dim=3", "z_dim=2")
     assert (run / CHECKPOINT).read_bytes() == before
 
 

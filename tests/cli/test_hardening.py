@@ -110,7 +110,7 @@ CASES = [
     (["train", "--run-dir", "{tmp}/a_file"], "is a file, not a directory"),
     (["train", "--run-dir", "{tmp}/a_file/run"], "is a file, not a directory"),
     (["train", "--run-dir", RUN], "already exists; pass --resume"),
-    (["train", "--run-dir", RUN, "--resume", "--z-dim", "3"], "was trained with z_dim=2"),
+    (["train", "--run-dir", RUN, "--resume", "--z-dim", "2"], "was trained with z_dim=3"),
     (["train", "--run-dir", RUN, "--resume", "--epochs", "2", "--lr", "inf"], "positive, finite number"),
     (["train", "--run-dir", "{tmp}/nothing", "--resume"], "no checkpoint at"),
     # evaluate

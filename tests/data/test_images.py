@@ -116,7 +116,8 @@ def _write_npz(path, n=60, shape=(8, 8, 3), labels=True, dtype=np.uint8):
     return path
 
 
-COMMON = ["--epochs", 1, "--batch-size", 16, "--z-dim", 2, "--hidden-dims", 16, "--eval-samples", 3, "--no-progress"]
+# z-dim 3: a 2-D code would add the latent map's pictures to each run (see conftest.TINY), which no test here reads
+COMMON = ["--epochs", 1, "--batch-size", 16, "--z-dim", 3, "--hidden-dims", 16, "--eval-samples", 3, "--no-progress"]
 
 
 @pytest.mark.slow

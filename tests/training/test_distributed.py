@@ -296,8 +296,8 @@ def test_the_command_line_trains_on_two_processes_and_each_ends_with_its_status_
 
 # -- issue 22, theme 5: train --nproc-per-node, one sentence from one process, the epoch really kept, stalls ------
 
-LAUNCH_OPTIONS = ["--subset", "300", "--hidden-dims", "32", "--z-dim", "2", "--batch-size", "50", "--eval-samples",
-                  "4", "--no-progress"]
+LAUNCH_OPTIONS = ["--subset", "300", "--hidden-dims", "32", "--z-dim", "3", "--batch-size", "50", "--eval-samples",
+                  "4", "--no-progress"]  # z-dim 3: no latent map pictures to draw (conftest.TINY)
 
 
 def _launcher(argv: list[str], tmp_path: Path, **env) -> subprocess.Popen:

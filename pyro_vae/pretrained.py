@@ -159,10 +159,11 @@ def available() -> list[dict]:
             continue
         info = json.loads((folder / CONFIG).read_text())
         size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
-        nll = None
-        for path in sorted(folder.glob("evaluation*.json")):
-            result = json.loads(path.read_text())
-            nll = result.get("nll", nll)
+        # the figure of the widest evaluation: the most images, then the most importance samples
+        results = [json.loads(path.read_text()) for path in sorted(folder.glob("evaluation*.json"))]
+        measured = [r for r in results if "nll" in r]
+        best = max(measured, key=lambda r: (r.get("images", 0), r.get("num_samples", 0)), default=None)
+        nll = None if best is None else best["nll"]
         found.append({"name": folder.name, "megabytes": round(size, 2), "model": info["train_config"]["model"],
                       "dataset": info["train_config"]["dataset"], "epoch": info["epoch"],
                       "valid_elbo": info.get("valid_elbo"), "test_nll": nll})

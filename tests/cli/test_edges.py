@@ -567,7 +567,7 @@ def test_every_built_in_structure_passes_the_door(small_data):
     x = small_data.test.images[:20]
     labels = small_data.test.labels[:20]
     for name in MODEL_NAMES:
-        if MODELS[name].data_kind != "images":  # the structures over sequences pass it in tests/models/test_sequences.py
+        if MODELS[name].data_kind != "images":  # the structures over sequences pass it in tests/models/test_sequence_structures.py
             continue
         model = build_model(name, x_dim=784, z_dim=2, hidden_dims=[8])
         batches = [(x, labels)] if model.needs_labels else [(x,)]

@@ -32,7 +32,7 @@ def _images(shape, n=4, seed=0):
     return torch.randint(0, 256, (n, *shape), generator=generator).float() / 255
 
 
-#: the structures over images (those over sequences are tested on sequences, tests/models/test_sequences.py), each
+#: the structures over images (those over sequences are tested on sequences, tests/models/test_sequence_structures.py), each
 #: with every likelihood but the Bernoulli (the default, everywhere else) and the categorical, whose 256 outputs per
 #: pixel make the largest decoders: it is tested with the VAE alone, as its code is the likelihood's, not the structure's
 PAIRS = [(name, likelihood) for name in MODEL_NAMES

@@ -26,7 +26,7 @@ def conditioning_for(model, n):
     return (torch.arange(n) % 10,) if model.needs_labels else ()
 
 
-#: the structures over images; those over sequences meet the same checks in tests/models/test_sequences.py
+#: the structures over images; those over sequences meet the same checks in tests/models/test_sequence_structures.py
 IMAGE_MODELS = sorted(name for name, cls in MODELS.items() if cls.data_kind == "images")
 
 

@@ -11,6 +11,7 @@ DMM = ["--model", "dmm", "--model-option", "rnn_dim=16", "--model-option", "tran
 HMM = ["--model", "hmm", "--model-option", "num_states=3"]
 
 
+@pytest.mark.slow  # a training, five commands on it
 @pytest.mark.parametrize("structure", [DMM, HMM], ids=["dmm", "hmm"])
 def test_a_sequence_structure_trains_evaluates_and_samples(cli, tmp_path, structure):
     run = tmp_path / "run"
@@ -38,6 +39,7 @@ def test_a_sequence_structure_trains_evaluates_and_samples(cli, tmp_path, struct
     assert code == 2 and "no one path between two sequences" in err
 
 
+@pytest.mark.slow  # a training, then the score-function gradients of 60 sites
 def test_the_dmm_goes_through_the_estimator_comparison(cli, tmp_path):
     code, out, err = cli("train", *DMM, *SMALL, "--run-dir", tmp_path / "run")  # uncompiled: the JIT costs 20 s
     assert code == 0, err

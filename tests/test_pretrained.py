@@ -61,5 +61,6 @@ def test_the_shipped_model_loads_is_small_and_lists_its_figures(cli):
     # the reproducibility table's rows, each the figure of its widest evaluation (all test images, K = 5000)
     assert models["iaf-vae-gated-mnist"]["test_nll"] == pytest.approx(86.41, abs=0.01)
     assert models["vae-gated-mnist"]["test_nll"] == pytest.approx(87.59, abs=0.01)
+    assert models["iwae50-gated-mnist"]["test_nll"] == pytest.approx(86.67, abs=0.01)
     code, stdout, err = cli("pretrained")
     assert code == 0 and "pretrained:vae-mnist-10epochs" in stdout

@@ -39,6 +39,9 @@ def semi_supervised(dataset: Dataset, num_labelled: int, *, seed: int = 0) -> Da
         pool, unlabelled, test, labelled_valid = release.train, dataset.train, release.test, release.valid
     elif dataset.train.labels is None:
         raise PyroVAEError(f"{dataset.name} has no training labels to draw --num-labelled images from")
+    elif dataset.kind == "sequences":
+        raise PyroVAEError(f"{dataset.name} holds sequences, whose labels are their lengths, not classes to draw "
+                           "--num-labelled examples of")
     else:
         pool, unlabelled, test = dataset.train, None, dataset.test
         labelled_valid = dataset.valid if dataset.valid.labels is not None else None

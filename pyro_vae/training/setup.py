@@ -93,7 +93,7 @@ class RunSetup:
             return
         if not likelihood.discrete and self.dataset.binarize == "none" and all(
                 is_binary(self.dataset.split(name).images) for name in ("train", "valid", "test")):
-            raise PyroVAEError(f"the {self.config.dataset} images are binary (every pixel 0 or 1), and the "
+            raise PyroVAEError(f"the {self.config.dataset} {self.dataset.item}s are binary (every value 0 or 1), and the "
                                f"{likelihood.spec} likelihood is a density, which grows without bound on two values, so "
                                "its NLL would be meaningless (below zero); use --likelihood bernoulli for binary pixels "
                                "(or discretized-logistic, which takes them as the 8-bit values 0 and 255)")

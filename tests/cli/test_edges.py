@@ -197,7 +197,7 @@ CASES = [
     (["compare-estimators", "--out", NEW, "--estimators", "reparam,meanfield", "--baseline-warmup", "5"],
      "--baseline-warmup lets baselines settle, and none of --estimators reparam,meanfield has one"),
     # no wrong number with exit 0
-    (["train", "--run-dir", NEW, "--likelihood", "gaussian"], "images are binary (every pixel 0 or 1)"),
+    (["train", "--run-dir", NEW, "--likelihood", "gaussian"], "images are binary (every value 0 or 1)"),
     (["train", "--run-dir", NEW, "--likelihood", "continuous-bernoulli"], "use --likelihood bernoulli"),
     (["train", "--run-dir", NEW, "--lr", "1e6"], "times its first value"),
     # structure files, at the door

@@ -54,6 +54,8 @@ def test_the_dmm_goes_through_the_estimator_comparison(cli, tmp_path):
     (["--model", "vae", "--dataset", "hmm-sequences"], "choose --model dmm or hmm"),
     (["--model", "dmm", "--dataset", "binarized-mnist"], "models sequences (N, T, D)"),
     (["--model", "hmm", "--dataset", "binarized-mnist"], "models sequences (N, T, D)"),
+    (["--model", "dmm", "--dataset", "hmm-sequences", "--num-labelled", 11], "whose labels are their lengths"),
+    (["--model", "dmm", "--dataset", "hmm-sequences", "--likelihood", "gaussian"], "sequences are binary"),
 ])
 def test_the_wrong_kind_of_data_is_one_sentence_before_any_run(cli, tmp_path, argv, fragment):
     code, out, err = cli("train", *argv, "--subset", 100, "--epochs", 1, "--run-dir", tmp_path / "run")

@@ -266,10 +266,9 @@ def sample_command(args: argparse.Namespace) -> int:
             print(f"sampling from {describe_checkpoint(checkpoint)} of {args.run_dir}")
         model.eval()  # as train's own pictures
         pyro.set_rng_seed(args.seed)
-        conditional = model.needs_labels and model.data_kind != "sequences"  # a sequence's "label" is its length
-        if conditional and args.label is None:
+        if model.conditional and args.label is None:
             raise PyroVAEError("this model is conditional: choose the digit with --label 0-9")
-        if args.label is not None and not (conditional or model.semi_supervised):
+        if args.label is not None and not (model.conditional or model.semi_supervised):
             raise PyroVAEError("--label is for models that take a label, such as cvae and ss-vae; this one does not")
         num_classes = getattr(model, "num_classes", None)
         if args.label is not None and num_classes is not None and not 0 <= args.label < num_classes:

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae.data import Dataset, Split, clustering_splits, iterate_batches, redraw
-from pyro_vae.data.sequences import generating_log_likelihood
+from pyro_vae.data.sequences import NAME as HMM_SEQUENCES, generating_log_likelihood
 from pyro_vae.likelihoods import bits_per_dim
 from pyro_vae.limits import SampleProgress
 from pyro_vae.models import MODELS
@@ -59,7 +59,7 @@ def evaluate(model, dataset: Dataset, split: str = "test", num_samples: int = 50
     parts = clustering_splits(dataset) if model.can_cluster else None
     if parts is not None:
         result.update(clustering_evaluation(model, *parts))
-    if getattr(dataset, "kind", "images") == "sequences":
+    if dataset.kind == "sequences":
         result.update(per_step_figures(result, dataset, split))
     if dataset.eight_bit:
         result["bits_per_dim"] = bits_per_dim(result["nll"], math.prod(dataset.image_shape),
@@ -80,7 +80,7 @@ def per_step_figures(result: dict, dataset: Dataset, split: str) -> dict:
     steps = int(lengths.sum())
     figures = {"steps": steps, "elbo_per_step": result["elbo"] * result["images"] / steps,
                "nll_per_step": result["nll"] * result["images"] / steps}
-    if dataset.name == "hmm-sequences":
+    if dataset.name == HMM_SEQUENCES:
         source = -generating_log_likelihood(dataset.split(split)).double()
         figures.update(source_nll=source.mean().item(), source_nll_per_step=source.sum().item() / steps)
     return figures
@@ -92,11 +92,10 @@ def evaluation_seconds(model, dataset: Dataset, split: str = "test", num_samples
     draws for one image at K = 5000; at most :data:`PROBE_IMAGES` of its images), timed after an untimed one,
     times the number of such chunks. Small probes mislead: at 100 images x 8 draws an IAF guide's per-sample cost
     was 3 to 10 times that of the evaluation's own chunks, which amortize Pyro's per-call work over thousands of
-    rows. Without the JIT an
-    evaluation uses for built-in structures, so rather more than less. A structure whose latents are all summed out
-    has its exact log p(x) whatever K: one chunk per batch. The random state is left as it was, so a training
-    that follows draws what it would have drawn. The model is probed in eval mode, as it is evaluated, and left
-    in the mode it was in."""
+    rows. Without the JIT an evaluation uses for built-in structures, so rather more than less. A structure whose
+    latents are all summed out has its exact log p(x) whatever K: one chunk per batch. The random state is left as
+    it was, so a training that follows draws what it would have drawn. The model is probed in eval mode, as it is
+    evaluated, and left in the mode it was in."""
     data = dataset.split(split)
     batch = next(iter(iterate_batches(data, EVAL_BATCH_SIZE, with_labels=model.needs_labels)))
     sites = latent_sites(model.model, model.guide, tuple(part[:1] for part in batch))

@@ -313,6 +313,12 @@ class LatentStructure(nn.Module):
         raise PyroVAEError(f"the {type(self).__name__} structure has no classifier")
 
     @property
+    def conditional(self) -> bool:
+        """Whether the second argument is a class label one chooses (the conditional VAE's digit), rather than side
+        data that comes with each item (a sequence's length)."""
+        return self.needs_labels and self.data_kind != "sequences"
+
+    @property
     def can_classify(self) -> bool:
         return type(self).classify is not LatentStructure.classify
 

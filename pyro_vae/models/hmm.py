@@ -72,15 +72,3 @@ class HMM(SequenceStructure):
         log_emissions = per_state.log_prob(steps.unsqueeze(-2))  # (N, T, K)
         return forward_log_likelihood(torch.log_softmax(self.init_logits, -1),
                                       torch.log_softmax(self.trans_logits, -1), log_emissions, mask.sum(-1))
-
-    @torch.no_grad()
-    def generate(self, num_samples: int, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Sequences drawn from the chain, decoded: the mean of p(x_t | s_t) at each step, (N, T * D)."""
-        init, trans = torch.softmax(self.init_logits, -1), torch.softmax(self.trans_logits, -1)
-        means = self.step_likelihood.mean(self.emissions())  # (K, D)
-        state = torch.multinomial(init.expand(num_samples, -1), 1).squeeze(-1)
-        frames = [means[state]]
-        for _ in range(1, self.num_steps):
-            state = torch.multinomial(trans[state], 1).squeeze(-1)
-            frames.append(means[state])
-        return torch.stack(frames, 1).reshape(num_samples, -1)

@@ -175,7 +175,7 @@ def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *
     conditioning = (test.labels[picked],) if model.needs_labels else ()
     paths = [plot_curves(history, run_dir / "curves.png")]
     shape = picture_shape(model)
-    if model.needs_labels and model.data_kind != "sequences":  # a sequence's "label" is its length
+    if model.conditional:
         paths += [plot_digits_by_label(model, run_dir / "samples.png"),
                   plot_style_transfer(model, run_dir / "style_transfer.png")]
     elif (per_value := model.generate_per_value(per_label)) is not None:
@@ -191,7 +191,7 @@ def write_run_pictures(model, dataset, history: Sequence[dict], run_dir: Path, *
     code_is_continuous = model.code_site in latent_sites(model.model, model.guide, one).reparameterized
     if code_is_continuous and model.encode(*one).shape[-1] == 2 and not model.needs_labels:
         paths.append(plot_latent_manifold(model, run_dir / "latent_manifold.png"))
-        if test.labels is not None and getattr(dataset, "kind", "images") != "sequences":  # their labels are lengths
+        if test.labels is not None and dataset.kind != "sequences":  # their labels are lengths
             paths.append(plot_latent_scatter(model.encode(test.images), test.labels, run_dir / "latent_space.png"))
     return paths
 

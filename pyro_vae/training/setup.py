@@ -49,7 +49,7 @@ def load_run_data(config: "TrainConfig", *, device: str | torch.device = "cpu", 
 def check_data_kind(cls, name: str, dataset: Dataset) -> None:
     """One sentence, before anything is built, for a structure over sequences given images or vectors, or a structure
     over images (or flat vectors) given sequences, whose steps and lengths it would ignore."""
-    kind = getattr(dataset, "kind", "images")
+    kind = dataset.kind
     if cls.data_kind == "sequences" and kind != "sequences":
         raise PyroVAEError(f"the {name} structure models sequences (N, T, D) of variable length, and {dataset.name} "
                            f"holds {kind}; give it --dataset hmm-sequences, a .npz of (N, T, D) arrays or a "

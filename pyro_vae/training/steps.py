@@ -21,7 +21,7 @@ from pyro_vae.scaling import scale_latents
 from pyro_vae.inference.sites import SITE_MISMATCH, mismatch_in_words, neural_baselines, with_baselines
 
 
-OPTIMIZERS = {"adam": optim.Adam, "clipped-adam": optim.ClippedAdam}
+OPTIMIZERS = {"adam": optim.Adam, "fused-adam": optim.FusedAdam, "clipped-adam": optim.ClippedAdam}
 check_registry("optimizer", OPTIMIZERS, OPTIMIZER_NAMES)
 #: a loss per image this many times its first value in a session (or the pixel count) counts as divergence
 DIVERGENCE_GROWTH = 1e4
@@ -116,11 +116,13 @@ class Steps:
         networks = list(self.baseline_networks.parameters()) if self.baseline_networks is not None else []
         return list(self.model.parameters()) + networks
 
-    def run_steps(self, batches: Iterable[tuple], *,
-                  on_step: Optional[Callable[[int, float], object]] = None) -> float:
-        """One SVI step per batch (the hot path of ``fit``); returns the summed loss.
+    def run_steps(self, batches: Iterable[tuple], *, on_step: Optional[Callable[[int, float], object]] = None,
+                  first_step: int = 1) -> float:
+        """One SVI step per batch (the hot path of ``fit``); returns the summed loss. ``first_step`` is the number
+        within the epoch of the first batch, for a caller that runs an epoch in pieces (the speed benchmarks), so
+        that the pieces keep the epoch's schedule of validated steps.
 
-        Steps 1, 2, 4, 8, ... and the last of each call run with Pyro validation on (a program whose sites change
+        Steps 1, 2, 4, 8, ... and the last of each epoch run with Pyro validation on (a program whose sites change
         after a while is refused by the step after twice as long, or on the epoch's last, smaller batch, at a cost of
         a few steps in a thousand); the others run
         with it off unless ``validate_every_step`` is set, because the data were checked once up front and Pyro's
@@ -131,15 +133,16 @@ class Steps:
         """
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Encountered NaN: loss")
-            return self._run_steps(batches, on_step)
+            return self._run_steps(batches, on_step, first_step)
 
-    def _run_steps(self, batches: Iterable[tuple], on_step: Optional[Callable[[int, float], object]]) -> float:
+    def _run_steps(self, batches: Iterable[tuple], on_step: Optional[Callable[[int, float], object]],
+                   first_step: int) -> float:
         total = 0.0
-        for step, batch in enumerate(batches, start=1):
+        for step, batch in enumerate(batches, start=first_step):
             if batch[0].shape[0] == 0:  # distributed: this process's shard of a short last batch is empty
                 self._empty_step()
                 continue
-            if step == 1:
+            if step == first_step:
                 self.compile(batch)
             # a power of two, or the epoch's last (often smaller) batch
             validate = step & (step - 1) == 0 or step == self.steps_per_epoch or self.config.validate_every_step

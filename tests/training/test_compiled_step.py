@@ -41,6 +41,30 @@ def test_compiled_step_trains_bit_for_bit_what_svi_step_trains(tmp_path, monkeyp
         assert torch.equal(state["exp_avg_sq"], slow.optimizer.get_state()[name]["exp_avg_sq"]), name
 
 
+def test_an_epoch_run_in_pieces_validates_the_steps_of_the_whole_epoch_and_trains_the_same(tmp_path, monkeypatch):
+    """What the speed benchmarks do: ``first_step`` keeps each piece's place in the epoch."""
+    trainers = []
+    for name, pieces in [("whole", [6]), ("pieces", [2, 3, 1])]:
+        pyro.clear_param_store()
+        config = TrainConfig(subset=300, z_dim=2, hidden_dims=[32], batch_size=50, epochs=1, seed=7)
+        trainer = Trainer(config, tmp_path / name, progress=False, log=lambda _: None)
+        batches = list(trainer.batches("train"))
+        validated = []
+        svi_step = trainer._svi_step
+        monkeypatch.setattr(trainer, "_svi_step",
+                            lambda args, validate: validated.append(validate) or svi_step(args, validate))
+        done, losses = 0, []
+        for size in pieces:
+            losses.append(trainer.run_steps(batches[done:done + size], first_step=done + 1))
+            done += size
+        trainers.append((trainer, validated, sum(losses)))
+    (whole, validated_whole, loss_whole), (pieces, validated_pieces, loss_pieces) = trainers
+    assert validated_whole == validated_pieces == [True] * 4  # steps 1, 2, 4 and the last, 6: not 1, 2, 1, 2, 1
+    assert loss_whole == loss_pieces
+    for (key, a), (_, b) in zip(whole.model.state_dict().items(), pieces.model.state_dict().items()):
+        assert torch.equal(a, b), key
+
+
 def test_compiled_step_is_only_for_a_compiled_jit_trace_elbo(tmp_path):
     trainer = Trainer(TrainConfig(subset=300, z_dim=2, hidden_dims=[32], batch_size=50, epochs=1, jit=False),
                       tmp_path / "run", progress=False, log=lambda _: None)

@@ -85,7 +85,7 @@ NET_HELP = ("'mlp': fully connected networks of --hidden-dims; 'conv': convoluti
             "channels, kernel 4, stride 2, for 28x28 and 32x32; 32-32-64-64 for 64x64 and up, Burgess et al. 2018)")
 
 ACTIVATION_NAMES = ("relu", "softplus", "tanh", "gated")
-OPTIMIZER_NAMES = ("adam", "clipped-adam")
+OPTIMIZER_NAMES = ("adam", "fused-adam", "clipped-adam")
 BASELINES = ("none", "average", "neural")
 
 ELBO_NAMES = ("trace", "meanfield", "enum", "tracegraph", "iwae", "stl", "dreg", "miwae", "piwae", "ciwae", "rws",

@@ -57,6 +57,27 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, elbo):
     assert [r["train_loss"] for r in whole.history] == [r["train_loss"] for r in resumed.history]
 
 
+def test_fused_adam_trains_what_adam_trains_up_to_rounding_and_resumes_exactly(tmp_path):
+    def fit(name, epochs, optimizer, resume=False):
+        pyro.clear_param_store()
+        trainer = Trainer(tiny_config(epochs=epochs, optimizer=optimizer), tmp_path / name, resume=resume,
+                          progress=False, log=lambda _: None)
+        trainer.fit()
+        return trainer
+
+    adam, fused = fit("adam", 2, "adam"), fit("fused", 2, "fused-adam")
+    fit("split", 1, "fused-adam")
+    resumed = fit("split", 2, "fused-adam", resume=True)
+    assert fused.optimizer.optimizer.defaults["fused"] and not adam.optimizer.optimizer.defaults["fused"]
+    for (name, a), (_, b), (_, c) in zip(fused.model.state_dict().items(), resumed.model.state_dict().items(),
+                                         adam.model.state_dict().items()):
+        assert torch.equal(a, b), name  # the checkpoint carries the fused optimizer's state exactly
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-5), name  # the same rule as adam, rounded differently
+    assert [r["train_loss"] for r in fused.history] == [r["train_loss"] for r in resumed.history]
+    assert [r["train_loss"] for r in fused.history] == pytest.approx([r["train_loss"] for r in adam.history],
+                                                                     rel=1e-5)
+
+
 def test_jit_is_the_default_for_built_in_structures_with_trace_elbo():
     assert TrainConfig().uses_jit() and TrainConfig(model="hierarchical-vae").uses_jit()
     assert TrainConfig(elbo="meanfield").uses_jit() and not TrainConfig(elbo="tracegraph").uses_jit()

@@ -9,8 +9,10 @@ An exported model (``pyro-vae export RUN DIR``) is a folder of:
 * ``README.md``: a model card (structure, data, epochs, figures, the command that trained it);
 * ``SHA256SUMS``: the SHA-256 of every other file, checked on every load.
 
-``load("pretrained:NAME")`` (or a folder's path) rebuilds the structure and loads its weights;
+``load("pretrained:NAME")`` (or a folder's path, or ``hf:OWNER/NAME[@REVISION]``: a model on the Hugging Face
+Hub, fetched into its local cache by ``huggingface_hub``) rebuilds the structure and loads its weights;
 ``pyro-vae evaluate pretrained:NAME`` and ``pyro-vae sample pretrained:NAME`` take it like a run directory.
+``pyro-vae export RUN DIR --push-to-hub OWNER/NAME`` uploads the folder it writes.
 The models shipped with the package are in ``pyro_vae/pretrained_models/`` and listed by ``pyro-vae pretrained``.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -32,6 +35,10 @@ from pyro_vae.training import TrainConfig, load_trained_model
 #: the folder of the models shipped with the package
 PRETRAINED_DIR = Path(__file__).parent / "pretrained_models"
 PREFIX = "pretrained:"
+#: a model on the Hugging Face Hub: hf:OWNER/NAME, or hf:OWNER/NAME@REVISION (a branch, tag or commit)
+HUB_PREFIX = "hf:"
+HUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+HUB_INSTALL = "pip install huggingface_hub (or pip install -e '.[hub]')"
 WEIGHTS, CONFIG, CARD, SUMS = "weights.safetensors", "config.json", "README.md", "SHA256SUMS"
 
 
@@ -44,13 +51,77 @@ def _sha256(path: Path) -> str:
 
 
 def is_exported(spec: str) -> bool:
-    """Whether ``spec`` names an exported model: ``pretrained:NAME``, or a folder holding weights.safetensors."""
-    return str(spec).startswith(PREFIX) or (Path(spec) / WEIGHTS).is_file()
+    """Whether ``spec`` names an exported model: ``pretrained:NAME``, ``hf:OWNER/NAME``, or a folder holding
+    weights.safetensors."""
+    return str(spec).startswith((PREFIX, HUB_PREFIX)) or (Path(spec) / WEIGHTS).is_file()
+
+
+def model_name(spec: str) -> str:
+    """A short name for what ``spec`` names: NAME of ``pretrained:NAME`` or ``hf:OWNER/NAME``, else the folder's."""
+    spec = str(spec)
+    if spec.startswith(HUB_PREFIX):
+        return spec[len(HUB_PREFIX):].partition("@")[0].split("/")[-1]
+    return spec[len(PREFIX):] if spec.startswith(PREFIX) else Path(spec).name
+
+
+def hub_repo(repo: str, option: str) -> str:
+    """``repo`` checked as a Hub repository id, OWNER/NAME, with one sentence if it is not one."""
+    if not HUB_REPO.fullmatch(repo) or len(repo) > 96:
+        raise PyroVAEError(f"{option} takes a Hugging Face Hub repository as OWNER/NAME (letters, digits, '.', '_', "
+                           f"'-'), got {repo!r}")
+    return repo
+
+
+def _hub():
+    """The huggingface_hub package, with one sentence if it is not installed."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise PyroVAEError(f"models on the Hugging Face Hub are read and written through the huggingface_hub "
+                           f"package, which is not installed: {HUB_INSTALL}") from None
+    return huggingface_hub
+
+
+def _from_hub(spec: str) -> Path:
+    """The local folder of ``hf:OWNER/NAME[@REVISION]``: huggingface_hub's snapshot of it, fetched when not cached
+    (offline, with ``HF_HUB_OFFLINE=1``, the cache alone)."""
+    repo, _, revision = spec[len(HUB_PREFIX):].partition("@")
+    hub_repo(repo, HUB_PREFIX)
+    hub = _hub()
+    try:
+        folder = Path(hub.snapshot_download(repo_id=repo, revision=revision or None))
+    except (OSError, ValueError) as err:  # network, not found, not cached offline (huggingface_hub's are OSErrors)
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PyroVAEError(f"could not fetch {spec} from the Hugging Face Hub: {cause}") from None
+    if not (folder / WEIGHTS).is_file():
+        raise PyroVAEError(f"{spec} holds no {WEIGHTS}: it is not a model written by pyro-vae export")
+    return folder
+
+
+def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
+    """Upload an exported model's folder to the Hub repository ``repo`` (made if new); returns its address. Needs a
+    token (``hf auth login`` or ``HF_TOKEN``)."""
+    hub_repo(repo, "--push-to-hub")
+    folder = Path(folder)
+    check_sums(folder)
+    api = _hub().HfApi()
+    try:
+        api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo, repo_type="model", folder_path=str(folder),
+                          commit_message=f"pyro-vae export of {folder.name}")
+    except (OSError, ValueError) as err:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PyroVAEError(f"could not upload {folder} to the Hugging Face Hub repository {repo}: {cause}; the "
+                           f"folder is kept, upload it later with pyro_vae.pretrained.push_to_hub") from None
+    return f"https://huggingface.co/{repo}"
 
 
 def resolve(spec: str) -> Path:
-    """The folder of ``pretrained:NAME`` or of an exported model's path, with one sentence if there is none."""
+    """The folder of ``pretrained:NAME``, of ``hf:OWNER/NAME[@REVISION]`` or of an exported model's path, with one
+    sentence if there is none."""
     spec = str(spec)
+    if spec.startswith(HUB_PREFIX):
+        return _from_hub(spec)
     if spec.startswith(PREFIX):
         name = spec[len(PREFIX):]
         folder = PRETRAINED_DIR / name

@@ -100,11 +100,12 @@ def _measure(model, config, args: argparse.Namespace, out: Path, what: str, extr
 
 def _evaluate_exported(args: argparse.Namespace) -> int:
     """evaluate pretrained:NAME or an exported folder: the same measures, written to --out or the current folder."""
-    from pyro_vae.pretrained import load, resolve
+    from pyro_vae.pretrained import load, model_name, resolve
 
     folder = resolve(args.run_dir)
     part = f"-subset{args.subset}" if args.subset else ""
-    out = Path(args.out) if args.out else Path(f"evaluation-{folder.name}-{args.split}-K{args.num_samples}{part}.json")
+    name = model_name(args.run_dir)
+    out = Path(args.out) if args.out else Path(f"evaluation-{name}-{args.split}-K{args.num_samples}{part}.json")
     check_can_write_file(out, "--out")
     model, config, info = load(args.run_dir, args.device)
     _measure(model, config, args, out, f"the exported {info['kind']} checkpoint (epoch {info['epoch']}) in {folder}",
@@ -113,17 +114,23 @@ def _evaluate_exported(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from pyro_vae.pretrained import CARD, check_export_folder, export_run
+    from pyro_vae.pretrained import CARD, _hub, check_export_folder, export_run, hub_repo, push_to_hub
 
     run_dir = existing_run_dir(args.run_dir)
     out = Path(args.out_dir)
     check_export_folder(out)  # before the run is locked or repaired
+    if args.push_to_hub:  # and the repository's name and the package, before anything is written
+        hub_repo(args.push_to_hub, "--push-to-hub")
+        _hub()
     with run_lock(run_dir):
         _repair(run_dir, args.checkpoint)
         export_run(run_dir, out, which=args.checkpoint, command=args.command_line)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     print(f"exported {run_dir} to {out} ({size:.1f} MB; its card: {out / CARD}); load it with "
           f"pyro-vae evaluate {out}, pyro-vae sample {out} or pyro_vae.pretrained.load({str(out)!r})")
+    if args.push_to_hub:
+        address = push_to_hub(out, args.push_to_hub, private=args.private)
+        print(f"uploaded to {address}; anyone with access loads it as hf:{args.push_to_hub}")
     return 0
 
 
@@ -500,7 +507,9 @@ def add_subcommands(subparsers) -> None:
         "evaluate", formatter_class=formatter, help="test ELBO and importance-sampled NLL of a trained run",
         description="Estimate log p(x) by importance sampling with K samples from the guide per image "
                     "(the IWAE bound; K = 5000 is what the literature reports) and the ELBO, in nats per image.")
-    evaluate.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
+    evaluate.add_argument("run_dir", help="a run directory written by 'pyro-vae train', a folder written by "
+                          "'pyro-vae export', pretrained:NAME (pyro-vae pretrained lists them) or "
+                          "hf:OWNER/NAME[@REVISION] (the Hugging Face Hub)")
     evaluate.add_argument("--num-samples", "-K", type=int, default=5000, help="importance samples per image")
     evaluate.add_argument("--split", choices=("train", "valid", "test"), default="test", help="which split")
     evaluate.add_argument("--subset", type=int, help="evaluate N evenly spaced images of the split, for a quick check "
@@ -549,7 +558,9 @@ def add_subcommands(subparsers) -> None:
         description="Sample z from the prior, decode, and save the mean images as a PNG grid. A structure with a "
                     "discrete latent in its prior (bernoulli-mixture, gmvae, ss-vae) gets one row per value of it "
                     "(component or class) with --nrow draws each, unless --label picks one class.")
-    sample.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
+    sample.add_argument("run_dir", help="a run directory written by 'pyro-vae train', a folder written by "
+                        "'pyro-vae export', pretrained:NAME (pyro-vae pretrained lists them) or "
+                        "hf:OWNER/NAME[@REVISION] (the Hugging Face Hub)")
     sample.add_argument("--num", type=int, help="how many images (default: 64; a structure with a discrete latent in "
                                                 "its prior draws --nrow per value instead)")
     sample.add_argument("--nrow", type=int, default=8, help="images per row")
@@ -564,11 +575,17 @@ def add_subcommands(subparsers) -> None:
         description="Write a run's best (or last) checkpoint as an exported model: weights.safetensors (no pickle), "
                     "config.json, the run's metrics and evaluations, a model card README.md and SHA256SUMS, checked "
                     "on every load. 'pyro-vae evaluate DIR', 'pyro-vae sample DIR' and pyro_vae.pretrained.load(DIR) "
-                    "take the folder like a run; put it on any file host (or the Hugging Face Hub) to share it.")
+                    "take the folder like a run; put it on any file host to share it, or on the Hugging Face Hub with "
+                    "--push-to-hub OWNER/NAME, which anyone with access then reads as hf:OWNER/NAME wherever a run "
+                    "directory goes.")
     export.add_argument("run_dir", help="a run directory written by 'pyro-vae train'")
     export.add_argument("out_dir", help="the folder to write (new, or empty)")
     export.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which model of the run")
     export.add_argument("--command-line", metavar="TEXT", help="the command that trained the run, for the card")
+    export.add_argument("--push-to-hub", metavar="OWNER/NAME",
+                        help="then upload the folder to this Hugging Face Hub repository (made if new; needs the "
+                             "huggingface_hub package and a token: hf auth login, or HF_TOKEN)")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: make a new repository private")
     export.set_defaults(handler=export_command)
 
     shipped = subparsers.add_parser(

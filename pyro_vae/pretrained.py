@@ -72,7 +72,13 @@ def hub_repo(repo: str, option: str) -> str:
     return repo
 
 
-def _hub():
+def _cause(err: Exception) -> str:
+    """The first line of what an error says, or its type where it says nothing."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def require_hub():
     """The huggingface_hub package, with one sentence if it is not installed."""
     try:
         import huggingface_hub
@@ -87,12 +93,11 @@ def _from_hub(spec: str) -> Path:
     (offline, with ``HF_HUB_OFFLINE=1``, the cache alone)."""
     repo, _, revision = spec[len(HUB_PREFIX):].partition("@")
     hub_repo(repo, HUB_PREFIX)
-    hub = _hub()
+    hub = require_hub()
     try:
         folder = Path(hub.snapshot_download(repo_id=repo, revision=revision or None))
     except (OSError, ValueError) as err:  # network, not found, not cached offline (huggingface_hub's are OSErrors)
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PyroVAEError(f"could not fetch {spec} from the Hugging Face Hub: {cause}") from None
+        raise PyroVAEError(f"could not fetch {spec} from the Hugging Face Hub: {_cause(err)}") from None
     if not (folder / WEIGHTS).is_file():
         raise PyroVAEError(f"{spec} holds no {WEIGHTS}: it is not a model written by pyro-vae export")
     return folder
@@ -104,14 +109,13 @@ def push_to_hub(folder: str | Path, repo: str, *, private: bool = False) -> str:
     hub_repo(repo, "--push-to-hub")
     folder = Path(folder)
     check_sums(folder)
-    api = _hub().HfApi()
+    api = require_hub().HfApi()
     try:
         api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
         api.upload_folder(repo_id=repo, repo_type="model", folder_path=str(folder),
                           commit_message=f"pyro-vae export of {folder.name}")
     except (OSError, ValueError) as err:
-        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PyroVAEError(f"could not upload {folder} to the Hugging Face Hub repository {repo}: {cause}; the "
+        raise PyroVAEError(f"could not upload {folder} to the Hugging Face Hub repository {repo}: {_cause(err)}; the "
                            f"folder is kept, upload it later with pyro_vae.pretrained.push_to_hub") from None
     return f"https://huggingface.co/{repo}"
 

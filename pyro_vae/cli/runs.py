@@ -114,14 +114,14 @@ def _evaluate_exported(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from pyro_vae.pretrained import CARD, _hub, check_export_folder, export_run, hub_repo, push_to_hub
+    from pyro_vae.pretrained import CARD, check_export_folder, export_run, hub_repo, push_to_hub, require_hub
 
     run_dir = existing_run_dir(args.run_dir)
     out = Path(args.out_dir)
     check_export_folder(out)  # before the run is locked or repaired
     if args.push_to_hub:  # and the repository's name and the package, before anything is written
         hub_repo(args.push_to_hub, "--push-to-hub")
-        _hub()
+        require_hub()
     with run_lock(run_dir):
         _repair(run_dir, args.checkpoint)
         export_run(run_dir, out, which=args.checkpoint, command=args.command_line)

@@ -130,8 +130,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                                "[0, 1] (default: 0.5)")
     training.add_argument("--optimizer", choices=sorted(OPTIMIZER_NAMES),
                           help="adam; fused-adam: the same rule in torch's fused kernel, equal up to the last bits "
-                               "and faster (a tenth of the default VAE's step on the CPU), but a run recorded with "
-                               "adam reproduces its curve to the last digit only with adam; clipped-adam: Pyro's, "
+                               "and faster (about 13 %% less time per step of the default VAE on the CPU), but a "
+                               "run recorded with adam reproduces its curve to the last digit only with adam; "
+                               "clipped-adam: Pyro's, "
                                f"with --clip-norm (default: {d.optimizer})")
     training.add_argument("--lr", type=float, help=f"learning rate (the starting one, with a schedule) (default: {d.lr})")
     training.add_argument("--lr-schedule", choices=SCHEDULES,

@@ -107,7 +107,7 @@ def _evaluate_exported(args: argparse.Namespace) -> int:
     name = model_name(args.run_dir)
     out = Path(args.out) if args.out else Path(f"evaluation-{name}-{args.split}-K{args.num_samples}{part}.json")
     check_can_write_file(out, "--out")
-    model, config, info = load(args.run_dir, args.device)
+    model, config, info = load(str(folder), args.device)  # the folder found above: hf: fetches once
     _measure(model, config, args, out, f"the exported {info['kind']} checkpoint (epoch {info['epoch']}) in {folder}",
              {"checkpoint": info["kind"], "epoch": info["epoch"], "exported": str(folder)})
     return 0

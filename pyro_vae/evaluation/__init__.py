@@ -7,6 +7,7 @@ from pyro_vae.evaluation.bounds import (MAX_ROWS, elbo_per_datapoint, evaluate_m
                                         negative_log_likelihood, rate_distortion)
 from pyro_vae.evaluation.collapse import ACTIVE_THRESHOLD, collapse_diagnostics  # noqa: F401
 from pyro_vae.evaluation.labels import (classification_accuracy, cluster_assignments, clustering_accuracy,  # noqa: F401
-                                        clustering_evaluation, match_clusters)
+                                        clustering_evaluation, match_clusters,
+                                        matched_clustering_accuracy)
 from pyro_vae.evaluation.report import (EVAL_BATCH_SIZE, describe_evaluation, evaluate, evaluation_batches,  # noqa: F401
                                         evaluation_seconds)

@@ -72,3 +72,18 @@ def clustering_evaluation(model, matched_on: Split, held_out: Split) -> dict:
             "cluster_labels": mapping,
             "matching": "hungarian" if num_clusters <= num_classes else "majority",
             "matched_on_images": len(matched_on), "held_out_images": len(held_out)}
+
+
+def matched_clustering_accuracy(model, split: Split) -> dict:
+    """The clustering accuracy on the images the clusters are matched on (matched and measured on ``split`` alike,
+    so a little optimistic: the training curve of the clusters, never a result) and the smallest cluster's share
+    of them: what ``train`` records every epoch for structures that cluster, on the images
+    :func:`~pyro_vae.data.clustering_splits` matches on, never the held-out ones."""
+    if split.labels is None:
+        raise PyroVAEError("clustering accuracy needs labelled images, and this split has no labels")
+    clusters = cluster_assignments(model, split)
+    num_classes = int(split.labels.max()) + 1
+    mapping = match_clusters(clusters, split.labels, model.num_components, num_classes)
+    sizes = torch.bincount(clusters, minlength=model.num_components)
+    return {"valid_clustering_accuracy": clustering_accuracy(clusters, split.labels, mapping),
+            "valid_smallest_cluster": int(sizes.min()) / len(split)}

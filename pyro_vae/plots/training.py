@@ -40,17 +40,28 @@ def save_figure(fig, path: Path) -> Path:
 def plot_curves(history: Sequence[dict], path: Path) -> Path:
     """Training loss (minus the bound trained, on the training batches), validation -ELBO and, for IWAE training,
     minus the validation IWAE bound, nats per image, by epoch; beside them, for semi-supervised runs, the
-    classification accuracy on the labelled validation images."""
+    classification accuracy on the labelled validation images, and for structures that cluster, the clustering
+    accuracy and the smallest cluster's share on the images their clusters are matched on."""
     epochs = [row["epoch"] for row in history]
     objective = history[-1].get("objective", "elbo") if history else "elbo"
     trained = "-ELBO" if objective == "elbo" else f"-IWAE bound (K={objective.partition('-')[2]})"
     accuracies = [(row["epoch"], 100 * row["valid_accuracy"]) for row in history if "valid_accuracy" in row]
-    if accuracies:
+    clusters = [(row["epoch"], 100 * row["valid_clustering_accuracy"], 100 * row["valid_smallest_cluster"])
+                for row in history if "valid_clustering_accuracy" in row]
+    if accuracies or clusters:
         fig, (ax, acc) = plt.subplots(1, 2, figsize=(11, 4))
-        acc.plot(*zip(*accuracies), "o-", color="tab:green")
+        if accuracies:
+            acc.plot(*zip(*accuracies), "o-", color="tab:green")
+            acc.set_ylabel("% of the labelled validation images")
+            acc.set_title("Validation classification accuracy")
+        else:
+            epochs_, accuracy, smallest = zip(*clusters)
+            acc.plot(epochs_, accuracy, "o-", color="tab:green", label="clustering accuracy")
+            acc.plot(epochs_, smallest, "s--", color="tab:gray", label="smallest cluster's share")
+            acc.set_ylabel("% of the labelled images the clusters are matched on")
+            acc.set_title("Clusters against labels")
+            acc.legend()
         acc.set_xlabel("epoch")
-        acc.set_ylabel("% of the labelled validation images")
-        acc.set_title("Validation classification accuracy")
         acc.grid(alpha=0.3)
     else:
         fig, ax = plt.subplots(figsize=(6, 4))

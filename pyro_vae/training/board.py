@@ -18,7 +18,8 @@ BOARD_DIR = "tensorboard"
 BOARD_IMAGES = 500
 #: the scalars written every epoch: metrics.jsonl key -> TensorBoard tag
 SCALARS = {"train_loss": "train/loss", "valid_elbo": "valid/elbo", "valid_bound": "valid/bound", "lr": "train/lr",
-           "valid_accuracy": "valid/accuracy"}
+           "valid_accuracy": "valid/accuracy", "valid_clustering_accuracy": "valid/clustering_accuracy",
+           "valid_smallest_cluster": "valid/smallest_cluster"}
 
 
 def check_tensorboard() -> None:

@@ -15,12 +15,12 @@ from tqdm.auto import tqdm
 
 from pyro_vae.catalog import CHECKPOINT
 from pyro_vae.config import TrainConfig, selection_key, selection_value
-from pyro_vae.data import Dataset, iterate_batches, semi_supervised_batches
+from pyro_vae.data import Dataset, Split, clustering_splits, iterate_batches, semi_supervised_batches
 from pyro_vae.devices import resolve_device
 from pyro_vae.distributed import Distributed
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import (EVAL_BATCH_SIZE, classification_accuracy, elbo_per_datapoint,
-                                 negative_log_likelihood)
+                                 matched_clustering_accuracy, negative_log_likelihood)
 from pyro_vae.files import locked_run_dir
 from pyro_vae.inference.schedules import learning_rate
 from pyro_vae.training.board import Board
@@ -200,6 +200,8 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
                 row["valid_bound"] = self.validation_bound()
             if self.dataset.labelled_valid is not None:
                 row["valid_accuracy"] = classification_accuracy(self.model, self.dataset.labelled_valid)
+            if self.cluster_labels() is not None:
+                row.update(matched_clustering_accuracy(self.model, self.cluster_labels()))
             best = self.best_epoch()
             self.history.append(row)
             key, _ = self.selection()
@@ -217,6 +219,9 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
                 name = "loss (weighted, not the -ELBO)"
             bound = f"  IWAE bound {row['valid_bound']:.2f}" if "valid_bound" in row else ""
             accuracy = f"  valid accuracy {100 * row['valid_accuracy']:.2f} %" if "valid_accuracy" in row else ""
+            if "valid_clustering_accuracy" in row:
+                accuracy += (f"  clustering accuracy {100 * row['valid_clustering_accuracy']:.2f} % (smallest cluster "
+                             f"{100 * row['valid_smallest_cluster']:.1f} %)")
             if config.tensorboard and self.is_main:
                 if self.board is None:
                     self.board = Board(self.run_dir)
@@ -228,3 +233,11 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
             self.board.close()
             self.board = None
         return self.history
+
+    def cluster_labels(self) -> Optional[Split]:
+        """For structures that cluster, the labelled images their clusters are matched on each epoch (never the
+        held-out ones, :func:`~pyro_vae.data.clustering_splits`), on the model's device; None otherwise."""
+        if not hasattr(self, "_cluster_labels"):
+            parts = clustering_splits(self.dataset) if self.model.can_cluster else None
+            self._cluster_labels = None if parts is None else parts[0].to(self.device)
+        return self._cluster_labels

@@ -227,6 +227,8 @@ def check_programs(model: Callable, guide: Callable, args: tuple, structure: str
     for program, sites in (("model", model_sites), ("guide", guide_sites)):
         for name, site in sites.items():
             frames = [frame for frame in site["cond_indep_stack"] if frame.name == DATA_PLATE]
+            if not frames and is_penalty(site):  # a term of the whole batch's objective (pyro_vae.scaling.penalty)
+                continue
             if not frames:
                 raise PyroVAEError(f"{who}: the site {name!r} of its {program} is outside pyro.plate({DATA_PLATE!r}, "
                                    "batch_size); every site that belongs to one image must sit inside that plate")

@@ -329,6 +329,16 @@ def test_gmvae_remedy_mistakes_are_one_sentence(tmp_path, cli, option):
     assert_one_sentence_error(code, err, option.partition("=")[0])
 
 
+@pytest.mark.slow
+def test_the_gmvae_remedies_train_from_the_command_line(tmp_path, cli):
+    """Their penalties are terms of the whole batch, outside the data plate, which the door's check of a
+    structure's sites lets through (it once refused cluster_information as a site outside the plate)."""
+    code, out, err = cli("train", "--model", "gmvae", "--model-option", "cluster_information=2", "--model-option",
+                         "min_cluster_info=1.0", "--model-option", "kmeans_init=true", *TINY, "--run-dir", tmp_path / "run")
+    assert code == 0, err
+    assert "clustering accuracy" in out
+
+
 def test_the_gmvae_with_vades_guide_draws_one_z_per_image_and_its_elbo_is_the_sum_by_hand(batch):
     import pyro
     import pyro.distributions as dist

@@ -126,6 +126,7 @@ def test_programs_that_cannot_be_recorded_run_uncompiled_with_a_warning():
     assert torch.isfinite(estimate).all() and estimate.shape == (5,)
 
 
+@pytest.mark.slow
 def test_the_compiled_estimate_agrees_with_the_uncompiled_one():
     vae, x = tiny_vae_and_images(20)
     compiled = log_likelihood_iwae(vae.model, vae.guide, (x,), num_samples=2000, jit=True)
@@ -133,6 +134,7 @@ def test_the_compiled_estimate_agrees_with_the_uncompiled_one():
     assert compiled.mean().item() == pytest.approx(uncompiled.mean().item(), abs=0.05)
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_and_both_sides_estimate_the_same_nll(capsys):
     result = benchmark.main(["--num-images", "3", "--rounds", "2", "-K", "200"])
     library, hand = result["pyro-vae evaluate"], result[benchmark.HAND]

@@ -81,6 +81,7 @@ def test_the_conv_decoder_s_flat_outputs_are_what_the_likelihood_splits():
     assert torch.equal(loc, stacked[:, :3].reshape(5, -1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["vae", "gmvae"])
 def test_the_default_binarized_mnist_run_gives_the_same_losses_as_before_issue_11(model, tmp_path):
     """Pinned at 5de04af, before the structures took likelihoods and networks (seed 3, 2 epochs of 200 images)."""

@@ -289,6 +289,7 @@ def test_resumed_discrete_run_equals_uninterrupted_run(tmp_path, options):
             assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", ["none", "average", "neural"])
 def test_tracegraph_training_with_each_baseline_improves_the_mixture(tmp_path, baseline):
     trainer = quiet_trainer(tmp_path, [], model="bernoulli-mixture", elbo="tracegraph", baseline=baseline,

@@ -30,6 +30,7 @@ def test_shuffling_permutes_each_dimension_of_the_batch_on_its_own():
     assert torch.equal(shuffled[1] - 20, shuffled[0])  # the same for every particle
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho", [0.0, 0.8, 0.95])
 def test_the_discriminator_learns_the_total_correlation_of_a_correlated_gaussian(rho):
     """Trained on its own term, the discriminator's mean logit over q(z) is the density-ratio estimate of

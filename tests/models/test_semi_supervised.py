@@ -44,6 +44,7 @@ def scripted_trainer(tmp_path, monkeypatch, accuracies, log=lambda _: None, **op
     return Trainer(config, tmp_path / "run", progress=False, log=log)
 
 
+@pytest.mark.slow
 def test_a_semi_supervised_run_keeps_its_best_validation_accuracy_in_best_pt(tmp_path, monkeypatch):
     trainer = scripted_trainer(tmp_path, monkeypatch, [0.5, 0.8, 0.7])
     assert trainer.config.select_by == "accuracy"  # the default of semi-supervised runs
@@ -54,6 +55,7 @@ def test_a_semi_supervised_run_keeps_its_best_validation_accuracy_in_best_pt(tmp
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["select_by"] == "accuracy"
 
 
+@pytest.mark.slow
 def test_early_stopping_follows_the_validation_accuracy(tmp_path, monkeypatch):
     notes = []
     trainer = scripted_trainer(tmp_path, monkeypatch, [0.5, 0.8, 0.7, 0.6, 0.9], log=notes.append, patience=2)
@@ -62,6 +64,7 @@ def test_early_stopping_follows_the_validation_accuracy(tmp_path, monkeypatch):
             "(best 80.00 % at epoch 2)") in notes
 
 
+@pytest.mark.slow
 def test_select_by_elbo_keeps_the_best_validation_elbo_instead(tmp_path, monkeypatch):
     trainer = scripted_trainer(tmp_path, monkeypatch, [0.5, 0.8, 0.7], select_by="elbo")
     history = trainer.fit()

@@ -223,6 +223,7 @@ def poutine_draw(model, n, lengths):
     return steps.reshape(n, -1).float()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, elbo", [("dmm", "trace"), ("hmm", "enum")])
 def test_the_compiled_elbo_training_uses_agrees_at_another_batch_size(name, elbo):
     """Training compiles the built-in structures' ELBO: traced on 20 sequences, on 7 others it must give the plain

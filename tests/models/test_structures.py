@@ -192,6 +192,7 @@ def test_kl_warmup_scales_the_latent_sites_from_zero(tmp_path):
     assert trainer.kl_weight() == 1.0 and len(history) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vae", "hierarchical-vae", "cvae", "vampprior"])
 def test_the_jit_compiled_meanfield_elbo_is_compiled_once_and_agrees_with_trace_mean_field_elbo(name, batch,
                                                                                                  monkeypatch):
@@ -231,6 +232,7 @@ def test_beta_sweep_refuses_repeated_betas_before_training(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in IMAGE_MODELS if MODELS[name].default_elbo == "enum"])
 def test_the_jit_compiled_enumerated_elbo_agrees_with_trace_enum_elbo_at_another_batch_size(name, batch):
     """The discrete structures train JitTraceEnum_ELBO by default: traced on 50 images, on 7 it must give

@@ -88,6 +88,7 @@ def test_score_function_means_converge_to_the_exact_gradient(mixture, batch, nam
         assert ((projected.mean(0) - target).abs() < 4 * standard_error).all(), (group, projected.mean(0), target)
 
 
+@pytest.mark.slow
 def test_concrete_bias_shrinks_as_the_temperature_falls(mixture, batch):
     exact = exact_gradient(mixture.model, mixture.guide, batch)
     stats = {}

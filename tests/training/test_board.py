@@ -8,6 +8,7 @@ from tests.conftest import TINY
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
+@pytest.mark.slow
 def test_the_event_file_holds_the_metrics_the_kl_per_dimension_and_the_pictures(cli, tmp_path):
     run = tmp_path / "run"
     code, out, err = cli("train", "--run-dir", run, *TINY, "--epochs", 2, "--tensorboard", "--eval-samples", 5)
@@ -27,6 +28,7 @@ def test_the_event_file_holds_the_metrics_the_kl_per_dimension_and_the_pictures(
     assert {"samples", "reconstructions"} <= set(tags["images"])
 
 
+@pytest.mark.slow
 def test_tensorboard_can_be_turned_on_when_a_run_is_resumed(cli, tiny_run, tmp_path):
     import shutil
 

@@ -25,6 +25,7 @@ def fit(tmp_path, name, fast: bool, monkeypatch, **options):
     return trainer, len(svi_steps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{}, {"kl_warmup": 2},  # with a warm-up, the KL weight is one more argument
                                      {"elbo": "meanfield"}, {"elbo": "meanfield", "kl_warmup": 2}])
 def test_compiled_step_trains_bit_for_bit_what_svi_step_trains(tmp_path, monkeypatch, options):

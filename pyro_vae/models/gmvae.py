@@ -9,7 +9,7 @@ the K clusters of q(c | x) times the (reparameterized) ELBO given c: no score-fu
 p(c) is uniform, as in Dilokthanakul et al.: with learned weights the prior followed the guide onto one
 cluster (0.87 of its mass after 5 epochs, every test image on it).
 
-Four remedies for the clusters' degeneracy (every image in one cluster), all off by default; what each does is
+Five remedies for the clusters' degeneracy (every image in one cluster), all off by default; what each does is
 measured in docs/semi-supervised.md:
 
 * ``min_cluster_info=LAMBDA``: Dilokthanakul et al.'s minimum information constraint on the cluster term,
@@ -23,6 +23,10 @@ measured in docs/semi-supervised.md:
   alike for every image in one cluster (all in the second part) and for confident, balanced clusters (all in the
   first), so nothing in it prefers the clusters; with W = 1 the term left is -KL(q(c) || p(c)), which charges
   only the clusters' imbalance (the information-preferring reading of InfoVAE, Zhao et al. 2017).
+* ``pretrain_epochs=N`` (with ``encoder_sees_cluster=false``): VaDE's start (Jiang et al. 2017): the encoder's mean
+  and the decoder trained as a plain autoencoder for N epochs (reconstruction only), a Gaussian mixture with
+  diagonal covariances fitted to the codes of (up to 10,000 of) the training images, p(z | c) set to its components
+  and q(c | x) trained to predict each image's most probable component, before the first SVI step.
 * ``encoder_sees_cluster=false``, a change of the guide: draws z from q(z | x), as VaDE's guide does
   (Jiang et al. 2017), instead of q(z | x, c). Given c the encoder can move z into any cluster's Gaussian and the
   decoder, which sees z only, can draw any image from each: every cluster then explains every image and q(c | x)
@@ -39,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyro_vae.errors import PyroVAEError
 from pyro_vae.models.base import LatentStructure, finite_number, positive_int
 from pyro_vae.scaling import penalty
 
@@ -59,12 +64,14 @@ class GMVAE(LatentStructure):
     code_site = "z"
     default_elbo = "enum"
     option_rules = {"min_cluster_info": (lambda v: finite_number(v) and v >= 0, "a finite number of nats >= 0"),
-                    "cluster_information": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0")}
+                    "cluster_information": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0"),
+                    "pretrain_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                                        "a whole number of epochs >= 0")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, min_cluster_info: float = 0.0,
                  kmeans_init: bool = False, encoder_sees_cluster: bool = True, cluster_information: float = 0.0,
-                 **pixels):
+                 pretrain_epochs: int = 0, **pixels):
         """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
         super().__init__(x_dim, **pixels)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
@@ -76,6 +83,14 @@ class GMVAE(LatentStructure):
         self.decoder = self.make_decoder(z_dim, tuple(reversed(self.hidden_dims)), activation)
         self.classifier = self.make_classifier(self.hidden_dims, self.num_components, activation)
         self.encoder_sees_cluster = bool(encoder_sees_cluster)
+        self.pretrain_epochs = int(pretrain_epochs)
+        if self.pretrain_epochs and self.encoder_sees_cluster:
+            raise PyroVAEError("the model option pretrain_epochs (VaDE's autoencoder start) needs "
+                               "encoder_sees_cluster=false: the autoencoder's codes cannot depend on a cluster that "
+                               "is not chosen yet")
+        if self.pretrain_epochs and self.kmeans_init:
+            raise PyroVAEError("the model options pretrain_epochs and kmeans_init are two different starts; "
+                               "choose one")
         self.encoder = self.make_encoder(self.hidden_dims, z_dim, activation,
                                          extra_dim=self.num_components if self.encoder_sees_cluster else 0)
 
@@ -83,7 +98,8 @@ class GMVAE(LatentStructure):
         return {**self.image_config(), "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
                 "activation": self.activation, "num_components": self.num_components,
                 "min_cluster_info": self.min_cluster_info, "kmeans_init": self.kmeans_init,
-                "encoder_sees_cluster": self.encoder_sees_cluster, "cluster_information": self.cluster_information}
+                "encoder_sees_cluster": self.encoder_sees_cluster, "cluster_information": self.cluster_information,
+                **({"pretrain_epochs": self.pretrain_epochs} if self.pretrain_epochs else {})}
 
     def model(self, x):
         x = self.check_batch(x)
@@ -128,18 +144,22 @@ class GMVAE(LatentStructure):
 
     @torch.no_grad()
     def initialize(self, images: torch.Tensor, generator: torch.Generator) -> None:
-        """With ``kmeans_init``: k-means on (up to 10,000 of) the training images' pixels, then q(c | x) trained to
-        predict each image's cluster (300 Adam steps of cross-entropy on batches of 100), so that the clusters
-        start apart; without, nothing."""
-        if not self.kmeans_init:
+        """The start the options ask for, before the first SVI step: with ``kmeans_init`` k-means on (up to 10,000
+        of) the training images' pixels, with ``pretrain_epochs`` VaDE's autoencoder and Gaussian mixture (see the
+        module's docstring); then q(c | x) trained to predict each image's cluster (300 Adam steps of cross-entropy
+        on batches of 100), so that the clusters start apart. Without either, nothing."""
+        if not (self.kmeans_init or self.pretrain_epochs):
             return
-        from sklearn.cluster import KMeans
-
         keep = torch.randperm(len(images), generator=generator)[:10_000]
         x = images[keep.to(images.device)].flatten(1).to(self.device)
         seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
-        clusters = torch.as_tensor(KMeans(self.num_components, n_init=3, random_state=seed)
-                                   .fit_predict(x.cpu().numpy()), device=self.device).long()
+        if self.pretrain_epochs:
+            clusters = self._autoencoder_start(images.flatten(1), x, generator, seed)
+        else:
+            from sklearn.cluster import KMeans
+
+            clusters = torch.as_tensor(KMeans(self.num_components, n_init=3, random_state=seed)
+                                       .fit_predict(x.cpu().numpy()), device=self.device).long()
         optimizer = torch.optim.Adam(self.classifier.parameters(), lr=1e-3)
         with torch.enable_grad():
             for _ in range(300):
@@ -148,3 +168,28 @@ class GMVAE(LatentStructure):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+
+    def _autoencoder_start(self, images: torch.Tensor, x: torch.Tensor, generator: torch.Generator,
+                           seed: int) -> torch.Tensor:
+        """VaDE's start: ``pretrain_epochs`` epochs of the encoder's mean and the decoder as an autoencoder on
+        ``images`` (batches of 100, Adam 1e-3, the likelihood's log-probability of each image given its own code),
+        then p(z | c) set to a diagonal Gaussian mixture fitted to the codes of ``x``; returns each of them's most
+        probable component."""
+        from sklearn.mixture import GaussianMixture
+
+        networks = [self.encoder, self.decoder, self.likelihood]
+        optimizer = torch.optim.Adam([p for net in networks for p in net.parameters()], lr=1e-3)
+        with torch.enable_grad():
+            for _ in range(self.pretrain_epochs):
+                for index in torch.randperm(len(images), generator=generator).split(100):
+                    batch = images[index.to(images.device)].to(self.device)
+                    loss = -self.likelihood(self.decoder(self.encoder(batch)[0])).log_prob(batch).mean()
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+        codes = torch.cat([self.encoder(part)[0] for part in x.split(1000)]).double().cpu().numpy()
+        mixture = GaussianMixture(self.num_components, covariance_type="diag", random_state=seed).fit(codes)
+        self.prior_z.locs.copy_(torch.as_tensor(mixture.means_))
+        scales = torch.as_tensor(mixture.covariances_).sqrt().clamp(min=2e-3) - 1e-3  # softplus(raw) + 1e-3
+        self.prior_z.raw_scales.copy_(scales + torch.log(-torch.expm1(-scales)))  # softplus's inverse
+        return torch.as_tensor(mixture.predict(codes), device=self.device).long()

@@ -326,10 +326,38 @@ def test_the_kmeans_start_puts_the_gmvae_clusters_apart(small_data):
     assert sizes.max() < 0.6 * len(images)
 
 
-@pytest.mark.parametrize("option", ["min_cluster_info=-1", "min_cluster_info=nan", "kmeans_init=maybe", "kmeans_init=1"])
-def test_gmvae_remedy_mistakes_are_one_sentence(tmp_path, cli, option):
-    code, _, err = cli("train", "--model", "gmvae", "--model-option", option, *TINY, "--run-dir", tmp_path / "run")
-    assert_one_sentence_error(code, err, option.partition("=")[0])
+def test_vades_start_trains_an_autoencoder_and_puts_the_clusters_on_a_mixture_of_its_codes(small_data):
+    images = small_data.train.images.flatten(1)
+    model = build_model("gmvae", num_components=4, encoder_sees_cluster=False, pretrain_epochs=30, **SMALL)
+
+    def reconstruction():
+        return -model.likelihood(model.decoder(model.encoder(images)[0])).log_prob(images).mean().item()
+
+    before = reconstruction()
+    model.initialize(small_data.train.images, torch.Generator().manual_seed(0))
+    assert reconstruction() < before - 100  # nats per image (of 551): the autoencoder learned (90 steps)
+    # p(z | c) is the mixture fitted to the codes, and q(c | x) starts at each image's most probable component
+    with torch.no_grad():
+        codes = model.encoder(images)[0]
+        locs, scales = model.prior_z(torch.eye(4))
+        component = torch.distributions.Normal(locs, scales).log_prob(codes.unsqueeze(1)).sum(-1).argmax(-1)
+    clusters = model.cluster(images)
+    assert (clusters == component).float().mean() > 0.85
+    assert (torch.bincount(component, minlength=4) > 0).all() and torch.unique(clusters).numel() == 4
+    assert model.config()["pretrain_epochs"] == 30 and "pretrain_epochs" not in build_model("gmvae", **SMALL).config()
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["min_cluster_info=-1"], "min_cluster_info"), (["min_cluster_info=nan"], "min_cluster_info"),
+    (["kmeans_init=maybe"], "kmeans_init"), (["kmeans_init=1"], "kmeans_init"),
+    (["pretrain_epochs=-1", "encoder_sees_cluster=false"], "pretrain_epochs"),
+    (["pretrain_epochs=2"], "needs encoder_sees_cluster=false"),
+    (["pretrain_epochs=2", "encoder_sees_cluster=false", "kmeans_init=true"], "two different starts")])
+def test_gmvae_remedy_mistakes_are_one_sentence(tmp_path, cli, options, fragment):
+    given = [part for option in options for part in ("--model-option", option)]
+    code, _, err = cli("train", "--model", "gmvae", *given, *TINY, "--run-dir", tmp_path / "run")
+    assert_one_sentence_error(code, err, fragment)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

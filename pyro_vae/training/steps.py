@@ -56,6 +56,12 @@ class Steps:
         if config.elbo == "tracegraph":
             guide = with_baselines(guide, config.baseline, self.baseline_networks)
         self.svi = SVI(self._warmed_up(self.model.model), self._warmed_up(guide), self.optimizer, loss=self.elbo)
+        #: a batch of one image changes the shapes of the enumerated sum's contractions (a dimension of size one
+        #: broadcasts), so a graph compiled on larger batches cannot take it: such a batch (the epoch's last, a
+        #: process's shard) steps with the same ELBO uncompiled, on the same parameters and optimizer
+        self.svi_single = (SVI(self.svi.model, self.svi.guide, self.optimizer,
+                               loss=make_elbo(config.elbo, max_plate_nesting=self.max_plate_nesting))
+                           if self.jit and config.elbo == "enum" else None)
 
     def kl_weight(self) -> float:
         """The KL warm-up factor: rises linearly from 0 to 1 over ``kl_warmup`` epochs of steps."""
@@ -147,9 +153,10 @@ class Steps:
             # a power of two, or the epoch's last (often smaller) batch
             validate = step & (step - 1) == 0 or step == self.steps_per_epoch or self.config.validate_every_step
             args = self._step_args(batch)
-            loss = None if validate or self.compiled_step is None else self.compiled_step(*args)
+            single = self.svi_single is not None and batch[0].shape[0] == 1
+            loss = None if validate or single or self.compiled_step is None else self.compiled_step(*args)
             if loss is None:
-                loss = self._svi_step(args, validate)
+                loss = self._svi_step(args, validate, self.svi_single if single else self.svi)
             if not math.isfinite(loss) or abs(loss) / batch[0].shape[0] > self._divergence_bound(loss / batch[0].shape[0]):
                 raise TrainingDiverged(self._divergence_message(loss, step))
             self.step += 1
@@ -158,7 +165,7 @@ class Steps:
                 on_step(step, total)
         return total
 
-    def _svi_step(self, args: tuple, validate: bool) -> float:
+    def _svi_step(self, args: tuple, validate: bool, svi: Optional[SVI] = None) -> float:
         """``SVI.step`` with Pyro validation on or off; NaN where validation refused the NaN that diverged.
 
         A validated step also refuses programs whose latent sites stopped matching after the check at the door
@@ -167,7 +174,7 @@ class Steps:
             if validate:
                 warnings.filterwarnings("error", message=SITE_MISMATCH, category=UserWarning)
             try:
-                return self.svi.step(*args)
+                return (svi or self.svi).step(*args)
             except UserWarning as err:
                 if not re.match(SITE_MISMATCH, str(err)):  # another warning made an error (python -W error)
                     raise

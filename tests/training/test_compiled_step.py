@@ -98,3 +98,22 @@ def test_compiled_step_follows_a_parameter_replaced_in_the_store():
     step(x)
     assert pyro.param("loc").item() == pytest.approx(9.9, abs=1e-3)  # the new tensor moved, towards 3
     assert step(x, x) is None  # no graph for two arguments: the caller takes SVI.step
+
+
+@pytest.mark.slow
+def test_a_batch_of_one_image_trains_under_the_compiled_enumerated_elbo_as_uncompiled(tmp_path):
+    """201 images in batches of 40: the epoch's last batch holds one image, whose enumerated sum the graph compiled
+    on 40 cannot take (a dimension of size one broadcasts; it once ended the run with TorchScript's traceback). It
+    steps uncompiled, so the compiled run trains what the uncompiled one trains, up to float rounding."""
+    options = {"model": "bernoulli-mixture", "subset": 201, "hidden_dims": [16], "z_dim": 3, "batch_size": 40,
+               "epochs": 2}
+    runs, histories = [], []
+    for jit in (True, False):  # one after the other: the two share Pyro's parameter store
+        runs.append(Trainer(TrainConfig(**options, jit=jit), tmp_path / f"jit-{jit}", progress=False,
+                            log=lambda line: None))
+        histories.append(runs[-1].fit())
+    compiled, eager = histories
+    assert runs[0].svi_single is not None and runs[1].svi_single is None
+    for row_compiled, row_eager in zip(compiled, eager):
+        assert row_compiled["train_loss"] == pytest.approx(row_eager["train_loss"], rel=1e-6)
+        assert row_compiled["valid_elbo"] == pytest.approx(row_eager["valid_elbo"], rel=1e-6)

@@ -102,10 +102,10 @@ def test_compiled_step_follows_a_parameter_replaced_in_the_store():
 
 @pytest.mark.slow
 def test_a_batch_of_one_image_trains_under_the_compiled_enumerated_elbo_as_uncompiled(tmp_path):
-    """201 images in batches of 40: the epoch's last batch holds one image, whose enumerated sum the graph compiled
+    """81 images in batches of 40: the epoch's last batch holds one image, whose enumerated sum the graph compiled
     on 40 cannot take (a dimension of size one broadcasts; it once ended the run with TorchScript's traceback). It
     steps uncompiled, so the compiled run trains what the uncompiled one trains, up to float rounding."""
-    options = {"model": "bernoulli-mixture", "subset": 201, "hidden_dims": [16], "z_dim": 3, "batch_size": 40,
+    options = {"model": "bernoulli-mixture", "subset": 81, "hidden_dims": [16], "z_dim": 3, "batch_size": 40,
                "epochs": 2}
     runs, histories = [], []
     for jit in (True, False):  # one after the other: the two share Pyro's parameter store

@@ -64,6 +64,7 @@ def test_the_shipped_model_loads_is_small_and_lists_its_figures(cli):
     assert models["iaf-vae-gated-mnist"]["test_nll"] == pytest.approx(86.41, abs=0.01)
     assert models["vae-gated-mnist"]["test_nll"] == pytest.approx(87.59, abs=0.01)
     assert models["iwae50-gated-mnist"]["test_nll"] == pytest.approx(86.67, abs=0.01)
+    assert models["vampprior-gated-mnist"]["test_nll"] == pytest.approx(85.28, abs=0.01)
     code, stdout, err = cli("pretrained")
     assert code == 0 and "pretrained:vae-mnist-10epochs" in stdout
 

@@ -156,7 +156,7 @@ class Steps:
             single = self.svi_single is not None and batch[0].shape[0] == 1
             loss = None if validate or single or self.compiled_step is None else self.compiled_step(*args)
             if loss is None:
-                loss = self._svi_step(args, validate, self.svi_single if single else self.svi)
+                loss = self._svi_step(args, validate, self.svi_single) if single else self._svi_step(args, validate)
             if not math.isfinite(loss) or abs(loss) / batch[0].shape[0] > self._divergence_bound(loss / batch[0].shape[0]):
                 raise TrainingDiverged(self._divergence_message(loss, step))
             self.step += 1

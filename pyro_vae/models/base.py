@@ -93,7 +93,7 @@ def init_output_bias(structure: nn.Module, images: torch.Tensor) -> int:
     return len(decoders)
 
 
-def _is_whole(value) -> bool:
+def whole_number(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -121,14 +121,14 @@ def _option_rule(name: str, annotation, default) -> Optional[tuple]:
         return (lambda v: isinstance(v, bool), "true or false (True, False)")
     if kind is int:
         if name.startswith("num_") or name.endswith("_dim"):
-            return (lambda v: _is_whole(v) and v >= 1, "a positive whole number")
-        return (_is_whole, "a whole number")
+            return (lambda v: whole_number(v) and v >= 1, "a positive whole number")
+        return (whole_number, "a whole number")
     if kind is float:
         return (finite_number, "a finite number")
     if kind is str:
         return (lambda v: isinstance(v, str), "text")
     if name.endswith("_dims") and isinstance(origin, type) and issubclass(origin, (list, tuple, collections.abc.Sequence)):
-        return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_whole(x) and x >= 1 for x in v),
+        return (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(whole_number(x) and x >= 1 for x in v),
                 "a list of positive whole numbers such as [100,100]")
     return None
 

@@ -44,7 +44,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.models.base import LatentStructure, finite_number, positive_int
+from pyro_vae.models.base import LatentStructure, finite_number, positive_int, whole_number
 from pyro_vae.scaling import penalty
 
 
@@ -65,8 +65,7 @@ class GMVAE(LatentStructure):
     default_elbo = "enum"
     option_rules = {"min_cluster_info": (lambda v: finite_number(v) and v >= 0, "a finite number of nats >= 0"),
                     "cluster_information": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0"),
-                    "pretrain_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                                        "a whole number of epochs >= 0")}
+                    "pretrain_epochs": (lambda v: whole_number(v) and v >= 0, "a whole number of epochs >= 0")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, min_cluster_info: float = 0.0,

@@ -200,8 +200,9 @@ class Trainer(RunSetup, Steps, RunState, ParallelHooks):
                 row["valid_bound"] = self.validation_bound()
             if self.dataset.labelled_valid is not None:
                 row["valid_accuracy"] = classification_accuracy(self.model, self.dataset.labelled_valid)
-            if self.cluster_labels() is not None:
-                row.update(matched_clustering_accuracy(self.model, self.cluster_labels()))
+            cluster_labels = self.cluster_labels()
+            if cluster_labels is not None:
+                row.update(matched_clustering_accuracy(self.model, cluster_labels))
             best = self.best_epoch()
             self.history.append(row)
             key, _ = self.selection()

@@ -29,7 +29,7 @@ BINARIZE_MODES = ("none", "dynamic", "static")
 
 MODEL_NAMES = ("vae", "beta-vae", "beta-tcvae", "factor-vae", "cvae", "hierarchical-vae", "mixture-prior-vae",
                "bernoulli-mixture", "gmvae", "ss-vae", "vampprior", "hierarchical-vampprior",
-               "planar-vae", "iaf-vae", "sylvester-vae", "flow-prior-vae", "dmm", "hmm")
+               "planar-vae", "iaf-vae", "sylvester-vae", "vampprior-iaf", "flow-prior-vae", "dmm", "hmm")
 #: the structures ``beta-sweep`` trains, each with the option its ``--betas`` set: the KL weight of beta-VAE, the
 #: total-correlation weight of beta-TCVAE (beta) and of FactorVAE (gamma)
 SWEPT_MODELS = {"beta-vae": "beta", "beta-tcvae": "beta", "factor-vae": "gamma"}

@@ -27,6 +27,7 @@ from pyro_vae.models.mixture_prior_vae import MixturePriorVAE
 from pyro_vae.models.ss_vae import SSVAE
 from pyro_vae.models.vae import VAE
 from pyro_vae.models.vampprior import VampPriorVAE
+from pyro_vae.models.vampprior_iaf import VampPriorIAFVAE
 
 MODELS: dict[str, type[LatentStructure]] = {
     "vae": VAE,
@@ -44,6 +45,7 @@ MODELS: dict[str, type[LatentStructure]] = {
     "planar-vae": PlanarVAE,
     "iaf-vae": IAFVAE,
     "sylvester-vae": SylvesterVAE,
+    "vampprior-iaf": VampPriorIAFVAE,
     "flow-prior-vae": FlowPriorVAE,
     "dmm": DMM,
     "hmm": HMM,

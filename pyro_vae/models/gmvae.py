@@ -27,6 +27,8 @@ measured in docs/semi-supervised.md:
   and the decoder trained as a plain autoencoder for N epochs (reconstruction only), a Gaussian mixture with
   diagonal covariances fitted to the codes of (up to 10,000 of) the training images, p(z | c) set to its components
   and q(c | x) trained to predict each image's most probable component, before the first SVI step.
+* ``prior_covariance=full``: each p(z | c) a Gaussian with a full covariance (a learned lower-triangular scale per
+  cluster) instead of a diagonal one; with ``pretrain_epochs`` the start's mixture is fitted with full covariances too.
 * ``encoder_sees_cluster=false``, a change of the guide: draws z from q(z | x), as VaDE's guide does
   (Jiang et al. 2017), instead of q(z | x, c). Given c the encoder can move z into any cluster's Gaussian and the
   decoder, which sees z only, can draw any image from each: every cluster then explains every image and q(c | x)
@@ -49,15 +51,38 @@ from pyro_vae.scaling import penalty
 
 
 class ClusterGaussians(nn.Module):
-    """One-hot c -> (loc, scale) of p(z | c): row c of a learned table of means and scales."""
+    """One-hot c -> p(z | c): row c of a learned table of means and scales (``full=False``: a diagonal Gaussian),
+    or of means and lower-triangular scale matrices (``full=True``: a Gaussian with a full covariance; the diagonal
+    kept positive by a softplus, as the diagonal scales are)."""
 
-    def __init__(self, num_components: int, z_dim: int):
+    def __init__(self, num_components: int, z_dim: int, full: bool = False):
         super().__init__()
+        self.full = full
         self.locs = nn.Parameter(torch.randn(num_components, z_dim))
         self.raw_scales = nn.Parameter(torch.zeros(num_components, z_dim))
+        if full:
+            self.raw_tril = nn.Parameter(torch.zeros(num_components, z_dim, z_dim))
 
-    def forward(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return c @ self.locs, softplus(c @ self.raw_scales) + 1e-3
+    def forward(self, c: torch.Tensor) -> dist.TorchDistribution:
+        scales = softplus(c @ self.raw_scales) + 1e-3
+        if not self.full:
+            return dist.Normal(c @ self.locs, scales).to_event(1)
+        tril = torch.einsum("...k,kij->...ij", c, self.raw_tril.tril(-1)) + torch.diag_embed(scales)
+        return dist.MultivariateNormal(c @ self.locs, scale_tril=tril)
+
+    @torch.no_grad()
+    def set_components(self, means: torch.Tensor, covariances: torch.Tensor) -> None:
+        """Set every p(z | c) to a given mean and covariance (a (K, D) table of variances if diagonal, else (K, D, D)
+        matrices), the scale diagonal floored at 2e-3."""
+        self.locs.copy_(means)
+        if self.full:
+            tril = torch.linalg.cholesky(covariances)
+            self.raw_tril.copy_(tril.tril(-1))
+            diagonal = tril.diagonal(dim1=-2, dim2=-1)
+        else:
+            diagonal = covariances.sqrt()
+        scales = diagonal.clamp(min=2e-3) - 1e-3  # softplus(raw) + 1e-3
+        self.raw_scales.copy_(scales + torch.log(-torch.expm1(-scales)))  # softplus's inverse
 
 
 class GMVAE(LatentStructure):
@@ -65,20 +90,23 @@ class GMVAE(LatentStructure):
     default_elbo = "enum"
     option_rules = {"min_cluster_info": (lambda v: finite_number(v) and v >= 0, "a finite number of nats >= 0"),
                     "cluster_information": (lambda v: finite_number(v) and v >= 0, "a finite number >= 0"),
-                    "pretrain_epochs": (lambda v: whole_number(v) and v >= 0, "a whole number of epochs >= 0")}
+                    "pretrain_epochs": (lambda v: whole_number(v) and v >= 0, "a whole number of epochs >= 0"),
+                    "prior_covariance": (lambda v: v in ("diag", "full"), "'diag' or 'full'")}
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden_dims: Sequence[int] = (200, 200),
                  activation: str = "relu", num_components: int = 10, min_cluster_info: float = 0.0,
                  kmeans_init: bool = False, encoder_sees_cluster: bool = True, cluster_information: float = 0.0,
-                 pretrain_epochs: int = 0, **pixels):
+                 pretrain_epochs: int = 0, prior_covariance: str = "diag", **pixels):
         """``pixels``: the image shape, likelihood and network of :class:`~pyro_vae.models.base.LatentStructure`."""
         super().__init__(x_dim, **pixels)
         self.z_dim, self.hidden_dims, self.activation = z_dim, tuple(hidden_dims), activation
         self.num_components = positive_int("num_components", num_components)
-        self.check_options({"min_cluster_info": min_cluster_info, "cluster_information": cluster_information})
+        self.check_options({"min_cluster_info": min_cluster_info, "cluster_information": cluster_information,
+                            "prior_covariance": prior_covariance})
         self.min_cluster_info, self.kmeans_init = float(min_cluster_info), bool(kmeans_init)
         self.cluster_information = float(cluster_information)
-        self.prior_z = ClusterGaussians(self.num_components, z_dim)
+        self.prior_covariance = prior_covariance
+        self.prior_z = ClusterGaussians(self.num_components, z_dim, full=prior_covariance == "full")
         self.decoder = self.make_decoder(z_dim, tuple(reversed(self.hidden_dims)), activation)
         self.classifier = self.make_classifier(self.hidden_dims, self.num_components, activation)
         self.encoder_sees_cluster = bool(encoder_sees_cluster)
@@ -98,7 +126,8 @@ class GMVAE(LatentStructure):
                 "activation": self.activation, "num_components": self.num_components,
                 "min_cluster_info": self.min_cluster_info, "kmeans_init": self.kmeans_init,
                 "encoder_sees_cluster": self.encoder_sees_cluster, "cluster_information": self.cluster_information,
-                **({"pretrain_epochs": self.pretrain_epochs} if self.pretrain_epochs else {})}
+                **({"pretrain_epochs": self.pretrain_epochs} if self.pretrain_epochs else {}),
+                **({"prior_covariance": "full"} if self.prior_covariance == "full" else {})}
 
     def model(self, x):
         x = self.check_batch(x)
@@ -111,7 +140,7 @@ class GMVAE(LatentStructure):
             penalty("cluster_information", lambda: self.cluster_information * self._mutual_information(x))
         with pyro.plate("data", x.shape[0]):
             c = pyro.sample("c", dist.OneHotCategorical(logits=x.new_zeros(self.num_components)))
-            z = pyro.sample("z", dist.Normal(*self.prior_z(c)).to_event(1))
+            z = pyro.sample("z", self.prior_z(c))
             self.observe(self.decoder(z), x)
 
     def _mutual_information(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,8 +216,8 @@ class GMVAE(LatentStructure):
                     loss.backward()
                     optimizer.step()
         codes = torch.cat([self.encoder(part)[0] for part in x.split(1000)]).double().cpu().numpy()
-        mixture = GaussianMixture(self.num_components, covariance_type="diag", random_state=seed).fit(codes)
-        self.prior_z.locs.copy_(torch.as_tensor(mixture.means_))
-        scales = torch.as_tensor(mixture.covariances_).sqrt().clamp(min=2e-3) - 1e-3  # softplus(raw) + 1e-3
-        self.prior_z.raw_scales.copy_(scales + torch.log(-torch.expm1(-scales)))  # softplus's inverse
+        mixture = GaussianMixture(self.num_components, covariance_type=self.prior_covariance,
+                                  random_state=seed).fit(codes)
+        self.prior_z.set_components(torch.as_tensor(mixture.means_, dtype=torch.get_default_dtype()),
+                                    torch.as_tensor(mixture.covariances_, dtype=torch.get_default_dtype()))
         return torch.as_tensor(mixture.predict(codes), device=self.device).long()

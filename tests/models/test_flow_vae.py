@@ -82,10 +82,25 @@ def test_the_iaf_vae_starts_as_its_gaussian_guide():
     assert torch.allclose(vae.encode(x), loc)
 
 
-@pytest.mark.parametrize("name", ["planar-vae", "iaf-vae", "sylvester-vae"])
-def test_the_elbo_of_a_flow_guide_is_the_hand_computation_on_the_same_draw(name):
+def standard_normal_log_density(vae, z):
+    return dist.Normal(0.0, 1.0).log_prob(z).sum()
+
+
+def pseudo_inputs_mixture_log_density(vae, z):
+    """vampprior-iaf's prior by hand: (1/K) sum_k N(z; mu(u_k), sigma(u_k)), u_k = clamp(W^T, 0, 1), the
+    encoder's base Gaussian at each pseudo-input."""
+    loc, scale = vae.encoder(vae.pseudo_inputs.linear.weight.T.clamp(0, 1))
+    return torch.logsumexp(dist.Normal(loc, scale).log_prob(z).sum(-1), 0) - math.log(loc.shape[0])
+
+
+@pytest.mark.parametrize("name, log_prior_of", [("planar-vae", standard_normal_log_density),
+                                                ("iaf-vae", standard_normal_log_density),
+                                                ("sylvester-vae", standard_normal_log_density),
+                                                ("vampprior-iaf", pseudo_inputs_mixture_log_density)])
+def test_the_elbo_of_a_flow_guide_is_the_hand_computation_on_the_same_draw(name, log_prior_of):
     torch.manual_seed(0)
-    vae = MODELS[name](z_dim=Z, hidden_dims=(16,), num_flows=2, context_dim=CONTEXT, flow_hidden_dims=(8,))
+    vae = MODELS[name](z_dim=Z, hidden_dims=(16,), num_flows=2, context_dim=CONTEXT, flow_hidden_dims=(8,),
+                       **({"num_pseudo_inputs": 6} if name == "vampprior-iaf" else {}))
     with torch.no_grad():
         for p in vae.flows.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -104,7 +119,7 @@ def test_the_elbo_of_a_flow_guide_is_the_hand_computation_on_the_same_draw(name)
         with torch.no_grad():
             z = push(vae.transforms(context[i:i + 1]), z0[i:i + 1])
             log_q = dist.Normal(loc[i], scale[i]).log_prob(z0[i]).sum() - torch.linalg.slogdet(jacobian)[1]
-            log_prior = dist.Normal(0.0, 1.0).log_prob(z).sum()
+            log_prior = log_prior_of(vae, z[0])
             logits = vae.decoder(z)
             log_lik = dist.Bernoulli(logits=logits).log_prob(x[i:i + 1]).sum()
         total += (log_lik + log_prior - log_q).item()

@@ -339,12 +339,57 @@ def test_vades_start_trains_an_autoencoder_and_puts_the_clusters_on_a_mixture_of
     # p(z | c) is the mixture fitted to the codes, and q(c | x) starts at each image's most probable component
     with torch.no_grad():
         codes = model.encoder(images)[0]
-        locs, scales = model.prior_z(torch.eye(4))
-        component = torch.distributions.Normal(locs, scales).log_prob(codes.unsqueeze(1)).sum(-1).argmax(-1)
+        component = model.prior_z(torch.eye(4)).log_prob(codes.unsqueeze(1)).argmax(-1)
     clusters = model.cluster(images)
     assert (clusters == component).float().mean() > 0.85
     assert (torch.bincount(component, minlength=4) > 0).all() and torch.unique(clusters).numel() == 4
     assert model.config()["pretrain_epochs"] == 30 and "pretrain_epochs" not in build_model("gmvae", **SMALL).config()
+
+
+def test_a_full_covariance_prior_starts_as_the_diagonal_one_and_holds_the_covariance_it_is_given():
+    import pyro.distributions as dist
+
+    diagonal = build_model("gmvae", num_components=3, **SMALL)
+    full = build_model("gmvae", num_components=3, prior_covariance="full", **SMALL)
+    full.prior_z.load_state_dict(diagonal.prior_z.state_dict(), strict=False)  # the same means and diagonal
+    c, z = torch.eye(3).unsqueeze(1), torch.randn(7, SMALL["z_dim"])
+    assert isinstance(full.prior_z(c), dist.MultivariateNormal)
+    assert torch.allclose(full.prior_z(c).log_prob(z), diagonal.prior_z(c).log_prob(z), atol=1e-5)
+    # a covariance with correlations, set and read back through the scale's softplus diagonal
+    a = torch.randn(3, SMALL["z_dim"], SMALL["z_dim"])
+    covariance = a @ a.transpose(-1, -2) + 0.5 * torch.eye(SMALL["z_dim"])
+    means = torch.randn(3, SMALL["z_dim"])
+    full.prior_z.set_components(means, covariance)
+    component = full.prior_z(torch.eye(3))
+    assert torch.allclose(component.covariance_matrix, covariance, atol=1e-4)
+    assert torch.allclose(component.loc, means)
+    assert torch.allclose(component.log_prob(z.unsqueeze(1)),
+                          dist.MultivariateNormal(means, covariance).log_prob(z.unsqueeze(1)), atol=1e-3)
+    assert full.config()["prior_covariance"] == "full" and "prior_covariance" not in diagonal.config()
+
+
+def test_vades_start_with_full_covariances_sets_the_full_mixture_it_fitted(small_data, monkeypatch):
+    import sklearn.mixture
+
+    fitted = []
+
+    class Recorded(sklearn.mixture.GaussianMixture):
+        def fit(self, codes, y=None):
+            fitted.append(self)
+            return super().fit(codes, y)
+
+    monkeypatch.setattr(sklearn.mixture, "GaussianMixture", Recorded)
+    model = build_model("gmvae", num_components=4, encoder_sees_cluster=False, pretrain_epochs=2,
+                        prior_covariance="full", **SMALL)
+    model.initialize(small_data.train.images, torch.Generator().manual_seed(0))
+    (mixture,) = fitted
+    assert mixture.covariance_type == "full"
+    with torch.no_grad():
+        component = model.prior_z(torch.eye(4))
+    covariance = torch.as_tensor(mixture.covariances_, dtype=torch.float32)
+    assert torch.allclose(component.covariance_matrix, covariance, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(component.loc, torch.as_tensor(mixture.means_, dtype=torch.float32), atol=1e-6)
+    assert (covariance[:, 0, 1].abs() > 1e-4).all()  # the correlations the diagonal start dropped
 
 
 @pytest.mark.parametrize("options, fragment", [
@@ -352,7 +397,8 @@ def test_vades_start_trains_an_autoencoder_and_puts_the_clusters_on_a_mixture_of
     (["kmeans_init=maybe"], "kmeans_init"), (["kmeans_init=1"], "kmeans_init"),
     (["pretrain_epochs=-1", "encoder_sees_cluster=false"], "pretrain_epochs"),
     (["pretrain_epochs=2"], "needs encoder_sees_cluster=false"),
-    (["pretrain_epochs=2", "encoder_sees_cluster=false", "kmeans_init=true"], "two different starts")])
+    (["pretrain_epochs=2", "encoder_sees_cluster=false", "kmeans_init=true"], "two different starts"),
+    (["prior_covariance=round"], "prior_covariance")])
 def test_gmvae_remedy_mistakes_are_one_sentence(tmp_path, cli, options, fragment):
     given = [part for option in options for part in ("--model-option", option)]
     code, _, err = cli("train", "--model", "gmvae", *given, *TINY, "--run-dir", tmp_path / "run")
@@ -385,8 +431,8 @@ def test_the_gmvae_with_vades_guide_draws_one_z_per_image_and_its_elbo_is_the_su
     assert z.shape == (20, 2)  # one draw per image, shared by every value of c
     loc, scale = model.encoder(x)
     log_q_c = torch.log_softmax(model.classifier(x), -1)
-    prior_loc, prior_scale = model.prior_z(torch.eye(3, dtype=x.dtype))
-    log_p_z_given_c = dist.Normal(prior_loc, prior_scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (20, 3)
+    prior = model.prior_z(torch.eye(3, dtype=x.dtype)).base_dist
+    log_p_z_given_c = dist.Normal(prior.loc, prior.scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (20, 3)
     log_p_x = dist.Bernoulli(logits=model.decoder(z)).log_prob(x).sum(-1)
     by_hand = (log_p_x - dist.Normal(loc, scale).log_prob(z).sum(-1)
                + (log_q_c.exp() * (log_p_z_given_c - torch.log(torch.tensor(3.0)) - log_q_c)).sum(-1)).sum()

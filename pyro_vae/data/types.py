@@ -21,6 +21,11 @@ MNIST_SHAPE = (1, 28, 28)
 KINDS = ("images", "vectors", "sequences")
 
 
+def evenly_spaced(count: int, n: int) -> torch.Tensor:
+    """The indices of ``n`` of ``count`` rows spread evenly from the first to the last (what ``--subset`` keeps)."""
+    return torch.linspace(0, count - 1, n).round().long()
+
+
 @dataclass
 class Split:
     """One split: images as a float tensor (N, C * H * W) in [0, 1], labels (N,) when known, and for data with
@@ -42,8 +47,7 @@ class Split:
         """``n`` evenly spaced images, so that a split stored sorted by class keeps every class."""
         if n is None or n >= len(self):
             return self
-        index = torch.linspace(0, len(self) - 1, n).round().long()
-        return self.take(index)
+        return self.take(evenly_spaced(len(self), n))
 
     def take(self, index: torch.Tensor) -> "Split":
         """The images at ``index``, with their labels and factors."""

@@ -26,6 +26,16 @@ def test_subset_keeps_every_class_of_the_sorted_test_split():
     assert set(data.test.labels.tolist()) == set(range(10))
 
 
+def test_a_subset_unpacks_the_same_images_as_the_whole_file_subsetted():
+    whole = load_binarized_mnist()
+    for n in (1, 137, 10_000, 60_000):
+        part = load_binarized_mnist(n)
+        for name in ("train", "valid", "test"):
+            expected = whole.split(name).subset(n)
+            assert torch.equal(part.split(name).images, expected.images)
+        assert torch.equal(part.test.labels, whole.test.subset(n).labels)
+
+
 def test_batches_cover_the_split_once_and_shuffle_reproducibly(small_data):
     split = small_data.train
     first = torch.cat([x for (x,) in iterate_batches(split, 64, shuffle=True,

@@ -201,8 +201,8 @@ class GMVAE(LatentStructure):
                            seed: int) -> torch.Tensor:
         """VaDE's start: ``pretrain_epochs`` epochs of the encoder's mean and the decoder as an autoencoder on
         ``images`` (batches of 100, Adam 1e-3, the likelihood's log-probability of each image given its own code),
-        then p(z | c) set to a diagonal Gaussian mixture fitted to the codes of ``x``; returns each of them's most
-        probable component."""
+        then p(z | c) set to a Gaussian mixture fitted to the codes of ``x`` (diagonal, or with full covariances to
+        which the encoder's mean variance sigma(x)^2 is added); returns each of them's most probable component."""
         from sklearn.mixture import GaussianMixture
 
         networks = [self.encoder, self.decoder, self.likelihood]
@@ -215,9 +215,16 @@ class GMVAE(LatentStructure):
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
-        codes = torch.cat([self.encoder(part)[0] for part in x.split(1000)]).double().cpu().numpy()
+        locs, scales = (torch.cat(parts) for parts in zip(*(self.encoder(part) for part in x.split(1000))))
+        codes = locs.double().cpu().numpy()
         mixture = GaussianMixture(self.num_components, covariance_type=self.prior_covariance,
                                   random_state=seed).fit(codes)
-        self.prior_z.set_components(torch.as_tensor(mixture.means_, dtype=torch.get_default_dtype()),
-                                    torch.as_tensor(mixture.covariances_, dtype=torch.get_default_dtype()))
+        covariances = torch.as_tensor(mixture.covariances_, dtype=torch.get_default_dtype())
+        if self.prior_covariance == "full":
+            # SVI draws z = mean + sigma * eps: the clusters' covariances get that noise's mean variance. The codes
+            # of an autoencoder lie near a few directions in each cluster (covariance eigenvalues down to 1e-5
+            # here), where a draw of the untrained sigma (about 0.7) scored -18,000 nats and the first epoch put
+            # every image in one cluster.
+            covariances = covariances + torch.diag(scales.pow(2).mean(0).cpu().to(covariances.dtype))
+        self.prior_z.set_components(torch.as_tensor(mixture.means_, dtype=torch.get_default_dtype()), covariances)
         return torch.as_tensor(mixture.predict(codes), device=self.device).long()

@@ -125,3 +125,17 @@ def test_the_layers_test_can_fail(tmp_path, monkeypatch):
         test_no_circles()
     with pytest.raises(AssertionError, match="imports pyro_vae.training"):
         test_no_module_imports_one_above_it("pyro_vae.errors")
+
+
+#: the longest a module of the package may be, and the trainer class (issue 23: no module over 400 lines, each
+#: with one job; the trainer under 250)
+MAX_MODULE_LINES, MAX_TRAINER_LINES = 400, 250
+
+
+def test_every_module_stays_short_and_the_trainer_class_shorter():
+    long = {path.relative_to(ROOT.parent).as_posix(): n for path in sorted(ROOT.rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"split these modules, each over {MAX_MODULE_LINES} lines: {long}"
+    tree = ast.parse((ROOT / "training" / "trainer.py").read_text())
+    (trainer,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Trainer"]
+    assert trainer.end_lineno - trainer.lineno + 1 <= MAX_TRAINER_LINES

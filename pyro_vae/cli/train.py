@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pyro_vae.catalog import CHECKPOINT, METRICS
-from pyro_vae.cli.options import _given_options
+from pyro_vae.cli.options import _add_train_options, _given_options
 from pyro_vae.config import TrainConfig, check_positive, selection_value
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.files import check_can_create_dir, locked_run_dir, run_lock
@@ -235,3 +235,34 @@ def _after_training(args: argparse.Namespace, trainer, history: list, run_dir: P
     print(f"metrics:  {run_dir / METRICS}, {run_dir / 'evaluation.json'}")
     print("pictures: " + ", ".join(str(p) for p in pictures))
     return 0
+
+
+def add_train_parser(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train", help="train a VAE with SVI, then evaluate it and draw its pictures",
+        description="Train a latent structure with pyro.infer.SVI. Each epoch writes metrics.jsonl and a checkpoint "
+                    "to the run directory; at the end the test ELBO and importance-sampled NLL are written to "
+                    "evaluation.json and the pictures (curves, samples, reconstructions, and for --z-dim 2 the "
+                    "latent space) to PNG files.")
+    _add_train_options(train)
+    where = train.add_argument_group("run directory")
+    where.add_argument("--name", help="run name: the run goes to runs/NAME under the current directory "
+                                      "(default: vae-DATE-TIME)")
+    where.add_argument("--run-dir", help="the run directory itself (overrides --name)")
+    where.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its last checkpoint (options may be left out)")
+    where.add_argument("--eval-samples", type=int, default=100,
+                       help="importance samples K per test image for the final NLL; 'pyro-vae evaluate' uses 5000 "
+                            "(default: 100)")
+    where.add_argument("--no-progress", action="store_true", help="no progress bars")
+    processes = train.add_argument_group("several processes")
+    processes.add_argument("--nproc-per-node", type=int, metavar="N",
+                           help="data-parallel training on N processes of this machine (gloo on CPUs; one GPU each "
+                                "with --device cuda): every option, the run directory and the data are checked "
+                                "here first, so that a mistake is one sentence, then torch's elastic launcher starts "
+                                "N processes running 'python -m pyro_vae train' with the other options, as "
+                                "'torchrun --standalone --nproc-per-node N -m pyro_vae train' would; when one fails, "
+                                "the command ends with its exit status. Each runs OMP_NUM_THREADS torch threads, "
+                                "the cores divided among the processes unless it is set. Resume with the same N. For "
+                                "several machines call torchrun yourself (see docs/distributed.md) (default: 1, this process)")
+    train.set_defaults(handler=train_command)

@@ -26,7 +26,8 @@ from pyro_vae.errors import PyroVAEError
 from pyro_vae.evaluation import elbo_per_datapoint
 from pyro_vae.limits import SampleProgress
 from pyro_vae.studies.estimators import (BASELINE_LR_FACTOR, ESTIMATORS, Estimator, applicability,
-                                           check_positive, estimator_spec, gradient_statistics, sample_gradients)
+                                           check_positive, estimator_spec)
+from pyro_vae.studies.gradients import gradient_statistics, sample_gradients
 from pyro_vae.models import LatentStructure
 
 DEFAULT_ESTIMATORS = catalog.DEFAULT_ESTIMATORS

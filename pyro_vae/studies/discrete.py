@@ -23,8 +23,8 @@ import torch
 from pyro_vae.catalog import DISCRETE_SAMPLE_SIZES
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.studies.estimators import (BASELINE_LR_FACTOR, CONCRETE_TEMPERATURES, Estimator, applicability,
-                                           check_positive, concrete_name, estimator_spec, latent_sites,
-                                           sample_gradients)
+                                           check_positive, concrete_name, estimator_spec, latent_sites)
+from pyro_vae.studies.gradients import sample_gradients
 
 DISCRETE_ESTIMATORS = ("enum", "score", "score-avg-baseline", "score-nn-baseline",
                        *(concrete_name(t) for t in CONCRETE_TEMPERATURES))
@@ -74,7 +74,7 @@ def estimator_errors(model: Callable, guide: Callable, batch: tuple,
 
     ``enum`` has one row, at N = 1: it is exact, and N samples would be N copies of the same sum. An estimator
     that does not apply to the pair's sites has one row with the reason under ``not_applicable``. Baselines
-    get ``baseline_warmup`` estimates first, as in :func:`~estimators.sample_gradients`.
+    get ``baseline_warmup`` estimates first, as in :func:`~pyro_vae.studies.gradients.sample_gradients`.
     """
     for name in estimators:
         estimator_spec(name)

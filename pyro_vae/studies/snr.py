@@ -18,8 +18,8 @@ import pyro
 import torch
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.studies.estimators import (Estimator, applicability, check_positive, estimator_spec, gradient_statistics,
-                                         sample_gradients)
+from pyro_vae.studies.estimators import Estimator, applicability, check_positive, estimator_spec
+from pyro_vae.studies.gradients import gradient_statistics, sample_gradients
 
 #: Student's t quantiles for a two-sided 95 % interval, by degrees of freedom (more than 30: the normal's 1.96)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,

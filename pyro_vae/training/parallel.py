@@ -12,7 +12,7 @@ import torch
 from pyro_vae.catalog import CHECKPOINT
 from pyro_vae.distributed import collective_failure, is_collective_failure
 from pyro_vae.errors import PyroVAEError, TrainingDiverged
-from pyro_vae.inference.sites import AVERAGE_BASELINE_PARAM
+from pyro_vae.inference.baselines import AVERAGE_BASELINE_PARAM
 from pyro_vae.training.checkpoints import load_checkpoint
 
 

@@ -13,7 +13,8 @@ from pyro_vae.data import (Dataset, check_dataset, dequantize_dataset, is_binary
                            load_dataset, num_batches, redraw, semi_supervised)
 from pyro_vae.devices import resolve_device
 from pyro_vae.errors import PyroVAEError, first_line
-from pyro_vae.inference.sites import LatentSites, check_elbo_applies, check_programs, latent_sites
+from pyro_vae.inference.applicability import check_elbo_applies
+from pyro_vae.inference.sites import LatentSites, check_programs, latent_sites
 from pyro_vae.likelihoods import likelihood_for_data
 from pyro_vae.limits import check_resized_images_fit, check_training_fits, images_before_loading
 from pyro_vae.models import (STRUCTURE_FILE, LatentStructure, build_model, check_model_options, is_file_spec, model_class,

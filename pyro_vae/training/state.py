@@ -14,7 +14,7 @@ from pyro_vae.catalog import BEST_CHECKPOINT, CHECKPOINT, CONFIG, METRICS
 from pyro_vae.config import TrainConfig, best_row, selection_key, selection_name
 from pyro_vae.errors import CheckpointError
 from pyro_vae.files import save_checkpoint, write_json, write_text
-from pyro_vae.inference.sites import AVERAGE_BASELINE_PARAM
+from pyro_vae.inference.baselines import AVERAGE_BASELINE_PARAM
 from pyro_vae.models import STRUCTURE_FILE
 from pyro_vae.models.base import init_output_bias
 from pyro_vae.training.checkpoints import CHECKPOINT_FORMAT, _load_model_state, best_checkpoint, load_checkpoint

@@ -18,7 +18,8 @@ from pyro_vae.errors import PyroVAEError, TrainingDiverged, first_line, user_lin
 from pyro_vae.inference import make_elbo, optim
 from pyro_vae.inference.compiled_step import CompiledStep
 from pyro_vae.scaling import scale_latents
-from pyro_vae.inference.sites import SITE_MISMATCH, mismatch_in_words, neural_baselines, with_baselines
+from pyro_vae.inference.baselines import neural_baselines, with_baselines
+from pyro_vae.inference.sites import SITE_MISMATCH, mismatch_in_words
 
 
 OPTIMIZERS = {"adam": optim.Adam, "fused-adam": optim.FusedAdam, "clipped-adam": optim.ClippedAdam}

@@ -15,8 +15,8 @@ from pyro_vae import VAE
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.studies.comparison import gradient_table
 from pyro_vae.studies.discrete import error_statistics, estimator_errors, exact_gradient
-from pyro_vae.studies.estimators import (Estimator, EstimatorNotApplicable, applicability, parameter_groups,
-                                           sample_gradients)
+from pyro_vae.studies.estimators import Estimator, EstimatorNotApplicable, applicability, parameter_groups
+from pyro_vae.studies.gradients import sample_gradients
 from pyro_vae.models import GMVAE, BernoulliMixture
 
 X_DIM, COMPONENTS = 12, 3

@@ -19,8 +19,8 @@ from pyro_vae import VAE
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.studies import toy
 from pyro_vae.studies.comparison import gradient_table, training_curves
-from pyro_vae.studies.estimators import (ESTIMATORS, Estimator, gradient_statistics, sample_gradients,
-                                           without_rsample)
+from pyro_vae.studies.estimators import ESTIMATORS, Estimator, without_rsample
+from pyro_vae.studies.gradients import gradient_statistics, sample_gradients
 
 
 @pytest.fixture(autouse=True, scope="module")

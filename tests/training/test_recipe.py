@@ -241,7 +241,8 @@ def test_iwae_training_picks_its_best_epoch_and_stops_early_by_the_validation_iw
 
 
 def test_iwae_trains_enumerated_structures_and_refuses_sampled_discrete_sites(tmp_path):
-    from pyro_vae.inference.sites import LatentSites, check_elbo_applies
+    from pyro_vae.inference.applicability import check_elbo_applies
+    from pyro_vae.inference.sites import LatentSites
 
     history = quiet(tiny_config(model="gmvae", elbo="iwae", num_particles=2, epochs=1,
                                 model_options={"num_components": 2}), tmp_path / "run").fit()

@@ -46,9 +46,9 @@ def load_binarized_mnist(subset: Optional[int] = None) -> Dataset:
     the ``subset`` evenly spaced images of each split are unpacked (what ``Split.subset`` would keep)."""
     arrays = _binarized_mnist_bits()
 
-    def rows(key: str) -> np.ndarray:
+    def rows(key: str) -> slice | np.ndarray:
         count = len(arrays[key])
-        return np.arange(count) if subset is None or subset >= count else evenly_spaced(count, subset).numpy()
+        return slice(None) if subset is None or subset >= count else evenly_spaced(count, subset).numpy()
 
     def unpack(key: str) -> torch.Tensor:
         bits = np.unpackbits(arrays[key][rows(key)], axis=1)[:, :X_DIM]

@@ -46,10 +46,9 @@ from pyro_vae.inference.importance import max_plate_nesting
 from pyro_vae.inference.optim import GroupedOptim
 from pyro_vae.inference.multisample import (CIWAE_ELBO, DReG_ELBO, MIWAE_ELBO, PIWAE_ELBO, RWS_ELBO, STL_ELBO,
                                             TMC_ELBO, VIMCO_ELBO)
-from pyro_vae.inference.applicability import check_elbo_applies  # noqa: F401
+from pyro_vae.inference.applicability import check_elbo_applies
 from pyro_vae.inference.baselines import DataPointBaseline
-from pyro_vae.inference.sites import without_rsample  # noqa: F401
-from pyro_vae.inference.sites import latent_sites as sort_sites
+from pyro_vae.inference.sites import latent_sites as sort_sites, without_rsample
 
 #: The neural baseline learns this many times faster than the model, as in Pyro's SVI tutorial (part III).
 BASELINE_LR_FACTOR = 10
